@@ -1,0 +1,970 @@
+//! The SQLite store: one writer connection, a small pool of readers, WAL, every call run on
+//! tokio's blocking pool so async workers never wait on the database. Owns the SQLite dialect
+//! of the filter language and the embedded migrations.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::schema::{Alias, Collection, Field, Kind, USERS};
+use crate::{
+    AccessTree, Bootstrap, Condition, EndSessions, LoginUser, NewSession, Op, PolicyGrant,
+    Principal, Query, Record, RotateOutcome, Rotation, Store, StoreError, StoreResult,
+};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+
+const MAX_IDLE_READERS: usize = 8;
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(code, Some(msg)) = &e {
+            if code.code == rusqlite::ErrorCode::ConstraintViolation {
+                if msg.contains("UNIQUE") || msg.contains("PRIMARY KEY") {
+                    return StoreError::Conflict {
+                        field: conflict_field(msg),
+                    };
+                }
+                if msg.contains("FOREIGN KEY") {
+                    return StoreError::MissingReference { field: "reference" };
+                }
+            }
+        }
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Maps a SQLite constraint message onto the field it concerns.
+fn conflict_field(msg: &str) -> &'static str {
+    if msg.contains("token_hash") {
+        "token"
+    } else if msg.contains("email") {
+        "email"
+    } else if msg.contains("external_identifier") {
+        "external_identifier"
+    } else {
+        "id"
+    }
+}
+
+fn open(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS tessera_migrations (
+            version INTEGER PRIMARY KEY NOT NULL,
+            applied_at INTEGER NOT NULL DEFAULT (unixepoch())
+        )",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tessera_migrations WHERE version = ?1)",
+            [version],
+            |r| r.get(0),
+        )?;
+        if !done {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO tessera_migrations (version) VALUES (?1)",
+                [version],
+            )?;
+            tracing::info!(version, "applied migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = open(&path)?;
+        migrate(&mut writer)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map_err(poisoned)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path)?,
+            };
+            let out = f(&conn);
+            let mut idle = inner.readers.lock().map_err(poisoned)?;
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().map_err(poisoned)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
+    StoreError::Backend("connection lock poisoned".into())
+}
+
+/// Converts a JSON value into the SQL value stored for a field of this kind.
+fn to_sql(kind: Kind, v: &Value) -> Sql {
+    match (kind, v) {
+        (_, Value::Null) => Sql::Null,
+        (Kind::Json, v) => Sql::Text(v.to_string()),
+        (_, Value::Bool(b)) => Sql::Integer(i64::from(*b)),
+        (_, Value::Number(n)) => match n.as_i64() {
+            Some(i) => Sql::Integer(i),
+            None => Sql::Real(n.as_f64().unwrap_or_default()),
+        },
+        (_, Value::String(s)) => Sql::Text(s.clone()),
+        (_, other) => Sql::Text(other.to_string()),
+    }
+}
+
+/// Converts a stored SQL value back into JSON for a field of this kind.
+fn from_sql(kind: Kind, v: Sql) -> Value {
+    match (kind, v) {
+        (_, Sql::Null) => Value::Null,
+        (Kind::Boolean, Sql::Integer(i)) => Value::Bool(i != 0),
+        (Kind::Json, Sql::Text(s)) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        (_, Sql::Integer(i)) => Value::from(i),
+        (_, Sql::Real(r)) => Value::from(r),
+        (_, Sql::Text(s)) => Value::String(s),
+        (_, Sql::Blob(b)) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders a condition as SQLite SQL, pushing its parameters.
+fn render(cond: &Condition, sql: &mut String, args: &mut Vec<Sql>) {
+    match cond {
+        Condition::And(parts) | Condition::Or(parts) => {
+            let (joiner, empty) = match cond {
+                Condition::And(_) => (" AND ", "1=1"),
+                _ => (" OR ", "1=0"),
+            };
+            if parts.is_empty() {
+                sql.push_str(empty);
+                return;
+            }
+            sql.push('(');
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(joiner);
+                }
+                render(p, sql, args);
+            }
+            sql.push(')');
+        }
+        Condition::Compare { field, op, value } => {
+            let col = format!("\"{}\"", field.column);
+            let like = |pattern: String, negate: bool, sql: &mut String, args: &mut Vec<Sql>| {
+                sql.push_str(&col);
+                sql.push_str(if negate { " NOT LIKE ?" } else { " LIKE ?" });
+                sql.push_str(" ESCAPE '\\'");
+                args.push(Sql::Text(pattern));
+            };
+            match op {
+                Op::Eq if value.is_null() => sql.push_str(&format!("{col} IS NULL")),
+                Op::Neq if value.is_null() => sql.push_str(&format!("{col} IS NOT NULL")),
+                Op::Eq | Op::Neq | Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+                    let sym = match op {
+                        Op::Eq => "=",
+                        Op::Neq => "!=",
+                        Op::Gt => ">",
+                        Op::Gte => ">=",
+                        Op::Lt => "<",
+                        _ => "<=",
+                    };
+                    sql.push_str(&format!("{col} {sym} ?"));
+                    args.push(to_sql(field.kind, value));
+                }
+                Op::In | Op::Nin => {
+                    let items = value.as_array().cloned().unwrap_or_default();
+                    if items.is_empty() {
+                        sql.push_str(if *op == Op::In { "1=0" } else { "1=1" });
+                        return;
+                    }
+                    sql.push_str(&col);
+                    sql.push_str(if *op == Op::In { " IN (" } else { " NOT IN (" });
+                    for (i, item) in items.iter().enumerate() {
+                        sql.push_str(if i == 0 { "?" } else { ",?" });
+                        args.push(to_sql(field.kind, item));
+                    }
+                    sql.push(')');
+                }
+                Op::Null => sql.push_str(&format!("{col} IS NULL")),
+                Op::NotNull => sql.push_str(&format!("{col} IS NOT NULL")),
+                Op::Empty => sql.push_str(&format!("({col} IS NULL OR {col} = '')")),
+                Op::NotEmpty => sql.push_str(&format!("({col} IS NOT NULL AND {col} != '')")),
+                Op::Contains => like(
+                    format!("%{}%", escape_like(&value_text(value))),
+                    false,
+                    sql,
+                    args,
+                ),
+                Op::NotContains => like(
+                    format!("%{}%", escape_like(&value_text(value))),
+                    true,
+                    sql,
+                    args,
+                ),
+                Op::StartsWith => like(
+                    format!("{}%", escape_like(&value_text(value))),
+                    false,
+                    sql,
+                    args,
+                ),
+                Op::EndsWith => like(
+                    format!("%{}", escape_like(&value_text(value))),
+                    false,
+                    sql,
+                    args,
+                ),
+            }
+        }
+    }
+}
+
+fn where_clause(filter: Option<&Condition>, args: &mut Vec<Sql>) -> String {
+    match filter {
+        Some(c) => {
+            let mut sql = String::from(" WHERE ");
+            render(c, &mut sql, args);
+            sql
+        }
+        None => String::new(),
+    }
+}
+
+fn read_rows(conn: &Connection, c: &'static Collection, q: &Query) -> StoreResult<Vec<Record>> {
+    let cols: Vec<String> = c
+        .fields
+        .iter()
+        .map(|f| format!("\"{}\"", f.column))
+        .collect();
+    let mut args = Vec::new();
+    let mut sql = format!("SELECT {} FROM \"{}\"", cols.join(", "), c.table);
+    sql.push_str(&where_clause(q.filter.as_ref(), &mut args));
+    sql.push_str(" ORDER BY ");
+    for (field, desc) in &q.sort {
+        sql.push_str(&format!(
+            "\"{}\" {}, ",
+            field.column,
+            if *desc { "DESC" } else { "ASC" }
+        ));
+    }
+    sql.push_str("rowid ASC");
+    if let Some(limit) = q.limit {
+        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", q.offset));
+    } else if q.offset > 0 {
+        sql.push_str(&format!(" LIMIT -1 OFFSET {}", q.offset));
+    }
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| {
+        let mut rec = Record::new();
+        for (i, f) in c.fields.iter().enumerate() {
+            rec.insert(f.name.to_string(), from_sql(f.kind, row.get::<_, Sql>(i)?));
+        }
+        Ok(rec)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn delete_user_sessions(tx: &rusqlite::Transaction<'_>, user: &str, end: &EndSessions) -> StoreResult<()> {
+    match end {
+        EndSessions::None => {}
+        EndSessions::All => {
+            tx.execute("DELETE FROM directus_sessions WHERE user = ?1", [user])?;
+        }
+        EndSessions::AllExcept(hash) => {
+            tx.execute(
+                "DELETE FROM directus_sessions WHERE user = ?1 AND family NOT IN
+                   (SELECT family FROM directus_sessions WHERE token_hash = ?2)",
+                params![user, hash],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn uuid_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
+    let s: Option<String> = row.get(i)?;
+    Ok(s.and_then(|s| Uuid::parse_str(&s).ok()))
+}
+
+fn principal_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
+    Ok(Principal {
+        id: uuid_col(row, 0)?.unwrap_or_default(),
+        role: uuid_col(row, 1)?,
+        status: row.get(2)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn read_items(&self, c: &'static Collection, q: &Query) -> StoreResult<Vec<Record>> {
+        let q = q.clone();
+        self.read(move |conn| read_rows(conn, c, &q)).await
+    }
+
+    async fn count_items(
+        &self,
+        c: &'static Collection,
+        filter: Option<&Condition>,
+    ) -> StoreResult<u64> {
+        let mut args = Vec::new();
+        let sql = format!(
+            "SELECT COUNT(*) FROM \"{}\"{}",
+            c.table,
+            where_clause(filter, &mut args)
+        );
+        self.read(move |conn| {
+            let n: i64 = conn.query_row(&sql, params_from_iter(args), |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn insert_item(
+        &self,
+        c: &'static Collection,
+        values: Vec<(&'static Field, Value)>,
+    ) -> StoreResult<()> {
+        let cols: Vec<String> = values
+            .iter()
+            .map(|(f, _)| format!("\"{}\"", f.column))
+            .collect();
+        let marks = vec!["?"; values.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO \"{}\" ({}) VALUES ({marks})",
+            c.table,
+            cols.join(", ")
+        );
+        let args: Vec<Sql> = values.iter().map(|(f, v)| to_sql(f.kind, v)).collect();
+        self.write(move |tx| {
+            tx.execute(&sql, params_from_iter(args))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_item(
+        &self,
+        c: &'static Collection,
+        id: &str,
+        values: Vec<(&'static Field, Value)>,
+        end: EndSessions,
+    ) -> StoreResult<bool> {
+        let sets: Vec<String> = values
+            .iter()
+            .map(|(f, _)| format!("\"{}\" = ?", f.column))
+            .collect();
+        let mut args: Vec<Sql> = values.iter().map(|(f, v)| to_sql(f.kind, v)).collect();
+        args.push(Sql::Text(id.to_string()));
+        let sql = if sets.is_empty() {
+            format!("SELECT COUNT(*) FROM \"{}\" WHERE id = ?", c.table)
+        } else {
+            format!(
+                "UPDATE \"{}\" SET {} WHERE id = ?",
+                c.table,
+                sets.join(", ")
+            )
+        };
+        let id = id.to_string();
+        let is_users = std::ptr::eq(c, &USERS);
+        self.write(move |tx| {
+            let found = if sets.is_empty() {
+                tx.query_row(&sql, params_from_iter(args), |r| r.get::<_, i64>(0))? > 0
+            } else {
+                tx.execute(&sql, params_from_iter(args))? > 0
+            };
+            if found && is_users {
+                delete_user_sessions(tx, &id, &end)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete_item(&self, c: &'static Collection, id: &str) -> StoreResult<bool> {
+        let sql = format!("DELETE FROM \"{}\" WHERE id = ?1", c.table);
+        let id = id.to_string();
+        self.write(move |tx| Ok(tx.execute(&sql, [id])? > 0)).await
+    }
+
+    async fn alias_values(&self, alias: &'static Alias, id: &str) -> StoreResult<Vec<Value>> {
+        let sql = format!(
+            "SELECT \"{}\" FROM \"{}\" WHERE \"{}\" = ?1 ORDER BY rowid",
+            alias.value, alias.table, alias.foreign_key
+        );
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([id], |r| Ok(from_sql(Kind::Uuid, r.get::<_, Sql>(0)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>> {
+        let email = email_lower.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, role, status, provider, password, tfa_secret, failed_logins
+                 FROM directus_users WHERE lower(email) = ?1",
+            )?;
+            Ok(stmt
+                .query_row([email], |r| {
+                    Ok(LoginUser {
+                        id: uuid_col(r, 0)?.unwrap_or_default(),
+                        role: uuid_col(r, 1)?,
+                        status: r.get(2)?,
+                        provider: r.get(3)?,
+                        password: r.get(4)?,
+                        tfa_secret: r.get(5)?,
+                        failed_logins: r.get(6)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn principal(&self, id: Uuid) -> StoreResult<Option<Principal>> {
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, role, status FROM directus_users WHERE id = ?1")?;
+            Ok(stmt
+                .query_row([id.to_string()], principal_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn principal_by_token(&self, digest: &str) -> StoreResult<Option<Principal>> {
+        let digest = digest.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, role, status FROM directus_users WHERE token_hash = ?1",
+            )?;
+            Ok(stmt.query_row([digest], principal_row).optional()?)
+        })
+        .await
+    }
+
+    async fn access_tree(
+        &self,
+        role: Option<Uuid>,
+        user: Option<Uuid>,
+    ) -> StoreResult<AccessTree> {
+        self.read(move |conn| {
+            let mut roles = Vec::new();
+            if let Some(role) = role {
+                let mut stmt = conn.prepare_cached(
+                    "WITH RECURSIVE tree(id, parent, depth) AS (
+                        SELECT id, parent, 0 FROM directus_roles WHERE id = ?1
+                        UNION ALL
+                        SELECT r.id, r.parent, t.depth + 1
+                        FROM directus_roles r JOIN tree t ON r.id = t.parent
+                        WHERE t.depth < 64
+                     ) SELECT id FROM tree ORDER BY depth DESC",
+                )?;
+                let ids = stmt.query_map([role.to_string()], |r| uuid_col(r, 0))?;
+                for id in ids {
+                    if let Some(id) = id? {
+                        if roles.contains(&id) {
+                            return Err(StoreError::Backend("role tree has a cycle".into()));
+                        }
+                        roles.push(id);
+                    }
+                }
+            }
+            let mut policies = Vec::new();
+            let mut push = |stmt: &mut rusqlite::CachedStatement<'_>,
+                            arg: String,
+                            direct: Option<Uuid>|
+             -> StoreResult<()> {
+                let rows = stmt.query_map([arg], |r| {
+                    Ok((
+                        uuid_col(r, 0)?.unwrap_or_default(),
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        uuid_col(r, 5)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (id, admin, app, tfa, ip, via) = row?;
+                    policies.push(PolicyGrant {
+                        id,
+                        admin_access: admin,
+                        app_access: app,
+                        enforce_tfa: tfa,
+                        ip_access: ip,
+                        on_direct_role: via.is_some() && via == direct,
+                    });
+                }
+                Ok(())
+            };
+            const POLICY_COLS: &str =
+                "SELECT p.id, p.admin_access, p.app_access, p.enforce_tfa, p.ip_access, a.role
+                 FROM directus_access a JOIN directus_policies p ON p.id = a.policy";
+            if roles.is_empty() {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{POLICY_COLS} WHERE a.role IS NULL AND a.user IS NULL AND ?1 = ?1
+                     ORDER BY a.sort, a.rowid"
+                ))?;
+                push(&mut stmt, String::new(), None)?;
+            } else {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{POLICY_COLS} WHERE a.role = ?1 ORDER BY a.sort, a.rowid"
+                ))?;
+                for r in &roles {
+                    push(&mut stmt, r.to_string(), role)?;
+                }
+            }
+            if let Some(user) = user {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{POLICY_COLS} WHERE a.user = ?1 ORDER BY a.sort, a.rowid"
+                ))?;
+                push(&mut stmt, user.to_string(), None)?;
+            }
+            Ok(AccessTree { roles, policies })
+        })
+        .await
+    }
+
+    async fn record_login_failure(&self, user: Uuid) -> StoreResult<i64> {
+        self.write(move |tx| {
+            Ok(tx.query_row(
+                "UPDATE directus_users SET failed_logins = failed_logins + 1 WHERE id = ?1
+                 RETURNING failed_logins",
+                [user.to_string()],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn record_login_success(&self, user: Uuid, now_ms: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE directus_users SET failed_logins = 0, last_access = ?2 WHERE id = ?1",
+                params![user.to_string(), now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn suspend_user(&self, user: Uuid) -> StoreResult<()> {
+        self.write(move |tx| {
+            let id = user.to_string();
+            tx.execute(
+                "UPDATE directus_users SET status = 'suspended', failed_logins = 0 WHERE id = ?1",
+                [&id],
+            )?;
+            delete_user_sessions(tx, &id, &EndSessions::All)
+        })
+        .await
+    }
+
+    async fn insert_session(&self, s: NewSession) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO directus_sessions (token_hash, family, user, expires, ip, user_agent, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    s.token_hash,
+                    s.family.to_string(),
+                    s.user.to_string(),
+                    s.expires_ms,
+                    s.meta.ip,
+                    s.meta.user_agent,
+                    s.meta.origin
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate_session(&self, r: Rotation) -> StoreResult<RotateOutcome> {
+        self.write(move |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT s.family, s.expires, s.next_token_hash, s.rotated_at,
+                            u.id, u.role, u.status
+                     FROM directus_sessions s JOIN directus_users u ON u.id = s.user
+                     WHERE s.token_hash = ?1",
+                    [&r.old_hash],
+                    |row| {
+                        Ok((
+                            uuid_col(row, 0)?.unwrap_or_default(),
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                            row.get::<_, Option<i64>>(3)?,
+                            Principal {
+                                id: uuid_col(row, 4)?.unwrap_or_default(),
+                                role: uuid_col(row, 5)?,
+                                status: row.get(6)?,
+                            },
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((family, expires, next, rotated_at, user)) = row else {
+                return Ok(RotateOutcome::NotFound);
+            };
+            if expires < r.now_ms {
+                return Ok(RotateOutcome::NotFound);
+            }
+            if !user.is_active() {
+                tx.execute(
+                    "DELETE FROM directus_sessions WHERE token_hash = ?1",
+                    [&r.old_hash],
+                )?;
+                return Ok(RotateOutcome::Inactive {
+                    status: user.status,
+                });
+            }
+            let touch = |tx: &rusqlite::Transaction<'_>| -> StoreResult<()> {
+                tx.execute(
+                    "UPDATE directus_users SET last_access = ?2 WHERE id = ?1",
+                    params![user.id.to_string(), r.now_ms],
+                )?;
+                Ok(())
+            };
+            match next {
+                None => {
+                    tx.execute(
+                        "UPDATE directus_sessions SET next_token_hash = ?2, rotated_at = ?3
+                         WHERE token_hash = ?1",
+                        params![r.old_hash, r.new_hash, r.now_ms],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO directus_sessions
+                           (token_hash, family, user, expires, ip, user_agent, origin)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            r.new_hash,
+                            family.to_string(),
+                            user.id.to_string(),
+                            r.expires_ms,
+                            r.meta.ip,
+                            r.meta.user_agent,
+                            r.meta.origin
+                        ],
+                    )?;
+                    touch(tx)?;
+                    Ok(RotateOutcome::Rotated { user, family })
+                }
+                Some(next) => {
+                    let within_grace = rotated_at.unwrap_or(i64::MIN) + r.grace_ms >= r.now_ms;
+                    let successor_live: bool = tx.query_row(
+                        "SELECT EXISTS(SELECT 1 FROM directus_sessions
+                                       WHERE token_hash = ?1 AND expires >= ?2)",
+                        params![next, r.now_ms],
+                        |row| row.get(0),
+                    )?;
+                    if within_grace && next == r.new_hash && successor_live {
+                        touch(tx)?;
+                        Ok(RotateOutcome::Rotated { user, family })
+                    } else if within_grace {
+                        Ok(RotateOutcome::NotFound)
+                    } else {
+                        tx.execute(
+                            "DELETE FROM directus_sessions WHERE family = ?1",
+                            [family.to_string()],
+                        )?;
+                        Ok(RotateOutcome::Reused { family })
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    async fn session_live(
+        &self,
+        token_hash: &str,
+        user: Uuid,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> StoreResult<bool> {
+        let hash = token_hash.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM directus_sessions
+                   WHERE token_hash = ?1 AND user = ?2 AND expires >= ?3
+                     AND (next_token_hash IS NULL OR rotated_at >= ?3 - ?4))",
+            )?;
+            Ok(stmt.query_row(params![hash, user.to_string(), now_ms, grace_ms], |r| {
+                r.get(0)
+            })?)
+        })
+        .await
+    }
+
+    async fn end_session(&self, token_hash: &str) -> StoreResult<bool> {
+        let hash = token_hash.to_string();
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM directus_sessions WHERE family IN
+                   (SELECT s.family FROM directus_sessions s
+                    JOIN directus_users u ON u.id = s.user WHERE s.token_hash = ?1)",
+                [hash],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn purge_expired_sessions(&self, now_ms: i64, user: Option<Uuid>) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let n = match user {
+                Some(u) => tx.execute(
+                    "DELETE FROM directus_sessions WHERE expires < ?1 AND user = ?2",
+                    params![now_ms, u.to_string()],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM directus_sessions WHERE expires < ?1",
+                    [now_ms],
+                )?,
+            };
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        self.count_items(&USERS, None).await
+    }
+
+    async fn bootstrap(&self, b: Bootstrap) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO directus_roles (id, name, icon, description)
+                 VALUES (?1, 'Administrator', 'verified', '$t:admin_description')",
+                [b.role_id.to_string()],
+            )?;
+            tx.execute(
+                "INSERT INTO directus_policies (id, name, icon, description, admin_access, app_access)
+                 VALUES (?1, 'Administrator', 'verified', '$t:admin_description', 1, 1)",
+                [b.policy_id.to_string()],
+            )?;
+            tx.execute(
+                "INSERT INTO directus_access (id, role, user, policy, sort) VALUES (?1, ?2, NULL, ?3, 1)",
+                params![b.access_id.to_string(), b.role_id.to_string(), b.policy_id.to_string()],
+            )?;
+            tx.execute(
+                "INSERT INTO directus_users (id, email, password, role, status, token_hash)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
+                params![
+                    b.user_id.to_string(),
+                    b.email,
+                    b.password_hash,
+                    b.role_id.to_string(),
+                    b.token_hash
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientMeta;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("t.db")).unwrap();
+        (dir, s)
+    }
+
+    fn boot() -> Bootstrap {
+        Bootstrap {
+            role_id: Uuid::new_v4(),
+            policy_id: Uuid::new_v4(),
+            access_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            email: "Admin@Example.com".into(),
+            password_hash: "$argon2id$x".into(),
+            token_hash: Some("digest".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_public_policy_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let s = SqliteStore::open(&path).unwrap();
+        let tree = s.access_tree(None, None).await.unwrap();
+        assert!(tree.roles.is_empty());
+        assert_eq!(tree.policies.len(), 1);
+        assert_eq!(tree.policies[0].id.to_string(), crate::PUBLIC_POLICY_ID);
+    }
+
+    #[tokio::test]
+    async fn bootstrap_gives_admin_tree_and_token_lookup() {
+        let (_d, s) = store();
+        let b = boot();
+        s.bootstrap(b.clone()).await.unwrap();
+        let u = s.login_user("admin@example.com").await.unwrap().unwrap();
+        assert_eq!(u.id, b.user_id);
+        let p = s.principal_by_token("digest").await.unwrap().unwrap();
+        assert_eq!(p.role, Some(b.role_id));
+        let tree = s.access_tree(p.role, Some(p.id)).await.unwrap();
+        assert_eq!(tree.roles, vec![b.role_id]);
+        assert!(tree.policies[0].admin_access && tree.policies[0].on_direct_role);
+    }
+
+    #[tokio::test]
+    async fn rotation_grace_and_reuse() {
+        let (_d, s) = store();
+        let b = boot();
+        s.bootstrap(b.clone()).await.unwrap();
+        let fam = Uuid::new_v4();
+        s.insert_session(NewSession {
+            token_hash: "a".into(),
+            family: fam,
+            user: b.user_id,
+            expires_ms: 10_000,
+            meta: ClientMeta::default(),
+        })
+        .await
+        .unwrap();
+        let rot = |old: &str, new: &str, now: i64| Rotation {
+            old_hash: old.into(),
+            new_hash: new.into(),
+            now_ms: now,
+            expires_ms: now + 10_000,
+            grace_ms: 100,
+            meta: ClientMeta::default(),
+        };
+        let first = s.rotate_session(rot("a", "b", 1000)).await.unwrap();
+        assert!(matches!(first, RotateOutcome::Rotated { .. }));
+        // Within grace: same successor.
+        let again = s.rotate_session(rot("a", "b", 1050)).await.unwrap();
+        assert!(matches!(again, RotateOutcome::Rotated { .. }));
+        assert!(s.session_live("a", b.user_id, 1050, 100).await.unwrap());
+        assert!(!s.session_live("a", b.user_id, 1200, 100).await.unwrap());
+        // After grace: reuse revokes the family.
+        let replay = s.rotate_session(rot("a", "b", 1200)).await.unwrap();
+        assert_eq!(replay, RotateOutcome::Reused { family: fam });
+        assert!(!s.session_live("b", b.user_id, 1200, 100).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn duplicate_token_and_email_are_conflicts() {
+        let (_d, s) = store();
+        s.bootstrap(boot()).await.unwrap();
+        let mut other = boot();
+        other.email = "other@example.com".into();
+        let err = s.bootstrap(other).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { field: "token" }), "{err:?}");
+        let id = USERS.field("id").unwrap();
+        let email = USERS.field("email").unwrap();
+        let err = s
+            .insert_item(
+                &USERS,
+                vec![
+                    (id, Value::String(Uuid::new_v4().to_string())),
+                    (email, Value::String("ADMIN@example.com".into())),
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { field: "email" }), "{err:?}");
+    }
+}
