@@ -22,6 +22,7 @@ pub enum ErrorCode {
     InvalidInvite,
     RequestsExceeded,
     RouteNotFound,
+    UnprocessableContent,
     ServiceUnavailable,
     InvalidProvider,
     UnsupportedMediaType,
@@ -31,7 +32,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for parsing and exhaustive tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::InvalidCredentials,
         Self::InvalidOtp,
         Self::UserSuspended,
@@ -46,6 +47,7 @@ impl ErrorCode {
         Self::InvalidInvite,
         Self::RequestsExceeded,
         Self::RouteNotFound,
+        Self::UnprocessableContent,
         Self::ServiceUnavailable,
         Self::InvalidProvider,
         Self::UnsupportedMediaType,
@@ -70,6 +72,7 @@ impl ErrorCode {
             Self::InvalidInvite => "INVALID_INVITE",
             Self::RequestsExceeded => "REQUESTS_EXCEEDED",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
+            Self::UnprocessableContent => "UNPROCESSABLE_CONTENT",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::InvalidProvider => "INVALID_PROVIDER",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
@@ -99,6 +102,7 @@ impl ErrorCode {
             | Self::InvalidInvite => 400,
             Self::RouteNotFound => 404,
             Self::ContentTooLarge => 413,
+            Self::UnprocessableContent => 422,
             Self::UnsupportedMediaType => 415,
             Self::RequestsExceeded => 429,
             Self::ServiceUnavailable => 503,

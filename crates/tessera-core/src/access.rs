@@ -1,0 +1,134 @@
+//! Who a request is ([`Accountability`]) and what it may do globally: the admin and app flags
+//! derived from the policies of its role tree and of the user, filtered by `ip_access`.
+
+use std::net::IpAddr;
+
+use tessera_store::AccessTree;
+use uuid::Uuid;
+
+/// The identity and global rights of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accountability {
+    pub user: Option<Uuid>,
+    pub role: Option<Uuid>,
+    /// The role tree, root first.
+    pub roles: Vec<Uuid>,
+    pub admin: bool,
+    pub app: bool,
+    /// The session token's digest when the caller authenticated with a session JWT.
+    pub session: Option<String>,
+    pub ip: Option<IpAddr>,
+}
+
+impl Accountability {
+    /// An anonymous caller.
+    pub fn public(ip: Option<IpAddr>) -> Self {
+        Self {
+            ip,
+            ..Self::default()
+        }
+    }
+}
+
+/// The flags a principal's policies grant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GlobalAccess {
+    pub admin: bool,
+    pub app: bool,
+    /// Some policy of the direct role enforces TFA.
+    pub enforce_tfa: bool,
+}
+
+/// ORs the flags of every policy that applies from `ip`. A policy restricted by `ip_access`
+/// still counts when the IP is unknown, as in Directus.
+pub fn global_access(tree: &AccessTree, ip: Option<IpAddr>) -> GlobalAccess {
+    let mut g = GlobalAccess::default();
+    for p in &tree.policies {
+        let allowed = match (&p.ip_access, ip) {
+            (Some(list), Some(ip)) if !list.trim().is_empty() => ip_allowed(list, ip),
+            _ => true,
+        };
+        if !allowed {
+            continue;
+        }
+        g.admin |= p.admin_access;
+        g.app |= p.app_access;
+        g.enforce_tfa |= p.enforce_tfa && p.on_direct_role;
+    }
+    g.app |= g.admin;
+    g
+}
+
+/// Whether `ip` matches a CSV list of addresses, CIDR blocks and `a-b` ranges.
+pub fn ip_allowed(list: &str, ip: IpAddr) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| entry_matches(entry, ip))
+}
+
+fn entry_matches(entry: &str, ip: IpAddr) -> bool {
+    if let Some((net, bits)) = entry.split_once('/') {
+        let (Ok(net), Ok(bits)) = (net.trim().parse::<IpAddr>(), bits.trim().parse::<u32>()) else {
+            return false;
+        };
+        return match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) if bits <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) if bits <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        };
+    }
+    if let Some((lo, hi)) = entry.split_once('-') {
+        return match (lo.trim().parse::<IpAddr>(), hi.trim().parse::<IpAddr>()) {
+            (Ok(lo), Ok(hi)) => lo <= ip && ip <= hi,
+            _ => false,
+        };
+    }
+    entry.parse::<IpAddr>().is_ok_and(|e| e == ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_store::PolicyGrant;
+
+    fn grant(admin: bool, app: bool, ip: Option<&str>) -> PolicyGrant {
+        PolicyGrant {
+            id: Uuid::new_v4(),
+            admin_access: admin,
+            app_access: app,
+            enforce_tfa: false,
+            ip_access: ip.map(str::to_owned),
+            on_direct_role: true,
+        }
+    }
+
+    #[test]
+    fn admin_implies_app_and_ip_filters() {
+        let tree = AccessTree {
+            roles: vec![],
+            policies: vec![grant(true, false, Some("10.0.0.0/8"))],
+        };
+        let inside = global_access(&tree, Some("10.1.2.3".parse().unwrap()));
+        assert!(inside.admin && inside.app);
+        let outside = global_access(&tree, Some("192.168.1.1".parse().unwrap()));
+        assert!(!outside.admin && !outside.app);
+        assert!(global_access(&tree, None).admin);
+    }
+
+    #[test]
+    fn ip_lists() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(ip_allowed("127.0.0.1, 10.0.0.0/8", ip("10.9.9.9")));
+        assert!(ip_allowed("192.168.0.1-192.168.0.9", ip("192.168.0.5")));
+        assert!(!ip_allowed("192.168.0.1-192.168.0.9", ip("192.168.0.10")));
+        assert!(ip_allowed("::1", ip("::1")));
+        assert!(!ip_allowed("garbage", ip("::1")));
+    }
+}

@@ -1,0 +1,204 @@
+//! The one error type of Tessera. Every failure a request can meet becomes an [`Error`]; the
+//! server turns it into Directus's envelope in exactly one place. Messages never carry a
+//! password or a token.
+
+use serde_json::{Map, Value};
+use tessera_proto::{CONCEALED, ErrorCode, ErrorItem};
+use tessera_store::StoreError;
+
+/// A failure, named after the Directus error code it answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Invalid user credentials.")]
+    InvalidCredentials,
+    #[error("Invalid user OTP.")]
+    InvalidOtp,
+    #[error("User suspended.")]
+    UserSuspended,
+    #[error("Token expired.")]
+    TokenExpired,
+    #[error("Invalid token.")]
+    InvalidToken,
+    /// `None` gives the generic message; `Some(reason)` is the message and `extensions.reason`.
+    #[error("{}", .0.as_deref().unwrap_or("You don't have permission to access this."))]
+    Forbidden(Option<String>),
+    /// The reason, without the `Invalid payload. ` prefix and the final dot.
+    #[error("Invalid payload. {0}.")]
+    InvalidPayload(String),
+    #[error("Invalid query. {0}.")]
+    InvalidQuery(String),
+    #[error("Validation failed for field \"{field}\". {detail}")]
+    FailedValidation {
+        field: String,
+        /// The validation rule: `email`, `regex`, `required`, …
+        rule: &'static str,
+        detail: String,
+    },
+    #[error("Value \"{CONCEALED}\" for field \"{field}\" in collection \"{collection}\" has to be unique.")]
+    SecretNotUnique {
+        collection: &'static str,
+        field: &'static str,
+    },
+    #[error("Value \"{value}\" for field \"{field}\" in collection \"{collection}\" has to be unique.")]
+    RecordNotUnique {
+        collection: &'static str,
+        field: String,
+        value: String,
+    },
+    #[error("Route {0} doesn't exist.")]
+    RouteNotFound(String),
+    #[error("Can't process content. {0}.")]
+    UnprocessableContent(String),
+    #[error("Service \"{service}\" is unavailable. {reason}.")]
+    ServiceUnavailable {
+        service: &'static str,
+        reason: String,
+    },
+    /// Anything unexpected. The detail is logged, never sent.
+    #[error("An unexpected error occurred.")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for a 403 on a collection, as Directus words it.
+    pub fn forbidden_collection(collection: &str) -> Self {
+        Error::Forbidden(Some(format!(
+            "You don't have permission to access collection \"{collection}\" or it does not exist. Queried in root."
+        )))
+    }
+
+    /// Shorthand for a 403 on a field, as Directus words it.
+    pub fn forbidden_field(field: &str, collection: &str) -> Self {
+        Error::Forbidden(Some(format!(
+            "You don't have permission to access field \"{field}\" in collection \"{collection}\" or it does not exist. Queried in root."
+        )))
+    }
+
+    /// Shorthand for INVALID_PAYLOAD.
+    pub fn payload(reason: impl Into<String>) -> Self {
+        Error::InvalidPayload(reason.into())
+    }
+
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Error::InvalidOtp => ErrorCode::InvalidOtp,
+            Error::UserSuspended => ErrorCode::UserSuspended,
+            Error::TokenExpired => ErrorCode::TokenExpired,
+            Error::InvalidToken => ErrorCode::InvalidToken,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            Error::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            Error::FailedValidation { .. } => ErrorCode::FailedValidation,
+            Error::SecretNotUnique { .. } | Error::RecordNotUnique { .. } => {
+                ErrorCode::RecordNotUnique
+            }
+            Error::RouteNotFound(_) => ErrorCode::RouteNotFound,
+            Error::UnprocessableContent(_) => ErrorCode::UnprocessableContent,
+            Error::ServiceUnavailable { .. } => ErrorCode::ServiceUnavailable,
+            Error::Internal(_) => ErrorCode::InternalServerError,
+        }
+    }
+
+    /// The envelope entry: message plus extensions, `code` first as Directus writes it.
+    pub fn to_item(&self) -> ErrorItem {
+        let mut ext = Map::new();
+        ext.insert("code".into(), Value::from(self.code().as_str()));
+        let mut put = |k: &str, v: Value| {
+            ext.insert(k.into(), v);
+        };
+        match self {
+            Error::Forbidden(Some(reason)) => put("reason", reason.clone().into()),
+            Error::InvalidPayload(reason)
+            | Error::InvalidQuery(reason)
+            | Error::UnprocessableContent(reason) => put("reason", reason.clone().into()),
+            Error::FailedValidation { field, rule, .. } => {
+                put("field", field.clone().into());
+                put("path", Value::Array(Vec::new()));
+                put("type", (*rule).into());
+            }
+            Error::SecretNotUnique { collection, field } => {
+                put("collection", (*collection).into());
+                put("field", (*field).into());
+                put("value", CONCEALED.into());
+            }
+            Error::RecordNotUnique {
+                collection,
+                field,
+                value,
+            } => {
+                put("collection", (*collection).into());
+                put("field", field.clone().into());
+                put("value", value.clone().into());
+            }
+            Error::RouteNotFound(path) => put("path", path.clone().into()),
+            Error::ServiceUnavailable { service, reason } => {
+                put("service", (*service).into());
+                put("reason", reason.clone().into());
+            }
+            _ => {}
+        }
+        ErrorItem {
+            message: self.to_string(),
+            extensions: ext,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { field: "token" } => Error::SecretNotUnique {
+                collection: "directus_users",
+                field: "token",
+            },
+            StoreError::Conflict { field } => Error::RecordNotUnique {
+                collection: "directus_users",
+                field: field.to_string(),
+                value: String::new(),
+            },
+            StoreError::MissingReference { field } => Error::InvalidPayload(format!(
+                "Field \"{field}\" references an item that doesn't exist"
+            )),
+            StoreError::Backend(msg) => Error::Internal(msg),
+        }
+    }
+}
+
+/// The result type of the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_errors_carry_reason() {
+        let item = Error::payload("\"email\" is required").to_item();
+        assert_eq!(item.message, "Invalid payload. \"email\" is required.");
+        assert_eq!(item.code(), Some("INVALID_PAYLOAD"));
+        assert_eq!(item.extensions["reason"], "\"email\" is required");
+    }
+
+    #[test]
+    fn duplicate_token_never_echoes_the_token() {
+        let item = Error::SecretNotUnique {
+            collection: "directus_users",
+            field: "token",
+        }
+        .to_item();
+        assert_eq!(
+            item.message,
+            "Value \"**********\" for field \"token\" in collection \"directus_users\" has to be unique."
+        );
+        assert_eq!(item.extensions["value"], CONCEALED);
+    }
+
+    #[test]
+    fn generic_forbidden_has_no_reason() {
+        let item = Error::Forbidden(None).to_item();
+        assert_eq!(item.message, "You don't have permission to access this.");
+        assert!(!item.extensions.contains_key("reason"));
+    }
+}

@@ -1,0 +1,614 @@
+//! The item routes' rules for users, roles and settings: who may read or write which
+//! collection (admins; app users their own row), how `fields` shapes an answer (concealed
+//! secrets, timestamps, alias lists, nested relations), and how a write body is checked and
+//! turned into stored values (hashed passwords, token digests, ended sessions).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tessera_proto::CONCEALED;
+use tessera_store::schema::{ROLES, SETTINGS, USERS};
+use tessera_store::{Collection, Condition, EndSessions, Field, Kind, Op, Query, Record, Store, StoreError};
+use uuid::Uuid;
+
+use crate::access::Accountability;
+use crate::auth::Caches;
+use crate::clock::iso8601;
+use crate::error::{Error, Result};
+use crate::password::Passwords;
+use crate::query::{Fields, ReadQuery, and};
+use crate::tokens::digest;
+use crate::validate::is_email;
+
+/// Fields of their own user row that app-access users may read (Directus's minimal app
+/// permissions).
+const APP_USER_FIELDS: &[&str] = &[
+    "id",
+    "first_name",
+    "last_name",
+    "last_page",
+    "email",
+    "password",
+    "location",
+    "title",
+    "description",
+    "tags",
+    "provider",
+    "avatar",
+    "language",
+    "appearance",
+    "theme_light",
+    "theme_dark",
+    "tfa_secret",
+    "status",
+    "role",
+];
+
+const STATUSES: &[&str] = &[
+    "draft",
+    "invited",
+    "unverified",
+    "active",
+    "suspended",
+    "archived",
+];
+
+/// The part of a collection a caller may read.
+enum Scope {
+    /// Every item, every field.
+    Full,
+    /// Items matching a filter, limited fields (`None` = all).
+    Partial {
+        filter: Condition,
+        fields: Option<&'static [&'static str]>,
+    },
+}
+
+/// What `GET /users/me` answers.
+pub enum Me {
+    Record(Value),
+    /// Reading is forbidden: Directus answers `{id}` only.
+    IdOnly(Uuid),
+}
+
+/// The item service.
+#[derive(Clone)]
+pub struct Items {
+    store: Arc<dyn Store>,
+    passwords: Passwords,
+    caches: Caches,
+}
+
+fn id_field(c: &'static Collection) -> &'static Field {
+    c.field("id").unwrap_or(&c.fields[0])
+}
+
+fn relation(c: &'static Collection, field: &str) -> Option<&'static Collection> {
+    match (c.name, field) {
+        ("directus_users", "role") | ("directus_roles", "parent") => Some(&ROLES),
+        _ => None,
+    }
+}
+
+impl Items {
+    pub fn new(store: Arc<dyn Store>, passwords: Passwords, caches: Caches) -> Self {
+        Self {
+            store,
+            passwords,
+            caches,
+        }
+    }
+
+    fn scope(&self, c: &'static Collection, acc: &Accountability) -> Result<Scope> {
+        if acc.admin {
+            return Ok(Scope::Full);
+        }
+        let id = id_field(c);
+        match (c.name, acc.app, acc.user) {
+            ("directus_users", true, Some(user)) => Ok(Scope::Partial {
+                filter: Condition::Compare {
+                    field: id,
+                    op: Op::Eq,
+                    value: user.to_string().into(),
+                },
+                fields: Some(APP_USER_FIELDS),
+            }),
+            ("directus_roles", true, _) => Ok(Scope::Partial {
+                filter: Condition::Compare {
+                    field: id,
+                    op: Op::In,
+                    value: acc.roles.iter().map(|r| Value::String(r.to_string())).collect(),
+                },
+                fields: None,
+            }),
+            _ => Err(Error::forbidden_collection(c.name)),
+        }
+    }
+
+    fn require_admin(c: &'static Collection, acc: &Accountability) -> Result<()> {
+        if acc.admin {
+            Ok(())
+        } else {
+            Err(Error::forbidden_collection(c.name))
+        }
+    }
+
+    /// Shapes one stored record per `fields`: conceals secrets, formats timestamps, expands
+    /// aliases and nested relations. `allowed` limits the readable fields.
+    async fn present(
+        &self,
+        c: &'static Collection,
+        rec: &Record,
+        sel: &Fields,
+        allowed: Option<&'static [&'static str]>,
+    ) -> Result<Value> {
+        let readable = |n: &str| allowed.is_none_or(|a| a.contains(&n));
+        let mut names: Vec<&str> = Vec::new();
+        if sel.all {
+            names.extend(c.fields.iter().map(|f| f.name).filter(|n| readable(n)));
+            if allowed.is_none() {
+                names.extend(c.aliases.iter().map(|a| a.name));
+            }
+        }
+        for n in sel.names.iter().chain(sel.nested.keys()) {
+            if !c.has(n) || !readable(n) {
+                return Err(Error::forbidden_field(n, c.name));
+            }
+            if !names.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
+        let id = rec.get("id").map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let mut out = Map::new();
+        for name in names {
+            let value = if let Some(alias) = c.alias(name) {
+                match &id {
+                    Some(id) => Value::Array(self.store.alias_values(alias, id).await?),
+                    None => Value::Array(Vec::new()),
+                }
+            } else {
+                let field = c.field(name).ok_or_else(|| Error::forbidden_field(name, c.name))?;
+                let raw = rec.get(name).cloned().unwrap_or(Value::Null);
+                match (field.kind, &raw) {
+                    (_, Value::Null) => Value::Null,
+                    (k, _) if k.is_concealed() => Value::String(CONCEALED.into()),
+                    (Kind::Timestamp, Value::Number(n)) => {
+                        Value::String(iso8601(n.as_i64().unwrap_or_default()))
+                    }
+                    _ => match (sel.nested.get(name), relation(c, name), raw.as_str()) {
+                        (Some(sub), Some(target), Some(key)) => {
+                            Box::pin(self.read_related(target, key, sub)).await?
+                        }
+                        _ => raw,
+                    },
+                }
+            };
+            out.insert(name.to_owned(), value);
+        }
+        Ok(Value::Object(out))
+    }
+
+    async fn read_related(&self, c: &'static Collection, id: &str, sel: &Fields) -> Result<Value> {
+        let q = Query {
+            filter: Some(Condition::Compare {
+                field: id_field(c),
+                op: Op::Eq,
+                value: id.into(),
+            }),
+            ..Query::default()
+        };
+        match self.store.read_items(c, &q).await?.first() {
+            Some(rec) => self.present(c, rec, sel, None).await,
+            None => Ok(Value::Null),
+        }
+    }
+
+    /// `GET /<collection>`: the list and, when asked, `meta`.
+    pub async fn read_many(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rq: &ReadQuery,
+    ) -> Result<(Vec<Value>, Option<Value>)> {
+        let scope = self.scope(c, acc)?;
+        let mut q = rq.to_store_query(c, acc)?;
+        let allowed = match scope {
+            Scope::Full => None,
+            Scope::Partial { filter, fields } => {
+                q.filter = Some(and(q.filter.take(), filter));
+                fields
+            }
+        };
+        let sel = rq.fields();
+        let mut out = Vec::new();
+        for rec in self.store.read_items(c, &q).await? {
+            out.push(self.present(c, &rec, &sel, allowed).await?);
+        }
+        let meta = if rq.meta.is_empty() {
+            None
+        } else {
+            let all = rq.meta.iter().any(|m| m == "*");
+            let mut m = Map::new();
+            if all || rq.meta.iter().any(|m| m == "total_count") {
+                m.insert(
+                    "total_count".into(),
+                    self.store.count_items(c, None).await?.into(),
+                );
+            }
+            if all || rq.meta.iter().any(|m| m == "filter_count") {
+                m.insert(
+                    "filter_count".into(),
+                    self.store.count_items(c, q.filter.as_ref()).await?.into(),
+                );
+            }
+            Some(Value::Object(m))
+        };
+        Ok((out, meta))
+    }
+
+    async fn fetch(&self, c: &'static Collection, id: &str, extra: Option<Condition>) -> Result<Option<Record>> {
+        let cond = Condition::Compare {
+            field: id_field(c),
+            op: Op::Eq,
+            value: id.into(),
+        };
+        let q = Query {
+            filter: Some(and(extra, cond)),
+            limit: Some(1),
+            ..Query::default()
+        };
+        Ok(self.store.read_items(c, &q).await?.into_iter().next())
+    }
+
+    /// `GET /<collection>/:id`. A missing item is FORBIDDEN, as in Directus.
+    pub async fn read_one(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        id: &str,
+        rq: &ReadQuery,
+    ) -> Result<Value> {
+        let (extra, allowed) = match self.scope(c, acc)? {
+            Scope::Full => (None, None),
+            Scope::Partial { filter, fields } => (Some(filter), fields),
+        };
+        let rec = self
+            .fetch(c, id, extra)
+            .await?
+            .ok_or(Error::Forbidden(None))?;
+        self.present(c, &rec, &rq.fields(), allowed).await
+    }
+
+    /// `GET /users/me`.
+    pub async fn me(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Me> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let Ok(scope) = self.scope(&USERS, acc) else {
+            return Ok(Me::IdOnly(user));
+        };
+        let allowed = match scope {
+            Scope::Full => None,
+            Scope::Partial { fields, .. } => fields,
+        };
+        let Some(rec) = self.fetch(&USERS, &user.to_string(), None).await? else {
+            return Ok(Me::IdOnly(user));
+        };
+        match self.present(&USERS, &rec, &rq.fields(), allowed).await {
+            Ok(v) => Ok(Me::Record(v)),
+            Err(Error::Forbidden(_)) => Ok(Me::IdOnly(user)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks a write body against the collection and converts it to stored values.
+    async fn values(
+        &self,
+        c: &'static Collection,
+        body: &Value,
+        creating: bool,
+    ) -> Result<Vec<(&'static Field, Value)>> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| Error::payload("Payload must be an object"))?;
+        let mut out = Vec::new();
+        for (key, v) in obj {
+            if key == "tfa_secret" && c.name == "directus_users" {
+                return Err(Error::payload("You can't change the \"tfa_secret\" value manually"));
+            }
+            let Some(field) = c.field(key) else { continue };
+            if key == "id" {
+                if creating && !v.is_null() {
+                    let id = v
+                        .as_str()
+                        .filter(|s| Uuid::parse_str(s).is_ok())
+                        .ok_or_else(|| Error::payload("\"id\" must be a valid GUID"))?;
+                    out.push((field, Value::String(id.to_owned())));
+                }
+                continue;
+            }
+            if !field.writable {
+                continue;
+            }
+            let value = self.check_value(field, key, v).await?;
+            if let Some(value) = value {
+                out.push((field, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One field's value, or `None` when Directus would drop it (an empty password).
+    async fn check_value(&self, field: &'static Field, key: &str, v: &Value) -> Result<Option<Value>> {
+        let must = |what: &str| Error::payload(format!("\"{key}\" must be {what}"));
+        Ok(Some(match (field.kind, v) {
+            (Kind::Hash, Value::Null) => return Ok(None),
+            (Kind::Hash, Value::String(s)) if s.is_empty() => return Ok(None),
+            (Kind::Hash, Value::String(s)) => {
+                self.check_password_policy(s).await?;
+                Value::String(self.passwords.hash(s.clone()).await?)
+            }
+            (Kind::Hash, _) => return Err(must("a string")),
+            (Kind::Digest, Value::Null) => Value::Null,
+            (Kind::Digest, Value::String(s)) if s.is_empty() => Value::Null,
+            (Kind::Digest, Value::String(s)) => Value::String(digest(s)),
+            (Kind::Digest, _) => return Err(must("a string")),
+            (_, Value::Null) => Value::Null,
+            (Kind::Json, v) => v.clone(),
+            (Kind::Boolean, Value::Bool(_)) => v.clone(),
+            (Kind::Boolean, _) => return Err(must("a boolean")),
+            (Kind::Integer, Value::Number(n)) if n.is_i64() => v.clone(),
+            (Kind::Integer, _) => return Err(must("an integer")),
+            (Kind::Uuid, Value::String(s)) if Uuid::parse_str(s).is_ok() => v.clone(),
+            (Kind::Uuid, _) => return Err(must("a valid GUID")),
+            (_, Value::String(_)) => v.clone(),
+            _ => return Err(must("a string")),
+        }))
+    }
+
+    async fn check_password_policy(&self, password: &str) -> Result<()> {
+        let settings = self.store.read_items(&SETTINGS, &Query::default()).await?;
+        let Some(policy) = settings
+            .first()
+            .and_then(|s| s.get("auth_password_policy"))
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        else {
+            return Ok(());
+        };
+        let re = compile_policy(policy)
+            .map_err(|e| Error::Internal(format!("stored password policy: {e}")))?;
+        if re.is_match(password).unwrap_or(false) {
+            Ok(())
+        } else {
+            // Unlike Directus, the submitted password is not echoed back (ADR 0004).
+            Err(Error::FailedValidation {
+                field: "password".into(),
+                rule: "regex",
+                detail: "Value doesn't have the correct format.".into(),
+            })
+        }
+    }
+
+    fn check_user_values(values: &[(&'static Field, Value)]) -> Result<()> {
+        for (f, v) in values {
+            match (f.name, v) {
+                ("email", Value::String(s)) if !is_email(s) => {
+                    return Err(Error::FailedValidation {
+                        field: "email".into(),
+                        rule: "email",
+                        detail: "Value has to be a valid email address.".into(),
+                    });
+                }
+                ("status", Value::String(s)) if !STATUSES.contains(&s.as_str()) => {
+                    return Err(Error::payload(format!(
+                        "\"status\" must be one of [{}]",
+                        STATUSES.join(", ")
+                    )));
+                }
+                ("status", Value::Null) => return Err(Error::payload("\"status\" must be a string")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn map_conflict(c: &'static Collection, values: &[(&'static Field, Value)], e: StoreError) -> Error {
+        match e {
+            StoreError::Conflict { field } if field != "token" => {
+                let value = values
+                    .iter()
+                    .find(|(f, _)| f.name == field)
+                    .and_then(|(_, v)| v.as_str())
+                    .map(|s| {
+                        if field == "email" {
+                            format!("[{}]", s.to_lowercase())
+                        } else {
+                            s.to_owned()
+                        }
+                    })
+                    .unwrap_or_default();
+                Error::RecordNotUnique {
+                    collection: c.name,
+                    field: field.to_owned(),
+                    value,
+                }
+            }
+            other => other.into(),
+        }
+    }
+
+    /// `POST /<collection>` for one item; returns the new id.
+    pub async fn create(&self, c: &'static Collection, acc: &Accountability, body: &Value) -> Result<String> {
+        Self::require_admin(c, acc)?;
+        let mut values = self.values(c, body, true).await?;
+        if c.name == "directus_users" {
+            Self::check_user_values(&values)?;
+        }
+        if c.name == "directus_roles" {
+            let named = values
+                .iter()
+                .any(|(f, v)| f.name == "name" && v.as_str().is_some_and(|s| !s.is_empty()));
+            if !named {
+                return Err(Error::payload("\"name\" is required"));
+            }
+        }
+        let id = match values.iter().find(|(f, _)| f.name == "id") {
+            Some((_, v)) => v.as_str().unwrap_or_default().to_owned(),
+            None => {
+                let id = Uuid::new_v4().to_string();
+                values.insert(0, (id_field(c), Value::String(id.clone())));
+                id
+            }
+        };
+        self.store
+            .insert_item(c, values.clone())
+            .await
+            .map_err(|e| Self::map_conflict(c, &values, e))?;
+        self.caches.invalidate();
+        Ok(id)
+    }
+
+    /// `PATCH /<collection>/:id`. False when the item does not exist.
+    pub async fn update(&self, c: &'static Collection, acc: &Accountability, id: &str, body: &Value) -> Result<()> {
+        Self::require_admin(c, acc)?;
+        self.update_unchecked(c, acc, id, body).await
+    }
+
+    /// `PATCH /users/me`: the caller's own row, with the same rules.
+    pub async fn update_me(&self, acc: &Accountability, body: &Value) -> Result<Uuid> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        Self::require_admin(&USERS, acc)?;
+        self.update_unchecked(&USERS, acc, &user.to_string(), body).await?;
+        Ok(user)
+    }
+
+    async fn update_unchecked(&self, c: &'static Collection, acc: &Accountability, id: &str, body: &Value) -> Result<()> {
+        let values = self.values(c, body, false).await?;
+        let mut end = EndSessions::None;
+        if c.name == "directus_users" {
+            Self::check_user_values(&values)?;
+            let changes = |n: &str| values.iter().any(|(f, _)| f.name == n);
+            let deactivates = values
+                .iter()
+                .any(|(f, v)| f.name == "status" && v.as_str() != Some("active"));
+            if deactivates {
+                end = EndSessions::All;
+            } else if changes("password") || changes("email") {
+                end = match &acc.session {
+                    Some(s) if acc.user.map(|u| u.to_string()).as_deref() == Some(id) => {
+                        EndSessions::AllExcept(s.clone())
+                    }
+                    _ => EndSessions::All,
+                };
+            }
+        }
+        let found = self
+            .store
+            .update_item(c, id, values.clone(), end)
+            .await
+            .map_err(|e| Self::map_conflict(c, &values, e))?;
+        if !found {
+            return Err(Error::Forbidden(None));
+        }
+        self.caches.invalidate();
+        Ok(())
+    }
+
+    /// `DELETE /<collection>/:id`. Deleting a role suspends its users and detaches them, as
+    /// Directus 11 does.
+    pub async fn delete(&self, c: &'static Collection, acc: &Accountability, id: &str) -> Result<()> {
+        Self::require_admin(c, acc)?;
+        if c.name == "directus_roles" {
+            let role = USERS.field("role").ok_or(Error::Forbidden(None))?;
+            let q = Query {
+                filter: Some(Condition::Compare {
+                    field: role,
+                    op: Op::Eq,
+                    value: id.into(),
+                }),
+                ..Query::default()
+            };
+            for user in self.store.read_items(&USERS, &q).await? {
+                if let Some(uid) = user.get("id").and_then(Value::as_str) {
+                    let body = serde_json::json!({"status": "suspended", "role": null});
+                    self.update_unchecked(&USERS, acc, uid, &body).await?;
+                }
+            }
+        }
+        if !self.store.delete_item(c, id).await? {
+            return Err(Error::Forbidden(None));
+        }
+        self.caches.invalidate();
+        Ok(())
+    }
+
+    /// `GET /settings`: the singleton.
+    pub async fn settings(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Value> {
+        Self::require_admin(&SETTINGS, acc)?;
+        let rec = self
+            .store
+            .read_items(&SETTINGS, &Query::default())
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        self.present(&SETTINGS, &rec, &rq.fields(), None).await
+    }
+
+    /// `PATCH /settings`.
+    pub async fn update_settings(&self, acc: &Accountability, body: &Value) -> Result<()> {
+        Self::require_admin(&SETTINGS, acc)?;
+        let values = self.values(&SETTINGS, body, false).await?;
+        for (f, v) in &values {
+            match (f.name, v) {
+                ("auth_login_attempts", Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => {
+                    return Err(Error::payload(
+                        "\"auth_login_attempts\" must be greater than or equal to 0",
+                    ));
+                }
+                ("auth_password_policy", Value::String(p)) if !p.is_empty() => {
+                    compile_policy(p).map_err(|e| {
+                        Error::payload(format!(
+                            "\"auth_password_policy\" must be a valid regular expression ({e})"
+                        ))
+                    })?;
+                }
+                _ => {}
+            }
+        }
+        self.store
+            .update_item(&SETTINGS, "1", values, EndSessions::None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Compiles a password policy, stripping a `/…/flags` wrapper as Directus does.
+fn compile_policy(policy: &str) -> std::result::Result<fancy_regex::Regex, String> {
+    let body = match policy.strip_prefix('/') {
+        Some(rest) => match rest.rfind('/') {
+            Some(end) => &rest[..end],
+            None => policy,
+        },
+        None => policy,
+    };
+    fancy_regex::Regex::new(body).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compile_policy;
+
+    #[test]
+    fn policies_with_lookaheads_and_slashes() {
+        let strong = "/(?=^.{8,}$)(?=.*\\d)(?=.*[a-z])(?=.*[A-Z])(?=.*[!@#$%^&*()_+}{';'?>.<,])(?!.*\\s).*$/";
+        let re = compile_policy(strong).unwrap();
+        assert!(re.is_match("Abcdef1!").unwrap());
+        assert!(!re.is_match("abcdefgh").unwrap());
+        let min = compile_policy("^.{8,}$").unwrap();
+        assert!(!min.is_match("short").unwrap());
+        assert!(compile_policy("(unclosed").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Directus access tokens: HS256 JWTs with `iss = "directus"`. Signing writes Directus's claim
+//! order; verification accepts HS256/384/512 only, maps expiry to TOKEN_EXPIRED and every
+//! other defect to INVALID_TOKEN, and requires the `role`, `app_access` and `admin_access` keys.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The issuer every Directus token carries.
+pub const ISSUER: &str = "directus";
+
+/// Claims of an access token, serialised in Directus's order.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessClaims {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    pub role: Option<Uuid>,
+    pub app_access: bool,
+    pub admin_access: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforce_tfa: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: &'static str,
+}
+
+/// What a verified access token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub id: Option<Uuid>,
+    pub role: Option<Uuid>,
+    pub share: Option<String>,
+    pub session: Option<String>,
+}
+
+/// Signs and verifies with the instance secret.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys(<hidden>)")
+    }
+}
+
+/// Decodes a JWT's payload without verifying it, if the value has JWT shape.
+fn unverified_payload(token: &str) -> Option<Map<String, Value>> {
+    let mut parts = token.split('.');
+    let (_h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether a presented value is a Directus JWT (a JWT whose `iss` is exactly `directus`);
+/// anything else is looked up as a static token.
+pub fn is_directus_jwt(token: &str) -> bool {
+    unverified_payload(token)
+        .and_then(|p| p.get("iss").and_then(Value::as_str).map(|i| i == ISSUER))
+        .unwrap_or(false)
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// Signs access-token claims with HS256.
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| Error::Internal(format!("jwt sign: {e}")))
+    }
+
+    /// Verifies signature, issuer and expiry of any Directus JWT and returns its payload.
+    pub fn verify_payload(&self, token: &str, now_ms: i64) -> Result<Map<String, Value>> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
+        if !matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(Error::InvalidToken);
+        }
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[ISSUER]);
+        v.set_required_spec_claims::<&str>(&[]);
+        v.validate_exp = false;
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &v)
+            .map_err(|_| Error::InvalidToken)?;
+        let claims = data.claims;
+        if let Some(exp) = claims.get("exp") {
+            let exp = exp.as_f64().ok_or(Error::InvalidToken)?;
+            // `exp` is in seconds; a token is dead from that second on, as jsonwebtoken.js has it.
+            if (now_ms as f64) / 1000.0 >= exp {
+                return Err(Error::TokenExpired);
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Verifies an access token and extracts who it names.
+    pub fn verify_access(&self, token: &str, now_ms: i64) -> Result<VerifiedToken> {
+        let claims = self.verify_payload(token, now_ms)?;
+        for key in ["role", "app_access", "admin_access"] {
+            if !claims.contains_key(key) {
+                return Err(Error::InvalidToken);
+            }
+        }
+        let uuid = |key: &str| -> Result<Option<Uuid>> {
+            match claims.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Uuid::parse_str(s)
+                    .map(Some)
+                    .map_err(|_| Error::InvalidToken),
+                Some(_) => Err(Error::InvalidToken),
+            }
+        };
+        let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_owned);
+        Ok(VerifiedToken {
+            id: uuid("id")?,
+            role: uuid("role")?,
+            share: text("share"),
+            session: text("session"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn claims(exp: i64) -> AccessClaims {
+        AccessClaims {
+            id: Some(Uuid::nil()),
+            role: None,
+            app_access: true,
+            admin_access: false,
+            enforce_tfa: None,
+            session: None,
+            iat: NOW / 1000,
+            exp,
+            iss: ISSUER,
+        }
+    }
+
+    fn raw(header: &str, payload: &str, key: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let h = URL_SAFE_NO_PAD.encode(header);
+        let p = URL_SAFE_NO_PAD.encode(payload);
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
+        mac.update(format!("{h}.{p}").as_bytes());
+        let s = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{h}.{p}.{s}")
+    }
+
+    #[test]
+    fn round_trip_and_claim_order() {
+        let k = JwtKeys::new(b"s3cret");
+        let t = k.sign(&claims(NOW / 1000 + 900)).unwrap();
+        let payload = unverified_payload(&t).unwrap();
+        let keys: Vec<_> = payload.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["id", "role", "app_access", "admin_access", "iat", "exp", "iss"]
+        );
+        assert!(is_directus_jwt(&t));
+        let v = k.verify_access(&t, NOW).unwrap();
+        assert_eq!(v.id, Some(Uuid::nil()));
+    }
+
+    #[test]
+    fn expired_wrong_key_and_missing_claims() {
+        let k = JwtKeys::new(b"s3cret");
+        let t = k.sign(&claims(NOW / 1000 - 1)).unwrap();
+        assert!(matches!(k.verify_access(&t, NOW), Err(Error::TokenExpired)));
+        let other = JwtKeys::new(b"other");
+        let t = k.sign(&claims(NOW / 1000 + 60)).unwrap();
+        assert!(matches!(other.verify_access(&t, NOW), Err(Error::InvalidToken)));
+        let no_role = raw(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"id":null,"app_access":false,"admin_access":false,"iss":"directus"}"#,
+            b"s3cret",
+        );
+        assert!(matches!(k.verify_access(&no_role, NOW), Err(Error::InvalidToken)));
+    }
+
+    #[test]
+    fn alg_none_is_rejected_and_no_exp_is_accepted() {
+        let k = JwtKeys::new(b"s3cret");
+        let payload = r#"{"role":null,"app_access":false,"admin_access":false,"iss":"directus"}"#;
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        assert!(is_directus_jwt(&none));
+        assert!(matches!(k.verify_access(&none, NOW), Err(Error::InvalidToken)));
+        let no_exp = raw(r#"{"alg":"HS256","typ":"JWT"}"#, payload, b"s3cret");
+        assert!(k.verify_access(&no_exp, NOW).is_ok());
+    }
+
+    #[test]
+    fn other_issuers_are_not_directus_jwts() {
+        let t = raw(r#"{"alg":"HS256"}"#, r#"{"iss":"someone"}"#, b"k");
+        assert!(!is_directus_jwt(&t));
+        assert!(!is_directus_jwt("plain-static-token"));
+    }
+}

@@ -1,0 +1,394 @@
+//! The item query language of the REST routes: `fields` (with `*` and `relation.field`),
+//! `filter` (JSON or bracket form, `_and`/`_or`, comparison operators, `$CURRENT_USER`),
+//! `sort`, `limit`, `offset`, `page`, `meta`. Parses query strings and checks them against a
+//! collection's schema, producing the store's [`Query`].
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use tessera_store::{Collection, Condition, Kind, Op, Query};
+
+use crate::access::Accountability;
+use crate::error::{Error, Result};
+
+/// A `fields` selection: `*`, named fields, and nested selections of relations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub all: bool,
+    pub names: Vec<String>,
+    pub nested: BTreeMap<String, Fields>,
+}
+
+impl Fields {
+    /// Everything (`*`).
+    pub fn star() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    /// Parses a comma list such as `id,email,role.name,role.*`.
+    pub fn parse(list: &str) -> Self {
+        let mut f = Fields::default();
+        for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            f.add(raw);
+        }
+        if f.names.is_empty() && f.nested.is_empty() {
+            f.all = true;
+        }
+        f
+    }
+
+    fn add(&mut self, path: &str) {
+        match path.split_once('.') {
+            None if path == "*" => self.all = true,
+            None => {
+                if !self.names.iter().any(|n| n == path) {
+                    self.names.push(path.to_owned());
+                }
+            }
+            Some((head, rest)) => self.nested.entry(head.to_owned()).or_default().add(rest),
+        }
+    }
+}
+
+/// A parsed, not yet schema-checked read query.
+#[derive(Debug, Clone, Default)]
+pub struct ReadQuery {
+    pub fields: Option<Fields>,
+    pub filter: Option<Value>,
+    pub sort: Vec<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<u64>,
+    pub page: Option<u64>,
+    pub meta: Vec<String>,
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
+    v.trim()
+        .parse()
+        .map_err(|_| Error::InvalidQuery(format!("\"{key}\" must be a number")))
+}
+
+/// Inserts `value` at a bracket path (`filter[a][_eq]`) into a JSON tree.
+fn insert_path(root: &mut Map<String, Value>, path: &[String], value: String) {
+    let Some((last, init)) = path.split_last() else {
+        return;
+    };
+    let mut node = root;
+    for key in init {
+        let entry = node
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(next) = entry else {
+            return;
+        };
+        node = next;
+    }
+    node.insert(last.clone(), Value::String(value));
+}
+
+impl ReadQuery {
+    /// Parses a raw query string.
+    pub fn parse(qs: &str) -> Result<Self> {
+        let mut q = ReadQuery::default();
+        let mut bracket_filter = Map::new();
+        for (k, v) in url::form_urlencoded::parse(qs.as_bytes()) {
+            let key = k.as_ref();
+            match key {
+                "fields" | "fields[]" => {
+                    let f = q.fields.get_or_insert_with(Fields::default);
+                    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        f.add(part);
+                    }
+                }
+                "filter" => {
+                    let parsed: Value = serde_json::from_str(&v).map_err(|_| {
+                        Error::InvalidQuery("Invalid JSON for filter object".into())
+                    })?;
+                    if !parsed.is_object() {
+                        return Err(Error::InvalidQuery("Invalid JSON for filter object".into()));
+                    }
+                    q.filter = Some(parsed);
+                }
+                "sort" | "sort[]" => q.sort.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                ),
+                "limit" => q.limit = Some(number("limit", &v)?),
+                "offset" => q.offset = Some(number("offset", &v)?),
+                "page" => q.page = Some(number("page", &v)?),
+                "meta" => q.meta.extend(v.split(',').map(|s| s.trim().to_owned())),
+                _ if key.starts_with("filter[") => {
+                    let path: Vec<String> = key["filter".len()..]
+                        .split(']')
+                        .filter_map(|p| p.strip_prefix('['))
+                        .map(str::to_owned)
+                        .collect();
+                    insert_path(&mut bracket_filter, &path, v.into_owned());
+                }
+                _ => {}
+            }
+        }
+        if q.filter.is_none() && !bracket_filter.is_empty() {
+            q.filter = Some(Value::Object(bracket_filter));
+        }
+        if let Some(f) = &mut q.fields {
+            if f.names.is_empty() && f.nested.is_empty() {
+                f.all = true;
+            }
+        }
+        Ok(q)
+    }
+
+    /// The `fields` selection, `*` when absent.
+    pub fn fields(&self) -> Fields {
+        self.fields.clone().unwrap_or_else(Fields::star)
+    }
+
+    /// Checks the query against `c` and builds the store query. Unknown fields in filter or
+    /// sort are 403 (as Directus); bad operators 400.
+    pub fn to_store_query(&self, c: &'static Collection, acc: &Accountability) -> Result<Query> {
+        let filter = self
+            .filter
+            .as_ref()
+            .map(|f| condition(c, f, acc))
+            .transpose()?;
+        let mut sort = Vec::new();
+        for s in &self.sort {
+            let (name, desc) = match s.strip_prefix('-') {
+                Some(n) => (n, true),
+                None => (s.as_str(), false),
+            };
+            let field = c
+                .field(name)
+                .ok_or_else(|| Error::forbidden_field(name, c.name))?;
+            sort.push((field, desc));
+        }
+        let limit = match self.limit {
+            Some(-1) => None,
+            Some(n) if n < -1 => {
+                return Err(Error::InvalidQuery("\"limit\" must be -1 or greater".into()));
+            }
+            Some(n) => Some(n.unsigned_abs()),
+            None => Some(100),
+        };
+        let offset = match (self.offset, self.page, limit) {
+            (Some(o), _, _) => o,
+            (None, Some(p), Some(l)) if p > 0 => (p - 1) * l,
+            _ => 0,
+        };
+        Ok(Query {
+            filter,
+            sort,
+            limit,
+            offset,
+        })
+    }
+}
+
+/// Combines two filters with AND.
+pub fn and(a: Option<Condition>, b: Condition) -> Condition {
+    match a {
+        Some(a) => Condition::And(vec![a, b]),
+        None => b,
+    }
+}
+
+fn operator(name: &str) -> Option<Op> {
+    Some(match name {
+        "_eq" => Op::Eq,
+        "_neq" => Op::Neq,
+        "_in" => Op::In,
+        "_nin" => Op::Nin,
+        "_null" => Op::Null,
+        "_nnull" => Op::NotNull,
+        "_contains" | "_icontains" => Op::Contains,
+        "_ncontains" | "_nicontains" => Op::NotContains,
+        "_starts_with" | "_istarts_with" => Op::StartsWith,
+        "_ends_with" | "_iends_with" => Op::EndsWith,
+        "_gt" => Op::Gt,
+        "_gte" => Op::Gte,
+        "_lt" => Op::Lt,
+        "_lte" => Op::Lte,
+        "_empty" => Op::Empty,
+        "_nempty" => Op::NotEmpty,
+        _ => return None,
+    })
+}
+
+fn type_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Uuid => "uuid",
+        Kind::Integer => "integer",
+        Kind::Boolean => "boolean",
+        Kind::Json => "json",
+        Kind::Timestamp => "timestamp",
+        Kind::Hash => "hash",
+        Kind::String | Kind::Digest | Kind::Concealed => "string",
+    }
+}
+
+/// Resolves dynamic variables and the string forms of literals.
+fn resolve(v: &Value, acc: &Accountability) -> Value {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "$CURRENT_USER" => acc.user.map_or(Value::Null, |u| u.to_string().into()),
+            "$CURRENT_ROLE" => acc.role.map_or(Value::Null, |r| r.to_string().into()),
+            "$CURRENT_ROLES" => Value::Array(
+                acc.roles
+                    .iter()
+                    .map(|r| Value::String(r.to_string()))
+                    .collect(),
+            ),
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            "null" | "NULL" => Value::Null,
+            _ => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, acc)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn condition(c: &'static Collection, filter: &Value, acc: &Accountability) -> Result<Condition> {
+    let obj = filter
+        .as_object()
+        .ok_or_else(|| Error::InvalidQuery("Invalid JSON for filter object".into()))?;
+    let mut parts = Vec::new();
+    for (key, val) in obj {
+        match key.as_str() {
+            "_and" | "_or" => {
+                let items: Vec<Value> = match val {
+                    Value::Array(a) => a.clone(),
+                    Value::Object(o) => o.values().cloned().collect(),
+                    _ => {
+                        return Err(Error::InvalidQuery(format!(
+                            "\"{key}\" must be an array"
+                        )));
+                    }
+                };
+                let subs = items
+                    .iter()
+                    .map(|i| condition(c, i, acc))
+                    .collect::<Result<Vec<_>>>()?;
+                parts.push(if key == "_and" {
+                    Condition::And(subs)
+                } else {
+                    Condition::Or(subs)
+                });
+            }
+            name => {
+                let field = c
+                    .field(name)
+                    .ok_or_else(|| Error::forbidden_field(name, c.name))?;
+                let ops = val.as_object().ok_or_else(|| {
+                    Error::InvalidQuery(format!("Invalid filter for field \"{name}\""))
+                })?;
+                for (op_name, operand) in ops {
+                    let op = operator(op_name).ok_or_else(|| {
+                        Error::InvalidQuery(format!(
+                            "\"{}\" field type does not contain the \"{op_name}\" filter operator",
+                            type_name(field.kind)
+                        ))
+                    })?;
+                    let null_check = matches!(op, Op::Null | Op::NotNull | Op::Empty | Op::NotEmpty);
+                    if field.kind == Kind::Hash && !null_check {
+                        return Err(Error::InvalidQuery(format!(
+                            "\"hash\" field type does not contain the \"{op_name}\" filter operator"
+                        )));
+                    }
+                    if field.kind.is_concealed() && !null_check {
+                        return Err(Error::InvalidQuery(format!(
+                            "Field with \"conceal\" special does not allow the \"{op_name}\" filter operator"
+                        )));
+                    }
+                    let mut value = resolve(operand, acc);
+                    if matches!(op, Op::In | Op::Nin) {
+                        if let Value::String(s) = &value {
+                            value = Value::Array(
+                                s.split(',').map(|p| Value::String(p.to_owned())).collect(),
+                            );
+                        }
+                    }
+                    // `_null: false` means the opposite check.
+                    let op = match (op, &value) {
+                        (Op::Null, Value::Bool(false)) => Op::NotNull,
+                        (Op::NotNull, Value::Bool(false)) => Op::Null,
+                        (Op::Empty, Value::Bool(false)) => Op::NotEmpty,
+                        (Op::NotEmpty, Value::Bool(false)) => Op::Empty,
+                        (op, _) => op,
+                    };
+                    parts.push(Condition::Compare { field, op, value });
+                }
+            }
+        }
+    }
+    Ok(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Condition::And(parts)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_store::schema::USERS;
+
+    #[test]
+    fn fields_parse_nested() {
+        let f = Fields::parse("id,role.name,role.*");
+        assert_eq!(f.names, ["id"]);
+        assert!(f.nested["role"].all);
+        assert_eq!(f.nested["role"].names, ["name"]);
+        assert!(Fields::parse("").all);
+    }
+
+    #[test]
+    fn bracket_and_json_filters() {
+        let acc = Accountability::default();
+        let q = ReadQuery::parse("filter[email][_eq]=a@b.co&limit=5&sort=-email").unwrap();
+        let sq = q.to_store_query(&USERS, &acc).unwrap();
+        assert_eq!(sq.limit, Some(5));
+        assert!(sq.sort[0].1);
+        assert!(matches!(sq.filter, Some(Condition::Compare { op: Op::Eq, .. })));
+        let bad = ReadQuery::parse("filter={bad").unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "Invalid query. Invalid JSON for filter object."
+        );
+        assert_eq!(
+            ReadQuery::parse("limit=abc").unwrap_err().to_string(),
+            "Invalid query. \"limit\" must be a number."
+        );
+    }
+
+    #[test]
+    fn concealed_and_hash_fields_only_allow_null_checks() {
+        let acc = Accountability::default();
+        let q = ReadQuery::parse(r#"filter={"token":{"_eq":"x"}}"#).unwrap();
+        assert_eq!(
+            q.to_store_query(&USERS, &acc).unwrap_err().to_string(),
+            "Invalid query. Field with \"conceal\" special does not allow the \"_eq\" filter operator."
+        );
+        let q = ReadQuery::parse(r#"filter={"password":{"_eq":"x"}}"#).unwrap();
+        assert_eq!(
+            q.to_store_query(&USERS, &acc).unwrap_err().to_string(),
+            "Invalid query. \"hash\" field type does not contain the \"_eq\" filter operator."
+        );
+        let q = ReadQuery::parse(r#"filter={"token":{"_nnull":true}}"#).unwrap();
+        assert!(q.to_store_query(&USERS, &acc).is_ok());
+        let q = ReadQuery::parse(r#"filter={"first_name":{"_foo":1}}"#).unwrap();
+        assert_eq!(
+            q.to_store_query(&USERS, &acc).unwrap_err().to_string(),
+            "Invalid query. \"string\" field type does not contain the \"_foo\" filter operator."
+        );
+    }
+}
