@@ -192,7 +192,12 @@ impl Auth {
 
     /// Logs in from a raw request body. Every outcome, validation errors included, takes at
     /// least `LOGIN_STALL_TIME`.
-    pub async fn login(&self, body: &Map<String, Value>, meta: ClientMeta, ip: Option<IpAddr>) -> Result<(AuthMode, Issued)> {
+    pub async fn login(
+        &self,
+        body: &Map<String, Value>,
+        meta: ClientMeta,
+        ip: Option<IpAddr>,
+    ) -> Result<(AuthMode, Issued)> {
         let started = tokio::time::Instant::now();
         let out = async {
             let req = LoginRequest::parse(body)?;
@@ -204,7 +209,12 @@ impl Auth {
         out
     }
 
-    async fn login_checked(&self, req: &LoginRequest, meta: ClientMeta, ip: Option<IpAddr>) -> Result<Issued> {
+    async fn login_checked(
+        &self,
+        req: &LoginRequest,
+        meta: ClientMeta,
+        ip: Option<IpAddr>,
+    ) -> Result<Issued> {
         let user = self.store.login_user(&req.email.to_lowercase()).await?;
         let Some(user) = user.filter(|u| u.status == "active" && u.provider == "default") else {
             self.passwords.verify(req.password.clone(), None).await?;
@@ -401,7 +411,11 @@ impl Auth {
     }
 
     /// Resolves a presented token (or none) into the caller's accountability.
-    pub async fn authenticate(&self, token: Option<&str>, ip: Option<IpAddr>) -> Result<Accountability> {
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<Accountability> {
         let Some(token) = token else {
             return Ok(Accountability::public(ip));
         };

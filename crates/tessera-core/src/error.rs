@@ -34,12 +34,16 @@ pub enum Error {
         rule: &'static str,
         detail: String,
     },
-    #[error("Value \"{CONCEALED}\" for field \"{field}\" in collection \"{collection}\" has to be unique.")]
+    #[error(
+        "Value \"{CONCEALED}\" for field \"{field}\" in collection \"{collection}\" has to be unique."
+    )]
     SecretNotUnique {
         collection: &'static str,
         field: &'static str,
     },
-    #[error("Value \"{value}\" for field \"{field}\" in collection \"{collection}\" has to be unique.")]
+    #[error(
+        "Value \"{value}\" for field \"{field}\" in collection \"{collection}\" has to be unique."
+    )]
     RecordNotUnique {
         collection: &'static str,
         field: String,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tessera_proto::CONCEALED;
 use tessera_store::schema::{ROLES, SETTINGS, USERS};
-use tessera_store::{Collection, Condition, EndSessions, Field, Kind, Op, Query, Record, Store, StoreError};
+use tessera_store::{
+    Collection, Condition, EndSessions, Field, Kind, Op, Query, Record, Store, StoreError,
+};
 use uuid::Uuid;
 
 use crate::access::Accountability;
@@ -117,7 +119,11 @@ impl Items {
                 filter: Condition::Compare {
                     field: id,
                     op: Op::In,
-                    value: acc.roles.iter().map(|r| Value::String(r.to_string())).collect(),
+                    value: acc
+                        .roles
+                        .iter()
+                        .map(|r| Value::String(r.to_string()))
+                        .collect(),
                 },
                 fields: None,
             }),
@@ -170,7 +176,9 @@ impl Items {
                     None => Value::Array(Vec::new()),
                 }
             } else {
-                let field = c.field(name).ok_or_else(|| Error::forbidden_field(name, c.name))?;
+                let field = c
+                    .field(name)
+                    .ok_or_else(|| Error::forbidden_field(name, c.name))?;
                 let raw = rec.get(name).cloned().unwrap_or(Value::Null);
                 match (field.kind, &raw) {
                     (_, Value::Null) => Value::Null,
@@ -249,7 +257,12 @@ impl Items {
         Ok((out, meta))
     }
 
-    async fn fetch(&self, c: &'static Collection, id: &str, extra: Option<Condition>) -> Result<Option<Record>> {
+    async fn fetch(
+        &self,
+        c: &'static Collection,
+        id: &str,
+        extra: Option<Condition>,
+    ) -> Result<Option<Record>> {
         let cond = Condition::Compare {
             field: id_field(c),
             op: Op::Eq,
@@ -315,7 +328,9 @@ impl Items {
         let mut out = Vec::new();
         for (key, v) in obj {
             if key == "tfa_secret" && c.name == "directus_users" {
-                return Err(Error::payload("You can't change the \"tfa_secret\" value manually"));
+                return Err(Error::payload(
+                    "You can't change the \"tfa_secret\" value manually",
+                ));
             }
             let Some(field) = c.field(key) else { continue };
             if key == "id" {
@@ -340,7 +355,12 @@ impl Items {
     }
 
     /// One field's value, or `None` when Directus would drop it (an empty password).
-    async fn check_value(&self, field: &'static Field, key: &str, v: &Value) -> Result<Option<Value>> {
+    async fn check_value(
+        &self,
+        field: &'static Field,
+        key: &str,
+        v: &Value,
+    ) -> Result<Option<Value>> {
         let must = |what: &str| Error::payload(format!("\"{key}\" must be {what}"));
         Ok(Some(match (field.kind, v) {
             (Kind::Hash, Value::Null) => return Ok(None),
@@ -407,14 +427,20 @@ impl Items {
                         STATUSES.join(", ")
                     )));
                 }
-                ("status", Value::Null) => return Err(Error::payload("\"status\" must be a string")),
+                ("status", Value::Null) => {
+                    return Err(Error::payload("\"status\" must be a string"));
+                }
                 _ => {}
             }
         }
         Ok(())
     }
 
-    fn map_conflict(c: &'static Collection, values: &[(&'static Field, Value)], e: StoreError) -> Error {
+    fn map_conflict(
+        c: &'static Collection,
+        values: &[(&'static Field, Value)],
+        e: StoreError,
+    ) -> Error {
         match e {
             StoreError::Conflict { field } if field != "token" => {
                 let value = values
@@ -440,7 +466,12 @@ impl Items {
     }
 
     /// `POST /<collection>` for one item; returns the new id.
-    pub async fn create(&self, c: &'static Collection, acc: &Accountability, body: &Value) -> Result<String> {
+    pub async fn create(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        body: &Value,
+    ) -> Result<String> {
         Self::require_admin(c, acc)?;
         let mut values = self.values(c, body, true).await?;
         if c.name == "directus_users" {
@@ -471,7 +502,13 @@ impl Items {
     }
 
     /// `PATCH /<collection>/:id`. False when the item does not exist.
-    pub async fn update(&self, c: &'static Collection, acc: &Accountability, id: &str, body: &Value) -> Result<()> {
+    pub async fn update(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
         Self::require_admin(c, acc)?;
         self.update_unchecked(c, acc, id, body).await
     }
@@ -480,11 +517,18 @@ impl Items {
     pub async fn update_me(&self, acc: &Accountability, body: &Value) -> Result<Uuid> {
         let user = acc.user.ok_or(Error::InvalidCredentials)?;
         Self::require_admin(&USERS, acc)?;
-        self.update_unchecked(&USERS, acc, &user.to_string(), body).await?;
+        self.update_unchecked(&USERS, acc, &user.to_string(), body)
+            .await?;
         Ok(user)
     }
 
-    async fn update_unchecked(&self, c: &'static Collection, acc: &Accountability, id: &str, body: &Value) -> Result<()> {
+    async fn update_unchecked(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
         let values = self.values(c, body, false).await?;
         let mut end = EndSessions::None;
         if c.name == "directus_users" {
@@ -518,7 +562,12 @@ impl Items {
 
     /// `DELETE /<collection>/:id`. Deleting a role suspends its users and detaches them, as
     /// Directus 11 does.
-    pub async fn delete(&self, c: &'static Collection, acc: &Accountability, id: &str) -> Result<()> {
+    pub async fn delete(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        id: &str,
+    ) -> Result<()> {
         Self::require_admin(c, acc)?;
         if c.name == "directus_roles" {
             let role = USERS.field("role").ok_or(Error::Forbidden(None))?;

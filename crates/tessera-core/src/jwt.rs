@@ -178,7 +178,15 @@ mod tests {
         let keys: Vec<_> = payload.keys().cloned().collect();
         assert_eq!(
             keys,
-            ["id", "role", "app_access", "admin_access", "iat", "exp", "iss"]
+            [
+                "id",
+                "role",
+                "app_access",
+                "admin_access",
+                "iat",
+                "exp",
+                "iss"
+            ]
         );
         assert!(is_directus_jwt(&t));
         let v = k.verify_access(&t, NOW).unwrap();
@@ -192,13 +200,19 @@ mod tests {
         assert!(matches!(k.verify_access(&t, NOW), Err(Error::TokenExpired)));
         let other = JwtKeys::new(b"other");
         let t = k.sign(&claims(NOW / 1000 + 60)).unwrap();
-        assert!(matches!(other.verify_access(&t, NOW), Err(Error::InvalidToken)));
+        assert!(matches!(
+            other.verify_access(&t, NOW),
+            Err(Error::InvalidToken)
+        ));
         let no_role = raw(
             r#"{"alg":"HS256","typ":"JWT"}"#,
             r#"{"id":null,"app_access":false,"admin_access":false,"iss":"directus"}"#,
             b"s3cret",
         );
-        assert!(matches!(k.verify_access(&no_role, NOW), Err(Error::InvalidToken)));
+        assert!(matches!(
+            k.verify_access(&no_role, NOW),
+            Err(Error::InvalidToken)
+        ));
     }
 
     #[test]
@@ -211,7 +225,10 @@ mod tests {
             URL_SAFE_NO_PAD.encode(payload)
         );
         assert!(is_directus_jwt(&none));
-        assert!(matches!(k.verify_access(&none, NOW), Err(Error::InvalidToken)));
+        assert!(matches!(
+            k.verify_access(&none, NOW),
+            Err(Error::InvalidToken)
+        ));
         let no_exp = raw(r#"{"alg":"HS256","typ":"JWT"}"#, payload, b"s3cret");
         assert!(k.verify_access(&no_exp, NOW).is_ok());
     }

@@ -175,7 +175,11 @@ mod tests {
         use base64::Engine;
         let expected = base64::engine::general_purpose::STANDARD_NO_PAD.encode(out);
         let node = node.replace("Qv0W7pYc+RKVOrvfCRmPWYJpFx2Ww8ZhJ2kuHOPnkJs", &expected);
-        assert!(p.verify("password".into(), Some(node.clone())).await.unwrap());
+        assert!(
+            p.verify("password".into(), Some(node.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!p.verify("wrong".into(), Some(node)).await.unwrap());
 
         let with_data = HashSettings {

@@ -174,7 +174,9 @@ impl ReadQuery {
         let limit = match self.limit {
             Some(-1) => None,
             Some(n) if n < -1 => {
-                return Err(Error::InvalidQuery("\"limit\" must be -1 or greater".into()));
+                return Err(Error::InvalidQuery(
+                    "\"limit\" must be -1 or greater".into(),
+                ));
             }
             Some(n) => Some(n.unsigned_abs()),
             None => Some(100),
@@ -269,9 +271,7 @@ fn condition(c: &'static Collection, filter: &Value, acc: &Accountability) -> Re
                     Value::Array(a) => a.clone(),
                     Value::Object(o) => o.values().cloned().collect(),
                     _ => {
-                        return Err(Error::InvalidQuery(format!(
-                            "\"{key}\" must be an array"
-                        )));
+                        return Err(Error::InvalidQuery(format!("\"{key}\" must be an array")));
                     }
                 };
                 let subs = items
@@ -298,7 +298,8 @@ fn condition(c: &'static Collection, filter: &Value, acc: &Accountability) -> Re
                             type_name(field.kind)
                         ))
                     })?;
-                    let null_check = matches!(op, Op::Null | Op::NotNull | Op::Empty | Op::NotEmpty);
+                    let null_check =
+                        matches!(op, Op::Null | Op::NotNull | Op::Empty | Op::NotEmpty);
                     if field.kind == Kind::Hash && !null_check {
                         return Err(Error::InvalidQuery(format!(
                             "\"hash\" field type does not contain the \"{op_name}\" filter operator"
@@ -358,7 +359,10 @@ mod tests {
         let sq = q.to_store_query(&USERS, &acc).unwrap();
         assert_eq!(sq.limit, Some(5));
         assert!(sq.sort[0].1);
-        assert!(matches!(sq.filter, Some(Condition::Compare { op: Op::Eq, .. })));
+        assert!(matches!(
+            sq.filter,
+            Some(Condition::Compare { op: Op::Eq, .. })
+        ));
         let bad = ReadQuery::parse("filter={bad").unwrap_err();
         assert_eq!(
             bad.to_string(),

@@ -46,8 +46,7 @@ mod tests {
 
     fn directus_shaped(t: &str) -> bool {
         t.len() == TOKEN_LEN
-            && t
-                .bytes()
+            && t.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     }
 

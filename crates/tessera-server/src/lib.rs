@@ -1,1 +1,258 @@
-//! placeholder
+//! Tessera's HTTP server: configuration, start-up (database, secret, bootstrap), the router,
+//! the authenticate middleware every route but `/server/ping` passes through, and `serve`
+//! with graceful shutdown.
+
+pub mod config;
+pub mod error;
+pub mod http;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{Next, from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tessera_core::Error;
+use tessera_core::auth::{Auth, TokenSource};
+use tessera_core::clock::Clock;
+use tessera_core::items::Items;
+use tessera_core::password::Passwords;
+use tessera_core::{AdminSeed, Bootstrapped};
+use tessera_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Database};
+use crate::error::ApiError;
+use crate::http::{client_ip, extract_token, set_cookie};
+
+pub use routes::server::VERSION;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub auth: Auth,
+    pub items: Items,
+}
+
+/// What start-up did, for the operator.
+pub struct Started {
+    pub state: AppState,
+    /// The generated admin password, when bootstrap made one (shown once).
+    pub generated_admin_password: Option<String>,
+    /// The admin e-mail bootstrap used, when it created the admin.
+    pub created_admin: Option<String>,
+}
+
+/// Reads the secret kept beside the database, or creates one (mode 0600).
+fn persistent_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let secret = tessera_core::tokens::random_token();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    f.sync_all()?;
+    tracing::info!(path = %path.display(), "generated a new SECRET and kept it beside the database");
+    Ok(secret)
+}
+
+/// Opens the database, settles the secret, and bootstraps the first admin if needed.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Started> {
+    let Database::Sqlite { filename } = &config.database;
+    let dir = filename
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(filename)
+            .with_context(|| format!("opening database {}", filename.display()))?,
+    );
+    let secret = match &config.secret {
+        Some(s) => s.clone(),
+        None => persistent_secret(&dir)?,
+    };
+    if secret.len() < 32 {
+        tracing::warn!("SECRET is shorter than 32 bytes");
+    }
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let passwords = Passwords::new(config.hash.clone(), cores)?;
+    let auth = Auth::new(
+        store.clone(),
+        secret.as_bytes(),
+        passwords.clone(),
+        clock,
+        config.auth.clone(),
+    );
+    let items = Items::new(store.clone(), passwords.clone(), auth.caches().clone());
+    let seed = AdminSeed {
+        email: config.admin_email.clone(),
+        password: config.admin_password.clone(),
+        token: config.admin_token.clone(),
+    };
+    let (generated, created) = match tessera_core::bootstrap(&store, &passwords, seed).await? {
+        Bootstrapped::Existing => (None, None),
+        Bootstrapped::Created { generated_password } => {
+            (generated_password, Some(config.admin_email.clone()))
+        }
+    };
+    Ok(Started {
+        state: AppState {
+            config: Arc::new(config),
+            store,
+            auth,
+            items,
+        },
+        generated_admin_password: generated,
+        created_admin: created,
+    })
+}
+
+/// Resolves the caller's token into an accountability for every route but `/server/ping`.
+/// A session cookie that fails (other than by expiry) is cleared in the error answer.
+async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ip = client_ip(&req, &s);
+    let token = match extract_token(
+        req.uri().query(),
+        req.headers(),
+        &s.config.session_cookie.name,
+    ) {
+        Ok(t) => t,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let acc = if req.uri().path() == "/server/ping" {
+        tessera_core::access::Accountability::public(ip)
+    } else {
+        match s
+            .auth
+            .authenticate(token.as_ref().map(|(t, _)| t.as_str()), ip)
+            .await
+        {
+            Ok(acc) => acc,
+            Err(e) => {
+                let clear = matches!(token, Some((_, TokenSource::Cookie)))
+                    && matches!(e, Error::InvalidCredentials | Error::InvalidToken);
+                let mut res = ApiError(e).into_response();
+                if clear {
+                    res.headers_mut().append(
+                        header::SET_COOKIE,
+                        set_cookie(&s.config.session_cookie, None, s.auth.now_ms()),
+                    );
+                }
+                return res;
+            }
+        }
+    };
+    req.extensions_mut().insert(acc);
+    next.run(req).await
+}
+
+/// `/auth/*` answers are never cached.
+async fn no_cache(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Origin, Cache-Control"),
+    );
+    res
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError(Error::RouteNotFound(req.uri().path().to_owned())).into_response()
+}
+
+async fn powered_by(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert("x-powered-by", HeaderValue::from_static("Tessera"));
+    res
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    use axum::routing::post;
+    use routes::{auth, items, server};
+    let auth_routes = Router::new()
+        .route("/auth", get(auth::providers))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .layer(map_response(no_cache));
+    Router::new()
+        .route("/server/ping", get(server::ping))
+        .route("/server/health", get(server::health))
+        .route("/server/info", get(server::info))
+        .route("/users", get(items::list_users).post(items::create_users))
+        .route("/users/me", get(items::me).patch(items::update_me))
+        .route(
+            "/users/{id}",
+            get(items::get_user)
+                .patch(items::update_user)
+                .delete(items::delete_user),
+        )
+        .route("/roles", get(items::list_roles).post(items::create_roles))
+        .route(
+            "/roles/{id}",
+            get(items::get_role)
+                .patch(items::update_role)
+                .delete(items::delete_role),
+        )
+        .route(
+            "/settings",
+            get(items::settings).patch(items::update_settings),
+        )
+        .merge(auth_routes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .layer(map_response(powered_by))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests. Expired sessions are
+/// purged every ten minutes meanwhile.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let auth = state.auth.clone();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            match auth.purge_expired().await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let out = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purge.abort();
+    out
+}

@@ -235,8 +235,7 @@ pub trait Store: Send + Sync + 'static {
     async fn principal_by_token(&self, digest: &str) -> StoreResult<Option<Principal>>;
     /// The role tree from `role` up to its root, and the policies of those roles and of `user`
     /// (or the public policy when the tree is empty).
-    async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>)
-    -> StoreResult<AccessTree>;
+    async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessTree>;
     /// Counts a failed login; returns the failures so far.
     async fn record_login_failure(&self, user: Uuid) -> StoreResult<i64>;
     /// Records a successful login: resets the failure count and sets `last_access`.

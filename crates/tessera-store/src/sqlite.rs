@@ -19,7 +19,6 @@ use crate::{
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
-
 const MAX_IDLE_READERS: usize = 8;
 
 /// SQLite-backed [`Store`].
@@ -347,7 +346,11 @@ fn read_rows(conn: &Connection, c: &'static Collection, q: &Query) -> StoreResul
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn delete_user_sessions(tx: &rusqlite::Transaction<'_>, user: &str, end: &EndSessions) -> StoreResult<()> {
+fn delete_user_sessions(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    end: &EndSessions,
+) -> StoreResult<()> {
     match end {
         EndSessions::None => {}
         EndSessions::All => {
@@ -511,9 +514,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT id, role, status FROM directus_users WHERE id = ?1")?;
-            Ok(stmt
-                .query_row([id.to_string()], principal_row)
-                .optional()?)
+            Ok(stmt.query_row([id.to_string()], principal_row).optional()?)
         })
         .await
     }
@@ -529,11 +530,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn access_tree(
-        &self,
-        role: Option<Uuid>,
-        user: Option<Uuid>,
-    ) -> StoreResult<AccessTree> {
+    async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessTree> {
         self.read(move |conn| {
             let mut roles = Vec::new();
             if let Some(role) = role {
@@ -777,9 +774,11 @@ impl Store for SqliteStore {
                    WHERE token_hash = ?1 AND user = ?2 AND expires >= ?3
                      AND (next_token_hash IS NULL OR rotated_at >= ?3 - ?4))",
             )?;
-            Ok(stmt.query_row(params![hash, user.to_string(), now_ms, grace_ms], |r| {
-                r.get(0)
-            })?)
+            Ok(
+                stmt.query_row(params![hash, user.to_string(), now_ms, grace_ms], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
     }
@@ -805,10 +804,7 @@ impl Store for SqliteStore {
                     "DELETE FROM directus_sessions WHERE expires < ?1 AND user = ?2",
                     params![now_ms, u.to_string()],
                 )?,
-                None => tx.execute(
-                    "DELETE FROM directus_sessions WHERE expires < ?1",
-                    [now_ms],
-                )?,
+                None => tx.execute("DELETE FROM directus_sessions WHERE expires < ?1", [now_ms])?,
             };
             Ok(n as u64)
         })
@@ -952,7 +948,10 @@ mod tests {
         let mut other = boot();
         other.email = "other@example.com".into();
         let err = s.bootstrap(other).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { field: "token" }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Conflict { field: "token" }),
+            "{err:?}"
+        );
         let id = USERS.field("id").unwrap();
         let email = USERS.field("email").unwrap();
         let err = s
@@ -965,6 +964,9 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { field: "email" }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Conflict { field: "email" }),
+            "{err:?}"
+        );
     }
 }

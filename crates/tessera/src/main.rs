@@ -1,1 +1,161 @@
-fn main() {}
+//! The `tessera` binary: process concerns only — reading configuration (`.env`, environment,
+//! flags), logging, signals, and the `serve`, `migrate` and `bootstrap` commands.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tessera_core::clock::SystemClock;
+use tessera_server::config::{Config, read_env_file};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A Directus-compatible authentication and access-token server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (embedded SQLite under ./data unless configured otherwise).
+    ///
+    /// Example: tessera serve --port 8055
+    Serve(ServerFlags),
+    /// Create or upgrade the database schema, then exit.
+    ///
+    /// Example: DB_FILENAME=./data/data.db tessera migrate
+    Migrate(ServerFlags),
+    /// Create the schema and the first admin (ADMIN_EMAIL/ADMIN_PASSWORD/ADMIN_TOKEN), then exit.
+    ///
+    /// Example: ADMIN_EMAIL=me@example.com tessera bootstrap
+    Bootstrap(ServerFlags),
+}
+
+/// Flags override the environment, which overrides the `.env` file.
+#[derive(Args, Clone)]
+struct ServerFlags {
+    /// Address to listen on (HOST). Example: --host 0.0.0.0
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on, 0 for any free port (PORT). Example: --port 8055
+    #[arg(long)]
+    port: Option<u16>,
+    /// SQLite database file (DB_FILENAME). Example: --db-filename ./data/data.db
+    #[arg(long)]
+    db_filename: Option<PathBuf>,
+    /// The .env file to read (CONFIG_PATH). Example: --env-file /etc/tessera.env
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+}
+
+fn load(flags: &ServerFlags) -> Result<Config, String> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let path = flags
+        .env_file
+        .clone()
+        .or_else(|| env.get("CONFIG_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".env"));
+    let mut vars = read_env_file(&path).map_err(|e| e.to_string())?;
+    vars.extend(env);
+    if let Some(h) = &flags.host {
+        vars.insert("HOST".into(), h.clone());
+    }
+    if let Some(p) = flags.port {
+        vars.insert("PORT".into(), p.to_string());
+    }
+    if let Some(f) = &flags.db_filename {
+        vars.insert("DB_FILENAME".into(), f.display().to_string());
+    }
+    Config::from_vars(&vars).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let (flags, serve) = match &command {
+        Command::Serve(f) => (f, true),
+        Command::Migrate(f) | Command::Bootstrap(f) => (f, false),
+    };
+    let config = load(flags).map_err(|e| anyhow::anyhow!(e))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Command::Migrate(_) = command {
+        let tessera_server::config::Database::Sqlite { filename } = &config.database;
+        if let Some(dir) = filename.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        tessera_store::SqliteStore::open(filename)?;
+        println!("database schema is up to date");
+        return Ok(());
+    }
+    let addr = std::net::SocketAddr::new(config.host, config.port);
+    let started = tessera_server::start(config, Arc::new(SystemClock)).await?;
+    if let Some(email) = &started.created_admin {
+        eprintln!("Created admin user {email}.");
+        if let Some(pw) = &started.generated_admin_password {
+            eprintln!(
+                "Generated admin password (shown once, set ADMIN_PASSWORD to choose one): {pw}"
+            );
+        }
+    }
+    if !serve {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("Tessera listening on http://{local}");
+    tessera_server::serve(listener, started.state, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

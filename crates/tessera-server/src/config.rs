@@ -1,0 +1,392 @@
+//! Configuration from Directus's environment variable names. Values come from a `.env` file,
+//! then the process environment, then CLI flags (each overriding the one before). Every value
+//! is checked at start; a bad one stops the start with a message naming the variable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tessera_core::auth::AuthSettings;
+use tessera_core::password::HashSettings;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+fn bad(var: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var: var.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `SameSite` of a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// Attributes of one of the two auth cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSettings {
+    pub name: String,
+    pub domain: Option<String>,
+    pub secure: bool,
+    pub same_site: SameSite,
+    /// Max-Age in seconds.
+    pub max_age: i64,
+}
+
+/// Which database backs the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite { filename: PathBuf },
+}
+
+/// The whole server configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub public_url: String,
+    pub database: Database,
+    /// `SECRET`; when `None` one is generated and kept beside the database.
+    pub secret: Option<String>,
+    pub auth: AuthSettings,
+    pub hash: HashSettings,
+    pub refresh_cookie: CookieSettings,
+    pub session_cookie: CookieSettings,
+    pub admin_email: String,
+    pub admin_password: Option<String>,
+    pub admin_token: Option<String>,
+    pub max_payload_size: usize,
+    pub ip_trust_proxy: bool,
+    pub ip_custom_header: Option<String>,
+    pub healthcheck_enabled: bool,
+    pub log_level: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("public_url", &self.public_url)
+            .field("database", &self.database)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("auth", &self.auth)
+            .field("admin_email", &self.admin_email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a duration as the `ms` package does: a bare number is milliseconds, otherwise a
+/// number and a unit (`ms`, `s`, `m`, `h`, `d`, `w`, `y`, or their long forms).
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1000.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        "w" | "week" | "weeks" => 604_800_000.0,
+        "y" | "yr" | "yrs" | "year" | "years" => 31_557_600_000.0,
+        _ => return None,
+    };
+    let ms = (n * factor).round();
+    (ms.is_finite() && ms >= 0.0 && ms < 9.0e15).then_some(ms as i64)
+}
+
+/// Parses a byte size as the `bytes` package does: `1mb`, `100kb`, `512b`, or a bare number.
+pub fn parse_bytes(s: &str) -> Option<usize> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "b" => 1.0,
+        "kb" => 1024.0,
+        "mb" => 1024.0 * 1024.0,
+        "gb" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = (n * factor).floor();
+    (v.is_finite() && v >= 0.0).then_some(v as usize)
+}
+
+/// Reads a `.env` file into a map (missing file = empty map).
+pub fn read_env_file(path: &std::path::Path) -> Result<HashMap<String, String>, ConfigError> {
+    match dotenvy::from_path_iter(path) {
+        Ok(iter) => iter
+            .map(|item| item.map_err(|e| bad("CONFIG_PATH", format!("{}: {e}", path.display()))))
+            .collect(),
+        Err(e) if e.not_found() => Ok(HashMap::new()),
+        Err(e) => Err(bad("CONFIG_PATH", format!("{}: {e}", path.display()))),
+    }
+}
+
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.raw(key).map(str::to_owned).filter(|s| !s.is_empty())
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        default: T,
+        what: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(v) => f(v).ok_or_else(|| bad(key, format!("{v:?} is not {what}"))),
+        }
+    }
+
+    fn duration(&self, key: &str, default_ms: i64) -> Result<i64, ConfigError> {
+        self.parse(
+            key,
+            default_ms,
+            "a duration (e.g. 15m, 7d, 10s)",
+            parse_duration_ms,
+        )
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        self.parse(key, default, "a boolean (true or false)", |v| {
+            match v.trim() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            }
+        })
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError> {
+        self.parse(key, default, "a whole number", |v| v.trim().parse().ok())
+    }
+
+    fn same_site(&self, key: &str) -> Result<SameSite, ConfigError> {
+        self.parse(key, SameSite::Lax, "one of lax, strict, none", |v| match v
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "lax" => Some(SameSite::Lax),
+            "" | "strict" => Some(SameSite::Strict),
+            "none" => Some(SameSite::None),
+            _ => None,
+        })
+    }
+
+    fn cookie(
+        &self,
+        prefix: &str,
+        default_name: &str,
+        max_age_ms: i64,
+        https: bool,
+    ) -> Result<CookieSettings, ConfigError> {
+        let secure_key = format!("{prefix}_SECURE");
+        Ok(CookieSettings {
+            name: self
+                .string(&format!("{prefix}_NAME"))
+                .unwrap_or_else(|| default_name.to_owned()),
+            domain: self.string(&format!("{prefix}_DOMAIN")),
+            secure: self.boolean(&secure_key, https)?,
+            same_site: self.same_site(&format!("{prefix}_SAME_SITE"))?,
+            max_age: max_age_ms / 1000,
+        })
+    }
+}
+
+impl Config {
+    /// Builds the configuration from a map of variables.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let v = Vars(vars);
+        let host = v.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address", |s| {
+            s.trim().parse().ok()
+        })?;
+        let port = v.number("PORT", 8055u16)?;
+        let public_url = v.string("PUBLIC_URL").unwrap_or_else(|| "/".into());
+        let https = public_url.starts_with("https://");
+        let database = match v.string("DB_CLIENT").as_deref() {
+            None | Some("sqlite3" | "sqlite") => Database::Sqlite {
+                filename: v
+                    .string("DB_FILENAME")
+                    .map_or_else(|| PathBuf::from("./data/data.db"), PathBuf::from),
+            },
+            Some(other) => {
+                return Err(bad(
+                    "DB_CLIENT",
+                    format!("{other:?} is not supported (supported: sqlite3)"),
+                ));
+            }
+        };
+        let secret = v.string("SECRET");
+        let auth = AuthSettings {
+            access_ttl_ms: v.duration("ACCESS_TOKEN_TTL", 15 * 60_000)?,
+            refresh_ttl_ms: v.duration("REFRESH_TOKEN_TTL", 7 * 86_400_000)?,
+            session_ttl_ms: v.duration("SESSION_COOKIE_TTL", 86_400_000)?,
+            grace_ms: v.duration("SESSION_REFRESH_GRACE_PERIOD", 10_000)?,
+            login_stall: Duration::from_millis(
+                u64::try_from(v.duration("LOGIN_STALL_TIME", 500)?).unwrap_or(500),
+            ),
+        };
+        let defaults = HashSettings::default();
+        let hash = HashSettings {
+            memory_cost: v.number("HASH_MEMORY_COST", defaults.memory_cost)?,
+            time_cost: v.number("HASH_TIME_COST", defaults.time_cost)?,
+            parallelism: v.number("HASH_PARALLELISM", defaults.parallelism)?,
+            hash_length: v.number("HASH_HASH_LENGTH", defaults.hash_length)?,
+            variant: v.number("HASH_TYPE", defaults.variant)?,
+            associated_data: v.string("HASH_ASSOCIATED_DATA").map(String::into_bytes),
+        };
+        if let Err(e) = hash.hasher() {
+            return Err(bad("HASH_*", e));
+        }
+        let refresh_cookie = v.cookie(
+            "REFRESH_TOKEN_COOKIE",
+            "directus_refresh_token",
+            auth.refresh_ttl_ms,
+            https,
+        )?;
+        let session_cookie = v.cookie(
+            "SESSION_COOKIE",
+            "directus_session_token",
+            auth.session_ttl_ms,
+            https,
+        )?;
+        let max_payload_size = v.parse(
+            "MAX_PAYLOAD_SIZE",
+            1024 * 1024,
+            "a size (e.g. 1mb, 100kb)",
+            parse_bytes,
+        )?;
+        let ip_custom_header = match v.string("IP_CUSTOM_HEADER") {
+            Some(h) if h == "false" => None,
+            other => other,
+        };
+        Ok(Self {
+            host,
+            port,
+            public_url,
+            database,
+            secret,
+            auth,
+            hash,
+            refresh_cookie,
+            session_cookie,
+            admin_email: v
+                .string("ADMIN_EMAIL")
+                .unwrap_or_else(|| "admin@example.com".into()),
+            admin_password: v.string("ADMIN_PASSWORD"),
+            admin_token: v.string("ADMIN_TOKEN"),
+            max_payload_size,
+            ip_trust_proxy: v.boolean("IP_TRUST_PROXY", false)?,
+            ip_custom_header,
+            healthcheck_enabled: v.boolean("HEALTHCHECK_ENABLED", true)?,
+            log_level: v.string("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("15m"), Some(900_000));
+        assert_eq!(parse_duration_ms("7d"), Some(604_800_000));
+        assert_eq!(parse_duration_ms("10s"), Some(10_000));
+        assert_eq!(parse_duration_ms("500"), Some(500));
+        assert_eq!(parse_duration_ms("1.5h"), Some(5_400_000));
+        assert_eq!(parse_duration_ms("soon"), None);
+        assert_eq!(parse_duration_ms("5 parsecs"), None);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1mb"), Some(1_048_576));
+        assert_eq!(parse_bytes("100KB"), Some(102_400));
+        assert_eq!(parse_bytes("42"), Some(42));
+        assert_eq!(parse_bytes("lots"), None);
+    }
+
+    #[test]
+    fn defaults_match_directus() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.port, 8055);
+        assert_eq!(c.auth.access_ttl_ms, 900_000);
+        assert_eq!(c.refresh_cookie.name, "directus_refresh_token");
+        assert_eq!(c.refresh_cookie.max_age, 604_800);
+        assert_eq!(c.session_cookie.max_age, 86_400);
+        assert!(!c.refresh_cookie.secure);
+        assert_eq!(c.max_payload_size, 1_048_576);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Config::from_vars(&vars(&[("ACCESS_TOKEN_TTL", "soon")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.var, "ACCESS_TOKEN_TTL");
+        assert!(err.to_string().contains("ACCESS_TOKEN_TTL"));
+        let err = Config::from_vars(&vars(&[("PORT", "http")])).err().unwrap();
+        assert_eq!(err.var, "PORT");
+        let err = Config::from_vars(&vars(&[("DB_CLIENT", "oracle")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.var, "DB_CLIENT");
+    }
+
+    #[test]
+    fn https_public_url_makes_cookies_secure_unless_overridden() {
+        let c = Config::from_vars(&vars(&[("PUBLIC_URL", "https://auth.example.com")])).unwrap();
+        assert!(c.refresh_cookie.secure && c.session_cookie.secure);
+        let c = Config::from_vars(&vars(&[
+            ("PUBLIC_URL", "https://auth.example.com"),
+            ("SESSION_COOKIE_SECURE", "false"),
+        ]))
+        .unwrap();
+        assert!(!c.session_cookie.secure && c.refresh_cookie.secure);
+    }
+}

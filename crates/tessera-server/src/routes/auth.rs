@@ -1,0 +1,149 @@
+//! `/auth`: login, refresh, logout and the provider list, with Directus's mode resolution,
+//! bodies and cookies.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tessera_core::Error;
+use tessera_core::access::Accountability;
+use tessera_core::auth::Issued;
+use tessera_proto::{AuthData, AuthMode};
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::http::{Data, JsonBody, client_meta, cookie, no_content, set_cookie};
+
+/// `GET /auth`: no external providers.
+pub async fn providers() -> Response {
+    axum::Json(json!({"data": [], "disableDefault": false})).into_response()
+}
+
+/// Renders tokens per mode: json puts both in the body; cookie moves the refresh token to a
+/// cookie; session hands out only a session cookie holding the JWT.
+fn respond(state: &AppState, mode: AuthMode, issued: Issued) -> Response {
+    let now = state.auth.now_ms();
+    let (data, cookie) = match mode {
+        AuthMode::Json => (
+            AuthData {
+                expires: issued.expires_ms,
+                refresh_token: Some(issued.refresh_token),
+                access_token: Some(issued.access_token),
+            },
+            None,
+        ),
+        AuthMode::Cookie => (
+            AuthData {
+                expires: issued.expires_ms,
+                refresh_token: None,
+                access_token: Some(issued.access_token),
+            },
+            Some(set_cookie(
+                &state.config.refresh_cookie,
+                Some(&issued.refresh_token),
+                now,
+            )),
+        ),
+        AuthMode::Session => (
+            AuthData {
+                expires: issued.expires_ms,
+                refresh_token: None,
+                access_token: None,
+            },
+            Some(set_cookie(
+                &state.config.session_cookie,
+                Some(&issued.access_token),
+                now,
+            )),
+        ),
+    };
+    let mut res = Data(data).into_response();
+    if let Some(c) = cookie {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    res
+}
+
+/// `POST /auth/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let meta = client_meta(&headers, acc.ip);
+    let (mode, issued) = state.auth.login(&body.object(), meta, acc.ip).await?;
+    Ok(respond(&state, mode, issued))
+}
+
+/// Resolves the mode and the refresh token as Directus does: `mode` as given, else json when
+/// the body has `refresh_token`, else cookie.
+fn resolve(
+    state: &AppState,
+    body: &Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<(Option<AuthMode>, String), Error> {
+    let missing =
+        || Error::payload("The refresh token is required in either the payload or cookie");
+    let mode = match body.get("mode") {
+        Some(Value::String(m)) => AuthMode::parse(m),
+        Some(_) => None,
+        None if body.contains_key("refresh_token") => Some(AuthMode::Json),
+        None => Some(AuthMode::Cookie),
+    };
+    let token = match mode {
+        Some(AuthMode::Json) => match body.get("refresh_token") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(missing()),
+        },
+        Some(AuthMode::Cookie) => cookie(headers, &state.config.refresh_cookie.name)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(missing)?
+            .to_owned(),
+        Some(AuthMode::Session) => {
+            let jwt = cookie(headers, &state.config.session_cookie.name)
+                .filter(|c| !c.is_empty())
+                .ok_or_else(missing)?;
+            state.auth.session_token_of(jwt)?
+        }
+        None => return Err(missing()),
+    };
+    Ok((mode, token))
+}
+
+/// `POST /auth/refresh`.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let (mode, token) = resolve(&state, &body.object(), &headers)?;
+    let mode = mode.unwrap_or_default();
+    let issued = state
+        .auth
+        .refresh(mode, &token, client_meta(&headers, acc.ip), acc.ip)
+        .await?;
+    Ok(respond(&state, mode, issued))
+}
+
+/// `POST /auth/logout`: ends the session and clears whichever auth cookies the request had.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let (_, token) = resolve(&state, &body.object(), &headers)?;
+    state.auth.logout(&token).await?;
+    let mut res = no_content();
+    let now = state.auth.now_ms();
+    for c in [&state.config.refresh_cookie, &state.config.session_cookie] {
+        if cookie(&headers, &c.name).is_some() {
+            res.headers_mut()
+                .append(header::SET_COOKIE, set_cookie(c, None, now));
+        }
+    }
+    Ok(res)
+}

@@ -1,0 +1,188 @@
+//! `/users`, `/roles` and `/settings`: the admin item routes and the caller's own `/users/me`.
+
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tessera_core::access::Accountability;
+use tessera_core::items::Me;
+use tessera_core::query::ReadQuery;
+use tessera_store::Collection;
+use tessera_store::schema::{ROLES, USERS};
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::http::{Data, JsonBody, no_content};
+
+fn query(raw: &Option<String>) -> ApiResult<ReadQuery> {
+    Ok(ReadQuery::parse(raw.as_deref().unwrap_or(""))?)
+}
+
+async fn list(
+    state: &AppState,
+    c: &'static Collection,
+    acc: &Accountability,
+    raw: &Option<String>,
+) -> ApiResult<Response> {
+    let (items, meta) = state.items.read_many(c, acc, &query(raw)?).await?;
+    Ok(match meta {
+        Some(meta) => axum::Json(json!({"data": items, "meta": meta})).into_response(),
+        None => Data(items).into_response(),
+    })
+}
+
+async fn create(
+    state: &AppState,
+    c: &'static Collection,
+    acc: &Accountability,
+    raw: &Option<String>,
+    body: Value,
+) -> ApiResult<Response> {
+    let rq = &query(raw)?;
+    let one = |id: String| async move { state.items.read_one(c, acc, &id, rq).await };
+    match body {
+        Value::Array(items) => {
+            let mut ids = Vec::new();
+            for item in &items {
+                ids.push(state.items.create(c, acc, item).await?);
+            }
+            let mut out = Vec::new();
+            for id in ids {
+                out.push(one(id).await?);
+            }
+            Ok(Data(out).into_response())
+        }
+        item => {
+            let id = state.items.create(c, acc, &item).await?;
+            Ok(Data(one(id).await?).into_response())
+        }
+    }
+}
+
+/// Re-reads an updated item; 204 when the caller may not read it back.
+async fn reread(
+    state: &AppState,
+    c: &'static Collection,
+    acc: &Accountability,
+    id: &str,
+    rq: &ReadQuery,
+) -> ApiResult<Response> {
+    match state.items.read_one(c, acc, id, rq).await {
+        Ok(v) => Ok(Data(v).into_response()),
+        Err(tessera_core::Error::Forbidden(_)) => Ok(no_content()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+macro_rules! item_routes {
+    ($c:expr, $list:ident, $create:ident, $get:ident, $update:ident, $delete:ident) => {
+        pub async fn $list(
+            State(s): State<AppState>,
+            Extension(acc): Extension<Accountability>,
+            RawQuery(q): RawQuery,
+        ) -> ApiResult<Response> {
+            list(&s, $c, &acc, &q).await
+        }
+
+        pub async fn $create(
+            State(s): State<AppState>,
+            Extension(acc): Extension<Accountability>,
+            RawQuery(q): RawQuery,
+            body: JsonBody,
+        ) -> ApiResult<Response> {
+            create(&s, $c, &acc, &q, body.0).await
+        }
+
+        pub async fn $get(
+            State(s): State<AppState>,
+            Extension(acc): Extension<Accountability>,
+            Path(id): Path<String>,
+            RawQuery(q): RawQuery,
+        ) -> ApiResult<Response> {
+            Ok(Data(s.items.read_one($c, &acc, &id, &query(&q)?).await?).into_response())
+        }
+
+        pub async fn $update(
+            State(s): State<AppState>,
+            Extension(acc): Extension<Accountability>,
+            Path(id): Path<String>,
+            RawQuery(q): RawQuery,
+            body: JsonBody,
+        ) -> ApiResult<Response> {
+            let rq = query(&q)?;
+            s.items.update($c, &acc, &id, &body.0).await?;
+            reread(&s, $c, &acc, &id, &rq).await
+        }
+
+        pub async fn $delete(
+            State(s): State<AppState>,
+            Extension(acc): Extension<Accountability>,
+            Path(id): Path<String>,
+        ) -> ApiResult<Response> {
+            s.items.delete($c, &acc, &id).await?;
+            Ok(no_content())
+        }
+    };
+}
+
+item_routes!(
+    &USERS,
+    list_users,
+    create_users,
+    get_user,
+    update_user,
+    delete_user
+);
+item_routes!(
+    &ROLES,
+    list_roles,
+    create_roles,
+    get_role,
+    update_role,
+    delete_role
+);
+
+/// `GET /users/me`.
+pub async fn me(
+    State(s): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    Ok(match s.items.me(&acc, &query(&q)?).await? {
+        Me::Record(v) => Data(v).into_response(),
+        Me::IdOnly(id) => Data(json!({"id": id})).into_response(),
+    })
+}
+
+/// `PATCH /users/me`.
+pub async fn update_me(
+    State(s): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+    RawQuery(q): RawQuery,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let rq = query(&q)?;
+    let id = s.items.update_me(&acc, &body.0).await?;
+    reread(&s, &USERS, &acc, &id.to_string(), &rq).await
+}
+
+/// `GET /settings`.
+pub async fn settings(
+    State(s): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    Ok(Data(s.items.settings(&acc, &query(&q)?).await?).into_response())
+}
+
+/// `PATCH /settings`.
+pub async fn update_settings(
+    State(s): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+    RawQuery(q): RawQuery,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let rq = query(&q)?;
+    s.items.update_settings(&acc, &body.0).await?;
+    Ok(Data(s.items.settings(&acc, &rq).await?).into_response())
+}

@@ -1,0 +1,118 @@
+//! `/server`: ping, health and info.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tessera_core::Error;
+use tessera_core::access::Accountability;
+use tessera_store::Query;
+use tessera_store::schema::SETTINGS;
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::http::Data;
+
+/// Tessera's version, reported where Directus reports its own.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `GET /server/ping`.
+pub async fn ping() -> Response {
+    let mut res = "pong".into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    res
+}
+
+/// `GET /server/health`: 403 for anonymous callers; admins also see the checks.
+pub async fn health(
+    State(s): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+) -> ApiResult<Response> {
+    if acc.user.is_none() && acc.role.is_none() {
+        return Err(Error::Forbidden(None).into());
+    }
+    let started = tokio::time::Instant::now();
+    let db = s.store.ping().await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let status = if db.is_ok() { "ok" } else { "error" };
+    let body = if acc.admin {
+        json!({
+            "status": status,
+            "releaseId": VERSION,
+            "serviceId": s.config.public_url,
+            "checks": {
+                "sqlite:responseTime": [{
+                    "status": status,
+                    "componentType": "datastore",
+                    "observedUnit": "ms",
+                    "observedValue": (elapsed * 1000.0).round() / 1000.0,
+                    "threshold": 150
+                }]
+            }
+        })
+    } else {
+        json!({"status": status})
+    };
+    let code = if db.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut res = (code, axum::Json(body)).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/health+json; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(res)
+}
+
+/// `GET /server/info`: the project block for everyone, version and limits for users.
+pub async fn info(
+    State(s): State<AppState>,
+    Extension(acc): Extension<Accountability>,
+) -> ApiResult<Response> {
+    let settings = s
+        .store
+        .read_items(&SETTINGS, &Query::default())
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut project = Map::new();
+    for key in [
+        "project_name",
+        "project_descriptor",
+        "project_logo",
+        "project_color",
+        "default_appearance",
+        "default_language",
+        "public_note",
+        "public_registration",
+        "public_registration_verify_email",
+    ] {
+        project.insert(
+            key.into(),
+            settings.get(key).cloned().unwrap_or(Value::Null),
+        );
+    }
+    let setup_completed = s.store.user_count().await? > 0;
+    let mut data = Map::new();
+    data.insert("project".into(), Value::Object(project));
+    data.insert("setupCompleted".into(), setup_completed.into());
+    if acc.user.is_some() {
+        data.insert("rateLimit".into(), Value::Bool(false));
+        data.insert("rateLimitGlobal".into(), Value::Bool(false));
+        data.insert("queryLimit".into(), json!({"default": 100, "max": -1}));
+        data.insert("websocket".into(), Value::Bool(false));
+    }
+    if acc.user.is_some() || !setup_completed {
+        data.insert("version".into(), VERSION.into());
+    }
+    Ok(Data(Value::Object(data)).into_response())
+}
