@@ -63,6 +63,22 @@ export async function raw(baseUrl, path, { method = 'GET', body, headers = {} } 
 	return { status: res.status, headers: res.headers, json, text, setCookies: res.headers.getSetCookie() };
 }
 
+/**
+ * Await an SDK call; if it throws, rethrow with the HTTP status and body details.
+ * (A bare RequestError can have an empty message, e.g. when a 204 response carries
+ * `Content-Type: application/json` and the SDK fails to parse the empty body.)
+ */
+export async function explain(what, promise) {
+	try {
+		return await promise;
+	} catch (err) {
+		const status = err?.response?.status;
+		const type = err?.response?.headers?.get?.('content-type');
+		const errors = err?.errors instanceof Error ? `${err.errors.name}: ${err.errors.message}` : JSON.stringify(err?.errors);
+		throw new Error(`${what} failed: ${err?.message || '(no message)'}; status=${status}; content-type=${type}; errors=${errors}`, { cause: err });
+	}
+}
+
 /** Assert a raw response is a Directus error with the given status and code. */
 export function assertRawError(res, status, code) {
 	const ctx = `${status} ${code} expected, got ${res.status}: ${res.text}`;

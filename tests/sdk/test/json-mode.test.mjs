@@ -5,13 +5,7 @@ import { after, before, test } from 'node:test';
 
 import { authentication, createDirectus, readMe, rest } from '@directus/sdk';
 
-import {
-	assertDirectusJwt,
-	assertRawError,
-	inspectableStorage,
-	raw,
-	waitForNextJwtSecond,
-} from './helpers.mjs';
+import { assertDirectusJwt, assertRawError, explain, inspectableStorage, raw, waitForNextJwtSecond } from './helpers.mjs';
 import { startServer } from './server.mjs';
 
 let server;
@@ -39,7 +33,7 @@ test('json mode: login, readMe, refresh rotation with grace window, logout', asy
 	const { client, storage } = jsonClient();
 
 	// --- login -------------------------------------------------------------------
-	const login = await client.login({ email: server.adminEmail, password: server.adminPassword });
+	const login = await explain('client.login()', client.login({ email: server.adminEmail, password: server.adminPassword }));
 	assert.equal(typeof login.access_token, 'string');
 	assert.equal(typeof login.refresh_token, 'string');
 	assert.equal(login.refresh_token.length, 64, 'refresh token is 64 characters (nanoid(64) in Directus)');
@@ -62,7 +56,7 @@ test('json mode: login, readMe, refresh rotation with grace window, logout', asy
 
 	// --- refresh -----------------------------------------------------------------
 	await waitForNextJwtSecond(a0); // same-second JWTs may legitimately be byte-identical
-	const refreshed = await client.refresh();
+	const refreshed = await explain('client.refresh()', client.refresh());
 	const a1 = await client.getToken();
 	const r1 = refreshed.refresh_token;
 	assert.equal(a1, refreshed.access_token);
@@ -86,7 +80,7 @@ test('json mode: login, readMe, refresh rotation with grace window, logout', asy
 	});
 
 	// --- logout ------------------------------------------------------------------
-	const out = await client.logout();
+	const out = await explain('client.logout()', client.logout());
 	assert.equal(out, undefined);
 	assert.equal(storage.peek().refresh_token, null, 'the SDK clears its storage on logout');
 	assert.equal(await client.getToken(), null);
@@ -110,10 +104,10 @@ test('json mode: the SDK request bodies are accepted verbatim', async () => {
 		.with(rest());
 	clients.push(client);
 
-	await client.login({ email: server.adminEmail, password: server.adminPassword });
-	const { refresh_token } = await client.refresh();
+	await explain('client.login()', client.login({ email: server.adminEmail, password: server.adminPassword }));
+	const { refresh_token } = await explain('client.refresh()', client.refresh());
 	await client.request(readMe({ fields: ['id'] }));
-	await client.logout();
+	await explain('client.logout()', client.logout());
 
 	const [login, refresh, me, logout] = seen;
 	assert.equal(login.path, '/auth/login');

@@ -144,7 +144,7 @@ export async function startServer(overrides = {}) {
 	}
 
 	const exited = new Promise((resolve) => {
-		child.once('exit', (code, signal) => resolve({ code, signal }));
+		child.once('close', (code, signal) => resolve({ code, signal }));
 	});
 	let exitInfo = null;
 	exited.then((info) => {

@@ -14,7 +14,7 @@ import {
 	updateUser,
 } from '@directus/sdk';
 
-import { assertSdkError, raw } from './helpers.mjs';
+import { assertSdkError, explain, raw } from './helpers.mjs';
 import { randomString, startServer } from './server.mjs';
 
 const CONCEALED = '**********';
@@ -25,7 +25,7 @@ let admin;
 before(async () => {
 	server = await startServer();
 	admin = createDirectus(server.url).with(authentication('json')).with(rest());
-	await admin.login({ email: server.adminEmail, password: server.adminPassword });
+	await explain('admin login', admin.login({ email: server.adminEmail, password: server.adminPassword }));
 });
 
 after(async () => {
