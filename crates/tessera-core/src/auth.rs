@@ -215,20 +215,25 @@ impl Auth {
         meta: ClientMeta,
         ip: Option<IpAddr>,
     ) -> Result<Issued> {
-        let user = self.store.login_user(&req.email.to_lowercase()).await?;
+        // ASCII lower-casing, as SQLite's `lower()` in the lookup and the unique e-mail index:
+        // Unicode lower-casing here would lock out addresses with non-ASCII capitals.
+        let user = self
+            .store
+            .login_user(&req.email.to_ascii_lowercase())
+            .await?;
         let Some(user) = user.filter(|u| u.status == "active" && u.provider == "default") else {
             self.passwords.verify(req.password.clone(), None).await?;
             return Err(Error::InvalidCredentials);
         };
-        if let Some(limit) = self.login_attempt_limit().await? {
-            if user.failed_logins + 1 > limit {
-                // The attempt that trips the limit is itself refused (ADR 0004).
-                self.store.suspend_user(user.id).await?;
-                self.caches.invalidate();
-                tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
-                self.passwords.verify(req.password.clone(), None).await?;
-                return Err(Error::InvalidCredentials);
-            }
+        if let Some(limit) = self.login_attempt_limit().await?
+            && user.failed_logins + 1 > limit
+        {
+            // The attempt that trips the limit is itself refused (ADR 0004).
+            self.store.suspend_user(user.id).await?;
+            self.caches.invalidate();
+            tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
+            self.passwords.verify(req.password.clone(), None).await?;
+            return Err(Error::InvalidCredentials);
         }
         if !self
             .passwords

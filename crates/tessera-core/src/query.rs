@@ -139,10 +139,11 @@ impl ReadQuery {
         if q.filter.is_none() && !bracket_filter.is_empty() {
             q.filter = Some(Value::Object(bracket_filter));
         }
-        if let Some(f) = &mut q.fields {
-            if f.names.is_empty() && f.nested.is_empty() {
-                f.all = true;
-            }
+        if let Some(f) = &mut q.fields
+            && f.names.is_empty()
+            && f.nested.is_empty()
+        {
+            f.all = true;
         }
         Ok(q)
     }
@@ -311,12 +312,12 @@ fn condition(c: &'static Collection, filter: &Value, acc: &Accountability) -> Re
                         )));
                     }
                     let mut value = resolve(operand, acc);
-                    if matches!(op, Op::In | Op::Nin) {
-                        if let Value::String(s) = &value {
-                            value = Value::Array(
-                                s.split(',').map(|p| Value::String(p.to_owned())).collect(),
-                            );
-                        }
+                    if matches!(op, Op::In | Op::Nin)
+                        && let Value::String(s) = &value
+                    {
+                        value = Value::Array(
+                            s.split(',').map(|p| Value::String(p.to_owned())).collect(),
+                        );
                     }
                     // `_null: false` means the opposite check.
                     let op = match (op, &value) {

@@ -117,7 +117,7 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
         _ => return None,
     };
     let ms = (n * factor).round();
-    (ms.is_finite() && ms >= 0.0 && ms < 9.0e15).then_some(ms as i64)
+    (ms.is_finite() && (0.0..9.0e15).contains(&ms)).then_some(ms as i64)
 }
 
 /// Parses a byte size as the `bytes` package does: `1mb`, `100kb`, `512b`, or a bare number.

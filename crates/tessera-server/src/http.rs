@@ -188,24 +188,22 @@ pub fn extract_token(
 /// The client's IP: the socket address, or (if configured) a proxy header.
 pub fn client_ip(req: &Request<Body>, state: &AppState) -> Option<IpAddr> {
     let headers = req.headers();
-    if let Some(name) = &state.config.ip_custom_header {
-        if let Some(ip) = headers
+    if let Some(name) = &state.config.ip_custom_header
+        && let Some(ip) = headers
             .get(name.as_str())
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
-        {
-            return Some(ip);
-        }
+    {
+        return Some(ip);
     }
-    if state.config.ip_trust_proxy {
-        if let Some(ip) = headers
+    if state.config.ip_trust_proxy
+        && let Some(ip) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse().ok())
-        {
-            return Some(ip);
-        }
+    {
+        return Some(ip);
     }
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -227,7 +227,7 @@ pub trait Store: Send + Sync + 'static {
     /// The values making up an alias list for one item.
     async fn alias_values(&self, alias: &'static Alias, id: &str) -> StoreResult<Vec<Value>>;
 
-    /// The user whose lower-cased e-mail equals `email_lower`.
+    /// The user whose (ASCII) lower-cased e-mail equals `email_lower`.
     async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>>;
     /// A user's id, role and status.
     async fn principal(&self, id: Uuid) -> StoreResult<Option<Principal>>;

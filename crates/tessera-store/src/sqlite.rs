@@ -35,16 +35,16 @@ struct Inner {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        if let rusqlite::Error::SqliteFailure(code, Some(msg)) = &e {
-            if code.code == rusqlite::ErrorCode::ConstraintViolation {
-                if msg.contains("UNIQUE") || msg.contains("PRIMARY KEY") {
-                    return StoreError::Conflict {
-                        field: conflict_field(msg),
-                    };
-                }
-                if msg.contains("FOREIGN KEY") {
-                    return StoreError::MissingReference { field: "reference" };
-                }
+        if let rusqlite::Error::SqliteFailure(code, Some(msg)) = &e
+            && code.code == rusqlite::ErrorCode::ConstraintViolation
+        {
+            if msg.contains("UNIQUE") || msg.contains("PRIMARY KEY") {
+                return StoreError::Conflict {
+                    field: conflict_field(msg),
+                };
+            }
+            if msg.contains("FOREIGN KEY") {
+                return StoreError::MissingReference { field: "reference" };
             }
         }
         StoreError::Backend(e.to_string())

@@ -44,7 +44,18 @@ async fn create(
         Value::Array(items) => {
             let mut ids = Vec::new();
             for item in &items {
-                ids.push(state.items.create(c, acc, item).await?);
+                match state.items.create(c, acc, item).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => {
+                        // All or nothing: undo the items this batch already created.
+                        for id in &ids {
+                            if let Err(undo) = state.items.delete(c, acc, id).await {
+                                tracing::warn!(error = %undo, %id, "undoing a failed batch create");
+                            }
+                        }
+                        return Err(e.into());
+                    }
+                }
             }
             let mut out = Vec::new();
             for id in ids {

@@ -27,11 +27,15 @@ pub async fn ping() -> Response {
     res
 }
 
-/// `GET /server/health`: 403 for anonymous callers; admins also see the checks.
+/// `GET /server/health`: 403 for anonymous callers; admins also see the checks. With
+/// `HEALTHCHECK_ENABLED=false` the route does not exist.
 pub async fn health(
     State(s): State<AppState>,
     Extension(acc): Extension<Accountability>,
 ) -> ApiResult<Response> {
+    if !s.config.healthcheck_enabled {
+        return Err(Error::RouteNotFound("/server/health".into()).into());
+    }
     if acc.user.is_none() && acc.role.is_none() {
         return Err(Error::Forbidden(None).into());
     }

@@ -1,0 +1,300 @@
+//! The one way tests start a server: [`TestServer::spawn`] with extra env-style settings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use tessera_core::clock::SystemClock;
+use tessera_server::config::Config;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "Admin-Password-1";
+pub const ADMIN_TOKEN: &str = "admin-static-token-0123456789";
+
+/// A running server with its own database; stopped when dropped.
+pub struct TestServer {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A response reduced to what tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// `extensions.code` of the first error.
+    pub fn code(&self) -> &str {
+        self.body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or("")
+    }
+
+    /// `message` of the first error.
+    pub fn message(&self) -> &str {
+        self.body["errors"][0]["message"].as_str().unwrap_or("")
+    }
+
+    /// All `Set-Cookie` values.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The value a `Set-Cookie` gives cookie `name`, if any.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|c| {
+            c.split(';')
+                .next()
+                .and_then(|kv| kv.split_once('='))
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
+    }
+}
+
+impl TestServer {
+    /// Starts a server; `vars` override the test defaults (cheap hashing, no login stall).
+    pub async fn spawn(vars: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        Self::spawn_in(dir, &db.display().to_string(), vars).await
+    }
+
+    /// Starts a server on an existing directory/database (restart tests).
+    pub async fn spawn_in(dir: tempfile::TempDir, db: &str, vars: &[(&str, &str)]) -> Self {
+        let mut map: HashMap<String, String> = [
+            ("DB_FILENAME", db),
+            ("ADMIN_EMAIL", ADMIN_EMAIL),
+            ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("LOGIN_STALL_TIME", "0"),
+            ("HASH_MEMORY_COST", "1024"),
+            ("HASH_TIME_COST", "1"),
+            ("HASH_PARALLELISM", "1"),
+            ("LOG_LEVEL", "warn"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in vars {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_vars(&map).expect("test config");
+        let started = tessera_server::start(config, Arc::new(SystemClock))
+            .await
+            .expect("server start");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            tessera_server::serve(listener, started.state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            url,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            dir,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the server gracefully and hands back its directory.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, tmp)
+    }
+
+    /// Sends a request. `headers` are (name, value) pairs; `body` is sent as JSON when given.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        for (k, v) in headers {
+            req = req.header(*k, HeaderValue::from_str(v).unwrap());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// `GET` with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> Reply {
+        self.call(
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await
+    }
+
+    /// Logs in (json mode unless `mode` says otherwise).
+    pub async fn login(&self, email: &str, password: &str, mode: Option<&str>) -> Reply {
+        let mut body = json!({"email": email, "password": password});
+        if let Some(m) = mode {
+            body["mode"] = json!(m);
+        }
+        self.call("POST", "/auth/login", &[], Some(body)).await
+    }
+
+    /// Logs the bootstrap admin in (json mode) and returns (access, refresh).
+    pub async fn admin_tokens(&self) -> (String, String) {
+        let r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        (
+            r.body["data"]["access_token"].as_str().unwrap().to_owned(),
+            r.body["data"]["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a user as the admin (static admin token); returns its id.
+    pub async fn create_user(&self, body: Value) -> String {
+        let r = self
+            .call(
+                "POST",
+                "/users",
+                &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["data"]["id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestServer {
+    /// Sends a raw body with an explicit content type (malformed JSON, forms, oversized bodies).
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, HeaderValue::from_str(v).unwrap());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// A request as the static admin token.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call(
+            method,
+            path,
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            body,
+        )
+        .await
+    }
+
+    /// Creates an active user with `email`/`password` and no role; returns its id.
+    pub async fn user(&self, email: &str, password: &str) -> String {
+        self.create_user(json!({"email": email, "password": password, "status": "active"}))
+            .await
+    }
+
+    /// The bootstrap admin's id and role id.
+    pub async fn admin_identity(&self) -> (String, String) {
+        let r = self.admin("GET", "/users/me?fields=id,role", None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        (
+            r.body["data"]["id"].as_str().unwrap().to_owned(),
+            r.body["data"]["role"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// Asserts an error answer: status, code and exact message.
+#[track_caller]
+pub fn assert_error(r: &Reply, status: u16, code: &str, message: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(r.code(), code, "{}", r.text);
+    assert_eq!(r.message(), message, "{}", r.text);
+}
+
+/// The exact 401 INVALID_CREDENTIALS body.
+pub const INVALID_CREDENTIALS_BODY: &str = r#"{"errors":[{"message":"Invalid user credentials.","extensions":{"code":"INVALID_CREDENTIALS"}}]}"#;
+
+/// Decodes a JWT's payload without verifying it.
+pub fn jwt_payload(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("jwt shape");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json payload")
+}
+
+/// Whether `t` has Directus's refresh-token shape: 64 chars of `A-Za-z0-9_-`.
+pub fn is_refresh_token(t: &str) -> bool {
+    t.len() == 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

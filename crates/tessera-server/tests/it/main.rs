@@ -1,0 +1,13 @@
+//! Integration tests: each test starts a real Tessera server on 127.0.0.1:0 with a fresh
+//! SQLite database and talks HTTP to it.
+
+mod bad_input;
+mod common;
+mod config;
+mod lifecycle;
+mod login;
+mod logout;
+mod refresh;
+mod server_routes;
+mod tokens;
+mod users;
