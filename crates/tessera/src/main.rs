@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use tessera_core::clock::SystemClock;
 use tessera_server::config::{Config, read_env_file};
@@ -19,6 +21,8 @@ use tessera_server::config::{Config, read_env_file};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    common: cli::Common,
 }
 
 #[derive(Subcommand)]
@@ -35,6 +39,8 @@ enum Command {
     ///
     /// Example: ADMIN_EMAIL=me@example.com tessera bootstrap
     Bootstrap(ServerFlags),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 /// Flags override the environment, which overrides the `.env` file.
@@ -97,12 +103,16 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    let (flags, serve) = match &command {
-        Command::Serve(f) => (f, true),
-        Command::Migrate(f) | Command::Bootstrap(f) => (f, false),
-    };
-    let config = load(flags).map_err(|e| anyhow::anyhow!(e))?;
+/// What a server-side command does once configured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerAction {
+    Serve,
+    Migrate,
+    Bootstrap,
+}
+
+async fn run(flags: ServerFlags, action: ServerAction) -> anyhow::Result<()> {
+    let config = load(&flags).map_err(|e| anyhow::anyhow!(e))?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -110,7 +120,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    if let Command::Migrate(_) = command {
+    if action == ServerAction::Migrate {
         let tessera_server::config::Database::Sqlite { filename } = &config.database;
         if let Some(dir) = filename.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -129,7 +139,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
         }
     }
-    if !serve {
+    if action == ServerAction::Bootstrap {
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -151,7 +161,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.command)) {
+    let (flags, action) = match cli.command {
+        Command::Client(command) => {
+            let code = rt.block_on(cli::run(cli.common, command));
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Command::Serve(f) => (f, ServerAction::Serve),
+        Command::Migrate(f) => (f, ServerAction::Migrate),
+        Command::Bootstrap(f) => (f, ServerAction::Bootstrap),
+    };
+    match rt.block_on(run(flags, action)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
