@@ -118,6 +118,22 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     }
 }
 
+/// POSTs a JSON body without credentials; the answer's bytes on success, a typed error else.
+async fn post_json(
+    http: &reqwest::Client,
+    retry: Retry,
+    url: &str,
+    body: &Value,
+    retry_5xx: bool,
+) -> Result<Vec<u8>, ClientError> {
+    let (status, bytes) = send(http, retry, Method::POST, url, None, Some(body), retry_5xx).await?;
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(api_error(status, &bytes))
+    }
+}
+
 fn auth_data(body: &[u8]) -> Result<AuthData, ClientError> {
     serde_json::from_slice::<Data<AuthData>>(body)
         .map(|d| d.data)
@@ -135,9 +151,9 @@ async fn refresh_with(
         .ok_or(ClientError::MissingRefreshToken)?;
     let url = format!("{base}/auth/refresh");
     let body = json!({"refresh_token": token, "mode": "json"});
-    let (status, bytes) = send(http, retry, Method::POST, &url, None, Some(&body), true).await?;
-    if !status.is_success() {
-        return Err(match api_error(status, &bytes) {
+    let bytes = post_json(http, retry, &url, &body, true)
+        .await
+        .map_err(|e| match e {
             ClientError::Unauthorized { code }
                 if matches!(
                     code.as_deref(),
@@ -147,8 +163,7 @@ async fn refresh_with(
                 ClientError::InvalidRefreshToken { code }
             }
             other => other,
-        });
-    }
+        })?;
     let data = auth_data(&bytes)?;
     match (data.access_token, data.refresh_token) {
         (Some(access_token), Some(refresh_token)) => Ok(RefreshResult {
@@ -314,19 +329,7 @@ impl Client {
             body["otp"] = json!(otp);
         }
         let url = format!("{}/auth/login", self.inner.base);
-        let (status, bytes) = send(
-            &self.inner.http,
-            self.inner.retry,
-            Method::POST,
-            &url,
-            None,
-            Some(&body),
-            false,
-        )
-        .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
+        let bytes = post_json(&self.inner.http, self.inner.retry, &url, &body, false).await?;
         let data = auth_data(&bytes)?;
         let result = match (data.access_token, data.refresh_token) {
             (Some(access_token), Some(refresh_token)) => RefreshResult {
@@ -472,19 +475,7 @@ impl Client {
             .ok_or(ClientError::MissingRefreshToken)?;
         let url = format!("{}/auth/logout", self.inner.base);
         let body = json!({"refresh_token": token, "mode": "json"});
-        let (status, bytes) = send(
-            &self.inner.http,
-            self.inner.retry,
-            Method::POST,
-            &url,
-            None,
-            Some(&body),
-            true,
-        )
-        .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
+        post_json(&self.inner.http, self.inner.retry, &url, &body, true).await?;
         store.clear()
     }
 }

@@ -10,8 +10,7 @@ use moka::sync::Cache;
 use serde_json::{Map, Value};
 use tessera_proto::AuthMode;
 use tessera_store::{
-    AccessTree, ClientMeta, NewSession, Principal, Query, RotateOutcome, Rotation, Store,
-    schema::SETTINGS,
+    AccessTree, ClientMeta, NewSession, Principal, RotateOutcome, Rotation, Store,
 };
 use uuid::Uuid;
 
@@ -266,10 +265,11 @@ impl Auth {
     }
 
     async fn login_attempt_limit(&self) -> Result<Option<i64>> {
-        let rows = self.store.read_items(&SETTINGS, &Query::default()).await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get("auth_login_attempts"))
+        Ok(self
+            .store
+            .settings()
+            .await?
+            .get("auth_login_attempts")
             .and_then(Value::as_i64))
     }
 

@@ -388,10 +388,9 @@ impl Items {
     }
 
     async fn check_password_policy(&self, password: &str) -> Result<()> {
-        let settings = self.store.read_items(&SETTINGS, &Query::default()).await?;
+        let settings = self.store.settings().await?;
         let Some(policy) = settings
-            .first()
-            .and_then(|s| s.get("auth_password_policy"))
+            .get("auth_password_policy")
             .and_then(Value::as_str)
             .filter(|p| !p.is_empty())
         else {
@@ -501,7 +500,7 @@ impl Items {
         Ok(id)
     }
 
-    /// `PATCH /<collection>/:id`. False when the item does not exist.
+    /// `PATCH /<collection>/:id`. A missing item is FORBIDDEN, as in Directus.
     pub async fn update(
         &self,
         c: &'static Collection,
@@ -596,13 +595,7 @@ impl Items {
     /// `GET /settings`: the singleton.
     pub async fn settings(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Value> {
         Self::require_admin(&SETTINGS, acc)?;
-        let rec = self
-            .store
-            .read_items(&SETTINGS, &Query::default())
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        let rec = self.store.settings().await?;
         self.present(&SETTINGS, &rec, &rq.fields(), None).await
     }
 

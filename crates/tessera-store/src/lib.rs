@@ -260,6 +260,16 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes sessions that expired before `now_ms`, of one user or of everyone.
     async fn purge_expired_sessions(&self, now_ms: i64, user: Option<Uuid>) -> StoreResult<u64>;
 
+    /// The settings singleton (empty when the row is missing).
+    async fn settings(&self) -> StoreResult<Record> {
+        Ok(self
+            .read_items(&schema::SETTINGS, &Query::default())
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
     /// How many users exist.
     async fn user_count(&self) -> StoreResult<u64>;
     /// Creates the first role, policy, access row and admin user.

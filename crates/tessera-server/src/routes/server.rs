@@ -7,8 +7,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tessera_core::Error;
 use tessera_core::access::Accountability;
-use tessera_store::Query;
-use tessera_store::schema::SETTINGS;
 
 use crate::AppState;
 use crate::error::ApiResult;
@@ -81,13 +79,7 @@ pub async fn info(
     State(s): State<AppState>,
     Extension(acc): Extension<Accountability>,
 ) -> ApiResult<Response> {
-    let settings = s
-        .store
-        .read_items(&SETTINGS, &Query::default())
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let settings = s.store.settings().await?;
     let mut project = Map::new();
     for key in [
         "project_name",
