@@ -72,11 +72,20 @@ async fn send(
                 match res.bytes().await {
                     Ok(bytes) if !retryable => return Ok((status, bytes.to_vec())),
                     Ok(_) => format!("server answered {status}"),
-                    Err(e) => format!("reading the answer: {e}"),
+                    // The server may have acted on it: only safe-to-repeat requests go again.
+                    Err(e) if retry_5xx => format!("reading the answer: {e}"),
+                    Err(e) => {
+                        return Err(ClientError::Unavailable {
+                            url: url.to_owned(),
+                            attempts: attempt,
+                            reason: format!("reading the answer: {e}"),
+                        });
+                    }
                 }
             }
             Err(e) => {
-                let retryable = e.is_connect() || e.is_timeout() || retry_5xx;
+                // A connection that never opened is always safe to retry.
+                let retryable = e.is_connect() || retry_5xx;
                 if !retryable {
                     return Err(ClientError::Unavailable {
                         url: url.to_owned(),
@@ -177,6 +186,16 @@ async fn refresh_with(
     }
 }
 
+/// An HTTP client with timeouts, so a hung server cannot hold a refresh (and the store's
+/// cross-process lock) forever.
+fn default_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
 const DEFAULT_RETRY: Retry = Retry {
     attempts: 4,
     first_backoff: Duration::from_millis(200),
@@ -190,7 +209,7 @@ pub async fn refresh_token(
     refresh_token: Option<&str>,
 ) -> Result<RefreshResult, ClientError> {
     refresh_with(
-        &reqwest::Client::new(),
+        &default_http(),
         DEFAULT_RETRY,
         url.trim_end_matches('/'),
         refresh_token,
@@ -269,7 +288,7 @@ impl ClientBuilder {
         Client {
             inner: Arc::new(Inner {
                 base: self.base,
-                http: self.http.unwrap_or_default(),
+                http: self.http.unwrap_or_else(default_http),
                 auth: self.auth,
                 margin_ms: i64::try_from(self.margin.as_millis()).unwrap_or(i64::MAX),
                 retry: self.retry,
@@ -468,14 +487,15 @@ impl Client {
 
     /// Ends the session on the server and forgets it locally.
     pub async fn logout(&self) -> Result<(), ClientError> {
-        let store = self.store()?.clone();
-        let token = store
-            .load()?
-            .and_then(|s| s.refresh_token)
-            .ok_or(ClientError::MissingRefreshToken)?;
-        let url = format!("{}/auth/logout", self.inner.base);
-        let body = json!({"refresh_token": token, "mode": "json"});
-        post_json(&self.inner.http, self.inner.retry, &url, &body, true).await?;
-        store.clear()
+        self.exclusive(async |current| {
+            let token = current
+                .and_then(|s| s.refresh_token)
+                .ok_or(ClientError::MissingRefreshToken)?;
+            let url = format!("{}/auth/logout", self.inner.base);
+            let body = json!({"refresh_token": token, "mode": "json"});
+            post_json(&self.inner.http, self.inner.retry, &url, &body, true).await?;
+            self.store()?.clear()
+        })
+        .await
     }
 }

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -149,15 +150,19 @@ impl TokenStore for FileStore {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
+        static SAVES: AtomicU64 = AtomicU64::new(0);
         let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".tmp{}", std::process::id()));
+        tmp_name.push(format!(
+            ".tmp{}-{}",
+            std::process::id(),
+            SAVES.fetch_add(1, Ordering::Relaxed)
+        ));
         let tmp = self.path.with_file_name(tmp_name);
         let bytes =
             serde_json::to_vec_pretty(session).map_err(|e| ClientError::Store(e.to_string()))?;
         let mut f = private_options()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&tmp)
             .map_err(|e| io(&tmp, e))?;
         f.write_all(&bytes).map_err(|e| io(&tmp, e))?;

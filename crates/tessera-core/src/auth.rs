@@ -6,15 +6,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::sync::Cache;
 use serde_json::{Map, Value};
 use tessera_proto::AuthMode;
-use tessera_store::{
-    AccessTree, ClientMeta, NewSession, Principal, RotateOutcome, Rotation, Store,
-};
+use tessera_store::{AccessTree, ClientMeta, NewSession, RotateOutcome, Rotation, Store};
 use uuid::Uuid;
 
 use crate::access::{Accountability, GlobalAccess, global_access};
+use crate::cache::Caches;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::jwt::{AccessClaims, ISSUER, JwtKeys, is_directus_jwt};
@@ -101,36 +99,6 @@ impl LoginRequest {
             mode,
             otp,
         })
-    }
-}
-
-/// In-process caches of token and access lookups. Every write that could change an answer
-/// calls [`Caches::invalidate`]; the short TTL bounds staleness for writes made elsewhere.
-#[derive(Clone)]
-pub struct Caches {
-    static_tokens: Cache<String, Option<Principal>>,
-    access: Cache<(Option<Uuid>, Option<Uuid>), Arc<AccessTree>>,
-}
-
-impl Caches {
-    fn new() -> Self {
-        let ttl = Duration::from_secs(5);
-        Self {
-            static_tokens: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            access: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-        }
-    }
-
-    /// Forgets everything (after a change to users, roles, policies or access).
-    pub fn invalidate(&self) {
-        self.static_tokens.invalidate_all();
-        self.access.invalidate_all();
     }
 }
 
@@ -224,10 +192,12 @@ impl Auth {
             self.passwords.verify(req.password.clone(), None).await?;
             return Err(Error::InvalidCredentials);
         };
+        // Every attempt is counted before the password is checked, atomically, so parallel
+        // guesses cannot slip past the limit; a success resets the count.
         if let Some(limit) = self.login_attempt_limit().await?
-            && user.failed_logins + 1 > limit
+            && self.store.record_login_attempt(user.id).await? > limit
         {
-            // The attempt that trips the limit is itself refused (ADR 0004).
+            // The attempt that trips the limit is itself refused (architecture decision 4).
             self.store.suspend_user(user.id).await?;
             self.caches.invalidate();
             tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
@@ -239,7 +209,6 @@ impl Auth {
             .verify(req.password.clone(), user.password.clone())
             .await?
         {
-            self.store.record_login_failure(user.id).await?;
             return Err(Error::InvalidCredentials);
         }
         if user.tfa_secret.is_some() {
@@ -260,6 +229,7 @@ impl Auth {
             .await?;
         self.store.purge_expired_sessions(now, None).await?;
         self.store.record_login_success(user.id, now).await?;
+        self.caches.users.invalidate(&user.id.to_string());
         let enforce_tfa = (g.enforce_tfa && user.tfa_secret.is_none()).then_some(true);
         self.issue(req.mode, user.id, user.role, g, enforce_tfa, token, now)
     }
@@ -331,10 +301,11 @@ impl Auth {
             AuthMode::Session => self.settings.session_ttl_ms,
             _ => self.settings.refresh_ttl_ms,
         };
+        let old_hash = digest(token);
         let outcome = self
             .store
             .rotate_session(Rotation {
-                old_hash: digest(token),
+                old_hash: old_hash.clone(),
                 new_hash: digest(&next),
                 now_ms: now,
                 expires_ms: now + ttl,
@@ -345,10 +316,12 @@ impl Auth {
         match outcome {
             RotateOutcome::NotFound => Err(Error::InvalidCredentials),
             RotateOutcome::Reused { family } => {
+                self.caches.invalidate();
                 tracing::warn!(%family, "refresh token replayed after rotation: session revoked");
                 Err(Error::InvalidCredentials)
             }
             RotateOutcome::Inactive { status } => {
+                self.caches.sessions.invalidate(&old_hash);
                 tokio::time::sleep_until(started + self.settings.login_stall).await;
                 Err(if status == "suspended" {
                     Error::UserSuspended
@@ -357,6 +330,8 @@ impl Auth {
                 })
             }
             RotateOutcome::Rotated { user, .. } => {
+                self.caches.sessions.invalidate(&old_hash);
+                self.caches.users.invalidate(&user.id.to_string());
                 let g = self.global_access(user.role, Some(user.id), ip).await?;
                 self.issue(mode, user.id, user.role, g, None, next, now)
             }
@@ -365,7 +340,9 @@ impl Auth {
 
     /// Ends the session a refresh token belongs to. Unknown tokens are not an error.
     pub async fn logout(&self, token: &str) -> Result<()> {
-        self.store.end_session(&digest(token)).await?;
+        if self.store.end_session(&digest(token)).await? {
+            self.caches.invalidate();
+        }
         Ok(())
     }
 
@@ -378,12 +355,11 @@ impl Auth {
     }
 
     async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> Result<Arc<AccessTree>> {
-        if let Some(t) = self.caches.access.get(&(role, user)) {
-            return Ok(t);
-        }
-        let tree = Arc::new(self.store.access_tree(role, user).await?);
-        self.caches.access.insert((role, user), tree.clone());
-        Ok(tree)
+        self.caches
+            .get_or_load(&self.caches.access, (role, user), async {
+                Ok(Arc::new(self.store.access_tree(role, user).await?))
+            })
+            .await
     }
 
     async fn global_access(
@@ -430,11 +406,13 @@ impl Auth {
             let session = match (&v.session, v.id) {
                 (Some(s), Some(user)) => {
                     let hash = digest(s);
-                    if !self
-                        .store
-                        .session_live(&hash, user, now, self.settings.grace_ms)
-                        .await?
-                    {
+                    let state = self
+                        .caches
+                        .get_or_load(&self.caches.sessions, hash.clone(), async {
+                            Ok(self.store.session_state(&hash).await?)
+                        })
+                        .await?;
+                    if !state.is_some_and(|st| st.is_live_for(user, now, self.settings.grace_ms)) {
                         return Err(Error::InvalidCredentials);
                     }
                     Some(hash)
@@ -445,14 +423,12 @@ impl Auth {
             return self.accountability(v.id, v.role, session, ip).await;
         }
         let key = digest(token);
-        let principal = match self.caches.static_tokens.get(&key) {
-            Some(p) => p,
-            None => {
-                let p = self.store.principal_by_token(&key).await?;
-                self.caches.static_tokens.insert(key, p.clone());
-                p
-            }
-        };
+        let principal = self
+            .caches
+            .get_or_load(&self.caches.static_tokens, key.clone(), async {
+                Ok(self.store.principal_by_token(&key).await?)
+            })
+            .await?;
         match principal {
             Some(p) if p.is_active() => self.accountability(Some(p.id), p.role, None, ip).await,
             _ => Err(Error::InvalidCredentials),

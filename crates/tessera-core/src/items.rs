@@ -14,7 +14,7 @@ use tessera_store::{
 use uuid::Uuid;
 
 use crate::access::Accountability;
-use crate::auth::Caches;
+use crate::cache::Caches;
 use crate::clock::iso8601;
 use crate::error::{Error, Result};
 use crate::password::Passwords;
@@ -45,6 +45,10 @@ const APP_USER_FIELDS: &[&str] = &[
     "status",
     "role",
 ];
+
+/// The plain fields of a role: what non-admins may read of their own roles (not the alias
+/// lists naming other users).
+const ROLE_FIELDS: &[&str] = &["id", "name", "icon", "description", "parent"];
 
 const STATUSES: &[&str] = &[
     "draft",
@@ -85,9 +89,13 @@ fn id_field(c: &'static Collection) -> &'static Field {
     c.field("id").unwrap_or(&c.fields[0])
 }
 
-fn relation(c: &'static Collection, field: &str) -> Option<&'static Collection> {
+/// The collection a relational field points at, and the fields of it a non-admin may read.
+fn relation(
+    c: &'static Collection,
+    field: &str,
+) -> Option<(&'static Collection, &'static [&'static str])> {
     match (c.name, field) {
-        ("directus_users", "role") | ("directus_roles", "parent") => Some(&ROLES),
+        ("directus_users", "role") | ("directus_roles", "parent") => Some((&ROLES, ROLE_FIELDS)),
         _ => None,
     }
 }
@@ -125,7 +133,7 @@ impl Items {
                         .map(|r| Value::String(r.to_string()))
                         .collect(),
                 },
-                fields: None,
+                fields: Some(ROLE_FIELDS),
             }),
             _ => Err(Error::forbidden_collection(c.name)),
         }
@@ -172,7 +180,19 @@ impl Items {
         for name in names {
             let value = if let Some(alias) = c.alias(name) {
                 match &id {
-                    Some(id) => Value::Array(self.store.alias_values(alias, id).await?),
+                    Some(id) => {
+                        let key = (
+                            alias.name,
+                            format!("{}.{}:{id}", alias.table, alias.foreign_key),
+                        );
+                        let values = self
+                            .caches
+                            .get_or_load(&self.caches.aliases, key, async {
+                                Ok(Arc::new(self.store.alias_values(alias, id).await?))
+                            })
+                            .await?;
+                        Value::Array(values.as_ref().clone())
+                    }
                     None => Value::Array(Vec::new()),
                 }
             } else {
@@ -187,8 +207,9 @@ impl Items {
                         Value::String(iso8601(n.as_i64().unwrap_or_default()))
                     }
                     _ => match (sel.nested.get(name), relation(c, name), raw.as_str()) {
-                        (Some(sub), Some(target), Some(key)) => {
-                            Box::pin(self.read_related(target, key, sub)).await?
+                        (Some(sub), Some((target, plain)), Some(key)) => {
+                            let limit = allowed.map(|_| plain);
+                            Box::pin(self.read_related(target, key, sub, limit)).await?
                         }
                         _ => raw,
                     },
@@ -199,7 +220,13 @@ impl Items {
         Ok(Value::Object(out))
     }
 
-    async fn read_related(&self, c: &'static Collection, id: &str, sel: &Fields) -> Result<Value> {
+    async fn read_related(
+        &self,
+        c: &'static Collection,
+        id: &str,
+        sel: &Fields,
+        allowed: Option<&'static [&'static str]>,
+    ) -> Result<Value> {
         let q = Query {
             filter: Some(Condition::Compare {
                 field: id_field(c),
@@ -209,7 +236,7 @@ impl Items {
             ..Query::default()
         };
         match self.store.read_items(c, &q).await?.first() {
-            Some(rec) => self.present(c, rec, sel, None).await,
+            Some(rec) => self.present(c, rec, sel, allowed).await,
             None => Ok(Value::Null),
         }
     }
@@ -223,11 +250,11 @@ impl Items {
     ) -> Result<(Vec<Value>, Option<Value>)> {
         let scope = self.scope(c, acc)?;
         let mut q = rq.to_store_query(c, acc)?;
-        let allowed = match scope {
-            Scope::Full => None,
+        let (visible, allowed) = match scope {
+            Scope::Full => (None, None),
             Scope::Partial { filter, fields } => {
-                q.filter = Some(and(q.filter.take(), filter));
-                fields
+                q.filter = Some(and(q.filter.take(), filter.clone()));
+                (Some(filter), fields)
             }
         };
         let sel = rq.fields();
@@ -243,7 +270,7 @@ impl Items {
             if all || rq.meta.iter().any(|m| m == "total_count") {
                 m.insert(
                     "total_count".into(),
-                    self.store.count_items(c, None).await?.into(),
+                    self.store.count_items(c, visible.as_ref()).await?.into(),
                 );
             }
             if all || rq.meta.iter().any(|m| m == "filter_count") {
@@ -305,7 +332,14 @@ impl Items {
             Scope::Full => None,
             Scope::Partial { fields, .. } => fields,
         };
-        let Some(rec) = self.fetch(&USERS, &user.to_string(), None).await? else {
+        let id = user.to_string();
+        let rec = self
+            .caches
+            .get_or_load(&self.caches.users, id.clone(), async {
+                Ok(self.fetch(&USERS, &id, None).await?.map(Arc::new))
+            })
+            .await?;
+        let Some(rec) = rec else {
             return Ok(Me::IdOnly(user));
         };
         match self.present(&USERS, &rec, &rq.fields(), allowed).await {
@@ -401,13 +435,33 @@ impl Items {
         if re.is_match(password).unwrap_or(false) {
             Ok(())
         } else {
-            // Unlike Directus, the submitted password is not echoed back (ADR 0004).
+            // Unlike Directus, the submitted password is not echoed back (architecture
+            // decision 4, ADR 0002).
             Err(Error::FailedValidation {
                 field: "password".into(),
                 rule: "regex",
                 detail: "Value doesn't have the correct format.".into(),
             })
         }
+    }
+
+    /// Refuses a `parent` that is the role itself or one of its descendants.
+    async fn check_no_cycle(&self, id: &str, values: &[(&'static Field, Value)]) -> Result<()> {
+        let Some(parent) = values
+            .iter()
+            .find(|(f, _)| f.name == "parent")
+            .and_then(|(_, v)| v.as_str())
+            .and_then(|p| Uuid::parse_str(p).ok())
+        else {
+            return Ok(());
+        };
+        let ancestors = self.store.access_tree(Some(parent), None).await?.roles;
+        if parent.to_string() == id || ancestors.iter().any(|a| a.to_string() == id) {
+            return Err(Error::payload(
+                "\"parent\" can't be the role itself or one of its descendants",
+            ));
+        }
+        Ok(())
     }
 
     fn check_user_values(values: &[(&'static Field, Value)]) -> Result<()> {
@@ -529,6 +583,9 @@ impl Items {
         body: &Value,
     ) -> Result<()> {
         let values = self.values(c, body, false).await?;
+        if c.name == "directus_roles" {
+            self.check_no_cycle(id, &values).await?;
+        }
         let mut end = EndSessions::None;
         if c.name == "directus_users" {
             Self::check_user_values(&values)?;

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 pub const ISSUER: &str = "directus";
 
 /// Claims of an access token, serialised in Directus's order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct AccessClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
@@ -32,12 +32,35 @@ pub struct AccessClaims {
 }
 
 /// What a verified access token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
     pub id: Option<Uuid>,
     pub role: Option<Uuid>,
     pub share: Option<String>,
     pub session: Option<String>,
+}
+
+impl std::fmt::Debug for AccessClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessClaims")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("admin_access", &self.admin_access)
+            .field("session", &self.session.as_ref().map(|_| "<hidden>"))
+            .field("exp", &self.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("share", &self.share)
+            .field("session", &self.session.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// Signs and verifies with the instance secret.

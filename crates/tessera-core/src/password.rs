@@ -84,14 +84,21 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        // The permit moves into the blocking task: if the request is dropped mid-hash, the
+        // hash still holds its slot until it finishes.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Internal("hash pool closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::Internal(format!("hash task: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hash task: {e}")))
     }
 
     /// Hashes a new password with the configured settings.

@@ -29,15 +29,24 @@ impl Fields {
     }
 
     /// Parses a comma list such as `id,email,role.name,role.*`.
-    pub fn parse(list: &str) -> Self {
+    pub fn parse(list: &str) -> Result<Self> {
         let mut f = Fields::default();
-        for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            f.add(raw);
-        }
+        f.add_list(list)?;
         if f.names.is_empty() && f.nested.is_empty() {
             f.all = true;
         }
-        f
+        Ok(f)
+    }
+
+    /// Adds every path of a comma list, refusing paths deeper than [`MAX_DEPTH`].
+    fn add_list(&mut self, list: &str) -> Result<()> {
+        for path in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if path.matches('.').count() >= MAX_DEPTH {
+                return Err(Error::InvalidQuery("Max relational depth exceeded".into()));
+            }
+            self.add(path);
+        }
+        Ok(())
     }
 
     fn add(&mut self, path: &str) {
@@ -52,6 +61,13 @@ impl Fields {
         }
     }
 }
+
+/// How deep `fields` may reach through relations, and filters may nest (as Directus's
+/// `MAX_RELATIONAL_DEPTH`).
+pub const MAX_DEPTH: usize = 10;
+
+/// How deeply `_and`/`_or` filters may nest.
+const MAX_FILTER_DEPTH: usize = 32;
 
 /// A parsed, not yet schema-checked read query.
 #[derive(Debug, Clone, Default)]
@@ -101,10 +117,7 @@ impl ReadQuery {
             let key = k.as_ref();
             match key {
                 "fields" | "fields[]" => {
-                    let f = q.fields.get_or_insert_with(Fields::default);
-                    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        f.add(part);
-                    }
+                    q.fields.get_or_insert_with(Fields::default).add_list(&v)?;
                 }
                 "filter" => {
                     let parsed: Value = serde_json::from_str(&v).map_err(|_| {
@@ -131,6 +144,9 @@ impl ReadQuery {
                         .filter_map(|p| p.strip_prefix('['))
                         .map(str::to_owned)
                         .collect();
+                    if path.len() > MAX_FILTER_DEPTH {
+                        return Err(Error::InvalidQuery("Filter is nested too deeply".into()));
+                    }
                     insert_path(&mut bracket_filter, &path, v.into_owned());
                 }
                 _ => {}
@@ -159,7 +175,7 @@ impl ReadQuery {
         let filter = self
             .filter
             .as_ref()
-            .map(|f| condition(c, f, acc))
+            .map(|f| condition(c, f, acc, 0))
             .transpose()?;
         let mut sort = Vec::new();
         for s in &self.sort {
@@ -182,11 +198,15 @@ impl ReadQuery {
             Some(n) => Some(n.unsigned_abs()),
             None => Some(100),
         };
+        let too_large = || Error::InvalidQuery("\"offset\" is too large".into());
         let offset = match (self.offset, self.page, limit) {
             (Some(o), _, _) => o,
-            (None, Some(p), Some(l)) if p > 0 => (p - 1) * l,
+            (None, Some(p), Some(l)) if p > 0 => (p - 1).checked_mul(l).ok_or_else(too_large)?,
             _ => 0,
         };
+        if offset > i64::MAX as u64 || limit.is_some_and(|l| l > i64::MAX as u64) {
+            return Err(too_large());
+        }
         Ok(Query {
             filter,
             sort,
@@ -260,7 +280,15 @@ fn resolve(v: &Value, acc: &Accountability) -> Value {
     }
 }
 
-fn condition(c: &'static Collection, filter: &Value, acc: &Accountability) -> Result<Condition> {
+fn condition(
+    c: &'static Collection,
+    filter: &Value,
+    acc: &Accountability,
+    depth: usize,
+) -> Result<Condition> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(Error::InvalidQuery("Filter is nested too deeply".into()));
+    }
     let obj = filter
         .as_object()
         .ok_or_else(|| Error::InvalidQuery("Invalid JSON for filter object".into()))?;
@@ -268,16 +296,16 @@ fn condition(c: &'static Collection, filter: &Value, acc: &Accountability) -> Re
     for (key, val) in obj {
         match key.as_str() {
             "_and" | "_or" => {
-                let items: Vec<Value> = match val {
-                    Value::Array(a) => a.clone(),
-                    Value::Object(o) => o.values().cloned().collect(),
+                let items: Vec<&Value> = match val {
+                    Value::Array(a) => a.iter().collect(),
+                    Value::Object(o) => o.values().collect(),
                     _ => {
                         return Err(Error::InvalidQuery(format!("\"{key}\" must be an array")));
                     }
                 };
                 let subs = items
-                    .iter()
-                    .map(|i| condition(c, i, acc))
+                    .into_iter()
+                    .map(|i| condition(c, i, acc, depth + 1))
                     .collect::<Result<Vec<_>>>()?;
                 parts.push(if key == "_and" {
                     Condition::And(subs)
@@ -346,11 +374,35 @@ mod tests {
 
     #[test]
     fn fields_parse_nested() {
-        let f = Fields::parse("id,role.name,role.*");
+        let f = Fields::parse("id,role.name,role.*").unwrap();
         assert_eq!(f.names, ["id"]);
         assert!(f.nested["role"].all);
         assert_eq!(f.nested["role"].names, ["name"]);
-        assert!(Fields::parse("").all);
+        assert!(Fields::parse("").unwrap().all);
+        let deep = vec!["a"; 40].join(".");
+        assert_eq!(
+            Fields::parse(&deep).unwrap_err().to_string(),
+            "Invalid query. Max relational depth exceeded."
+        );
+        let deep_filter = format!("filter{}=1", "[a]".repeat(40));
+        assert!(ReadQuery::parse(&deep_filter).is_err());
+        let json_filter = format!("filter={}{{}}{}", "{\"_and\":[".repeat(40), "]}".repeat(40));
+        let q = ReadQuery::parse(&json_filter).unwrap();
+        assert!(
+            q.to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+                .is_err()
+        );
+        let big = ReadQuery::parse("offset=18446744073709551615").unwrap();
+        assert!(
+            big.to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+                .is_err()
+        );
+        let pages = ReadQuery::parse("page=18446744073709551615&limit=100").unwrap();
+        assert!(
+            pages
+                .to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -55,7 +55,6 @@ pub struct LoginUser {
     pub provider: String,
     pub password: Option<String>,
     pub tfa_secret: Option<String>,
-    pub failed_logins: i64,
 }
 
 impl std::fmt::Debug for LoginUser {
@@ -130,6 +129,25 @@ pub enum RotateOutcome {
     Rotated { user: Principal, family: Uuid },
     /// A spent token came back after the grace window: the whole family was revoked.
     Reused { family: Uuid },
+}
+
+/// What a session JWT's check needs to know about its row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    pub user: Option<Uuid>,
+    pub expires_ms: i64,
+    /// When the token was rotated, if it was.
+    pub rotated_at_ms: Option<i64>,
+}
+
+impl SessionState {
+    /// Whether the row still authenticates `user` at `now_ms`: not expired, and not rotated
+    /// longer ago than the grace window.
+    pub fn is_live_for(&self, user: Uuid, now_ms: i64, grace_ms: i64) -> bool {
+        self.user == Some(user)
+            && self.expires_ms >= now_ms
+            && self.rotated_at_ms.is_none_or(|r| r + grace_ms >= now_ms)
+    }
 }
 
 /// Which of a user's sessions a user update ends.
@@ -236,8 +254,8 @@ pub trait Store: Send + Sync + 'static {
     /// The role tree from `role` up to its root, and the policies of those roles and of `user`
     /// (or the public policy when the tree is empty).
     async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessTree>;
-    /// Counts a failed login; returns the failures so far.
-    async fn record_login_failure(&self, user: Uuid) -> StoreResult<i64>;
+    /// Counts a login attempt; returns the attempts since the last success.
+    async fn record_login_attempt(&self, user: Uuid) -> StoreResult<i64>;
     /// Records a successful login: resets the failure count and sets `last_access`.
     async fn record_login_success(&self, user: Uuid, now_ms: i64) -> StoreResult<()>;
     /// Suspends a user and ends all their sessions.
@@ -247,14 +265,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_session(&self, s: NewSession) -> StoreResult<()>;
     /// Spends a refresh token (see [`RotateOutcome`]); also sets `last_access`.
     async fn rotate_session(&self, r: Rotation) -> StoreResult<RotateOutcome>;
-    /// Whether this token hash is a live session of `user` (rotated ones live out the grace).
-    async fn session_live(
-        &self,
-        token_hash: &str,
-        user: Uuid,
-        now_ms: i64,
-        grace_ms: i64,
-    ) -> StoreResult<bool>;
+    /// The session row stored under this token hash, if any.
+    async fn session_state(&self, token_hash: &str) -> StoreResult<Option<SessionState>>;
     /// Ends the user session this token belongs to (its whole family); false if none.
     async fn end_session(&self, token_hash: &str) -> StoreResult<bool>;
     /// Deletes sessions that expired before `now_ms`, of one user or of everyone.

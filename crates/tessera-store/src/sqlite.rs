@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::schema::{Alias, Collection, Field, Kind, USERS};
 use crate::{
     AccessTree, Bootstrap, Condition, EndSessions, LoginUser, NewSession, Op, PolicyGrant,
-    Principal, Query, Record, RotateOutcome, Rotation, Store, StoreError, StoreResult,
+    Principal, Query, Record, RotateOutcome, Rotation, SessionState, Store, StoreError,
+    StoreResult,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
@@ -490,7 +491,7 @@ impl Store for SqliteStore {
         let email = email_lower.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, role, status, provider, password, tfa_secret, failed_logins
+                "SELECT id, role, status, provider, password, tfa_secret
                  FROM directus_users WHERE lower(email) = ?1",
             )?;
             Ok(stmt
@@ -502,7 +503,6 @@ impl Store for SqliteStore {
                         provider: r.get(3)?,
                         password: r.get(4)?,
                         tfa_secret: r.get(5)?,
-                        failed_logins: r.get(6)?,
                     })
                 })
                 .optional()?)
@@ -609,7 +609,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_login_failure(&self, user: Uuid) -> StoreResult<i64> {
+    async fn record_login_attempt(&self, user: Uuid) -> StoreResult<i64> {
         self.write(move |tx| {
             Ok(tx.query_row(
                 "UPDATE directus_users SET failed_logins = failed_logins + 1 WHERE id = ?1
@@ -760,25 +760,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn session_live(
-        &self,
-        token_hash: &str,
-        user: Uuid,
-        now_ms: i64,
-        grace_ms: i64,
-    ) -> StoreResult<bool> {
+    async fn session_state(&self, token_hash: &str) -> StoreResult<Option<SessionState>> {
         let hash = token_hash.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM directus_sessions
-                   WHERE token_hash = ?1 AND user = ?2 AND expires >= ?3
-                     AND (next_token_hash IS NULL OR rotated_at >= ?3 - ?4))",
+                "SELECT user, expires, rotated_at FROM directus_sessions WHERE token_hash = ?1",
             )?;
-            Ok(
-                stmt.query_row(params![hash, user.to_string(), now_ms, grace_ms], |r| {
-                    r.get(0)
-                })?,
-            )
+            Ok(stmt
+                .query_row([hash], |r| {
+                    Ok(SessionState {
+                        user: uuid_col(r, 0)?,
+                        expires_ms: r.get(1)?,
+                        rotated_at_ms: r.get(2)?,
+                    })
+                })
+                .optional()?)
         })
         .await
     }
@@ -933,12 +929,15 @@ mod tests {
         // Within grace: same successor.
         let again = s.rotate_session(rot("a", "b", 1050)).await.unwrap();
         assert!(matches!(again, RotateOutcome::Rotated { .. }));
-        assert!(s.session_live("a", b.user_id, 1050, 100).await.unwrap());
-        assert!(!s.session_live("a", b.user_id, 1200, 100).await.unwrap());
+        let live = |st: Option<SessionState>, now| {
+            st.is_some_and(|st| st.is_live_for(b.user_id, now, 100))
+        };
+        assert!(live(s.session_state("a").await.unwrap(), 1050));
+        assert!(!live(s.session_state("a").await.unwrap(), 1200));
         // After grace: reuse revokes the family.
         let replay = s.rotate_session(rot("a", "b", 1200)).await.unwrap();
         assert_eq!(replay, RotateOutcome::Reused { family: fam });
-        assert!(!s.session_live("b", b.user_id, 1200, 100).await.unwrap());
+        assert!(s.session_state("b").await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod config;
 mod lifecycle;
+mod limits;
 mod login;
 mod logout;
 mod refresh;

@@ -1,0 +1,616 @@
+//! `tessera-bench`: runs Tessera's scenarios with wrk on loopback next to baselines measured
+//! in the same run (an axum hello-world, a bare JWT-verifying server, raw SQLite updates, raw
+//! argon2 verification), and prints each figure as a ratio of the ceiling it should approach.
+//! Built and started by `scripts/bench`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use argon2::PasswordVerifier;
+use argon2::password_hash::PasswordHasher;
+use serde_json::{Value, json};
+
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "bench-password-1";
+const STATIC_TOKEN: &str = "bench-static-token-0123456789abcdef";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
+
+/// A server process under test.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn spawn(bin: &Path, args: &[&str], envs: &[(&str, String)], cwd: &Path) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let url = line
+            .find("http://")
+            .map(|i| line[i..].trim().to_owned())
+            .with_context(|| format!("{} printed {line:?}", bin.display()))?;
+        Ok(Self { child, url })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a `/proc/<pid>/status` field in kB.
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One raw HTTP/1.1 GET; true on a 200.
+fn ping(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let req = format!("GET /server/ping HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn parse_latency(v: &str) -> f64 {
+    let (num, factor) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().unwrap_or(f64::NAN) * factor
+}
+
+/// Runs wrk closed-loop against `url` and parses its report.
+fn wrk(
+    url: &str,
+    threads: u32,
+    conns: u32,
+    secs: u64,
+    headers: &[String],
+    script: Option<(&Path, &[String])>,
+) -> Result<Load> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        format!("-t{threads}"),
+        format!("-c{conns}"),
+        format!("-d{secs}s"),
+        "--latency".into(),
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some((path, _)) = script {
+        cmd.arg("-s").arg(path);
+    }
+    cmd.arg(url);
+    if let Some((_, args)) = script {
+        cmd.arg("--").args(args);
+    }
+    let out = cmd
+        .output()
+        .context("running wrk (install it: apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut load = Load::default();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["Requests/sec:", v] => load.rps = v.parse().unwrap_or(0.0),
+            ["50%", v] => load.p50_ms = parse_latency(v),
+            ["99%", v] => load.p99_ms = parse_latency(v),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                load.errors += n.parse::<u64>().unwrap_or(0)
+            }
+            ["Socket", "errors:", rest @ ..] => {
+                load.errors += rest
+                    .iter()
+                    .filter_map(|t| t.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    if load.rps == 0.0 {
+        bail!("wrk produced no figures: {text}");
+    }
+    Ok(load)
+}
+
+/// Raw single-row SQLite update rate with the store's settings (WAL, synchronous=NORMAL).
+fn sqlite_update_rate(dir: &Path, secs: f64) -> Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+         INSERT INTO t VALUES (1, 'x');",
+    )?;
+    let mut stmt = conn.prepare("UPDATE t SET v = ?1 WHERE id = 1")?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        stmt.execute([n.to_string()])?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Median time of one argon2 verify with Directus's default parameters, on one core.
+fn argon2_verify_ms() -> Result<f64> {
+    let argon = tessera_core::password::HashSettings::default()
+        .hasher()
+        .map_err(anyhow::Error::msg)?;
+    let hash = argon
+        .hash_password(PASSWORD.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string();
+    let mut times = Vec::new();
+    for _ in 0..9 {
+        let t = Instant::now();
+        argon2::Argon2::default()
+            .verify_password(PASSWORD.as_bytes(), hash.as_str())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn bins() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().context("no bin dir")?.to_path_buf())
+}
+
+fn tessera_env(db: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("PORT", "0".into()),
+        ("HOST", "127.0.0.1".into()),
+        ("DB_FILENAME", db.display().to_string()),
+        ("SECRET", SECRET.into()),
+        ("ADMIN_EMAIL", EMAIL.into()),
+        ("ADMIN_PASSWORD", PASSWORD.into()),
+        ("ADMIN_TOKEN", STATIC_TOKEN.into()),
+        ("LOGIN_STALL_TIME", "0".into()),
+        ("LOG_LEVEL", "error".into()),
+    ]
+}
+
+async fn login(http: &reqwest::Client, url: &str, mode: &str) -> Result<reqwest::Response> {
+    let res = http
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD, "mode": mode}))
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        bail!("login failed: {}", res.status());
+    }
+    Ok(res)
+}
+
+/// Inserts `n` live sessions straight into the database and writes their refresh tokens,
+/// one per line, for the refresh scenario (each request spends a fresh token).
+fn prepare_refresh_tokens(db: &Path, user: &str, n: usize, out: &Path) -> Result<()> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let tx = conn.transaction()?;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        + 86_400_000;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO directus_sessions (token_hash, family, user, expires) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for _ in 0..n {
+            let token = tessera_core::tokens::random_token();
+            stmt.execute(rusqlite::params![
+                tessera_core::tokens::digest(&token),
+                uuid::Uuid::new_v4().to_string(),
+                user,
+                expires
+            ])?;
+            writeln!(file, "{token}")?;
+        }
+    }
+    tx.commit()?;
+    file.flush()?;
+    Ok(())
+}
+
+const REFRESH_LUA: &str = r#"
+local count = 0
+function setup(thread)
+  thread:set("tid", count)
+  count = count + 1
+end
+function init(args)
+  local nthreads = tonumber(args[1])
+  tokens = {}
+  local n = 0
+  for line in io.lines(args[2]) do
+    if n % nthreads == tid then tokens[#tokens + 1] = line end
+    n = n + 1
+  end
+  idx = 0
+end
+function request()
+  idx = idx + 1
+  local t = tokens[idx] or "exhausted"
+  return wrk.format("POST", "/auth/refresh", {["Content-Type"] = "application/json"},
+    '{"refresh_token":"' .. t .. '"}')
+end
+"#;
+
+struct Row {
+    scenario: &'static str,
+    value: String,
+    p50: String,
+    p99: String,
+    ratio: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn rps_row(
+    scenario: &'static str,
+    l: Load,
+    ratio: Option<(f64, &str)>,
+    target: &'static str,
+    min: f64,
+) -> Row {
+    let mut value = format!("{:.0} req/s", l.rps);
+    if l.errors > 0 {
+        value.push_str(&format!(" ({} errors)", l.errors));
+    }
+    let (ratio_s, met) = match ratio {
+        Some((r, of)) => (
+            format!("{:.0}% of {of}", r * 100.0),
+            Some(r >= min && l.errors == 0),
+        ),
+        None => ("—".into(), None),
+    };
+    Row {
+        scenario,
+        value,
+        p50: format!("{:.2} ms", l.p50_ms),
+        p99: format!("{:.2} ms", l.p99_ms),
+        ratio: ratio_s,
+        target,
+        met,
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cores} cores ({cpu}), {mem} GiB RAM")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let out_path = std::env::args().nth(1).map(PathBuf::from);
+    let bin = bins()?;
+    let work = tempfile::tempdir()?;
+    let http = reqwest::Client::new();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let mut rows = Vec::new();
+
+    eprintln!("measuring raw baselines…");
+    let sqlite_rate = sqlite_update_rate(work.path(), 3.0)?;
+    let verify_ms = argon2_verify_ms()?;
+
+    eprintln!("baseline: axum hello…");
+    let hello = Server::spawn(&bin.join("baseline-hello"), &[], &[], work.path())?;
+    let hello_load = wrk(&format!("{}/hello", hello.url), 2, 50, secs, &[], None)?;
+    hello.stop();
+
+    eprintln!("baseline: JWT verify…");
+    let jwt_server = Server::spawn(
+        &bin.join("baseline-jwt"),
+        &[],
+        &[("SECRET", SECRET.into())],
+        work.path(),
+    )?;
+
+    let db = work.path().join("tessera").join("data.db");
+    std::fs::create_dir_all(db.parent().context("db dir")?)?;
+    let tessera_bin = bin.join("tessera");
+    let t = Server::spawn(&tessera_bin, &["serve"], &tessera_env(&db), work.path())?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss_kb = proc_kb(t.pid(), "VmRSS");
+
+    let json_login: Value = login(&http, &t.url, "json").await?.json().await?;
+    let jwt = json_login["data"]["access_token"]
+        .as_str()
+        .context("no access token")?
+        .to_owned();
+    let bearer = format!("Authorization: Bearer {jwt}");
+    let session_res = login(&http, &t.url, "session").await?;
+    let session_cookie = session_res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("no session cookie")?
+        .to_owned();
+
+    let jwt_base = wrk(
+        &format!("{}/users/me", jwt_server.url),
+        2,
+        50,
+        secs,
+        &[bearer.clone()],
+        None,
+    )?;
+    jwt_server.stop();
+
+    eprintln!("tessera: ping, /users/me…");
+    let ping_load = wrk(&format!("{}/server/ping", t.url), 2, 50, secs, &[], None)?;
+    let me = format!("{}/users/me", t.url);
+    let me_jwt = wrk(&me, 2, 50, secs, &[bearer.clone()], None)?;
+    let me_static = wrk(
+        &me,
+        2,
+        50,
+        secs,
+        &[format!("Authorization: Bearer {STATIC_TOKEN}")],
+        None,
+    )?;
+    let me_session = wrk(
+        &me,
+        2,
+        50,
+        secs,
+        &[format!("Cookie: {session_cookie}")],
+        None,
+    )?;
+
+    eprintln!("tessera: refresh…");
+    let user: Value = http
+        .get(format!("{}/users/me?fields=id", t.url))
+        .bearer_auth(&jwt)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let user_id = user["data"]["id"]
+        .as_str()
+        .context("no user id")?
+        .to_owned();
+    let tokens = work.path().join("tokens.txt");
+    let refresh_script = work.path().join("refresh.lua");
+    std::fs::write(&refresh_script, REFRESH_LUA)?;
+    let token_count = (sqlite_rate as usize * secs as usize).clamp(50_000, 400_000);
+    prepare_refresh_tokens(&db, &user_id, token_count, &tokens)?;
+    let refresh = wrk(
+        &t.url,
+        2,
+        50,
+        secs,
+        &[],
+        Some((
+            &refresh_script,
+            &["2".to_string(), tokens.display().to_string()],
+        )),
+    )?;
+
+    eprintln!("tessera: login storm…");
+    let login_script = work.path().join("login.lua");
+    std::fs::write(
+        &login_script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{}'\n",
+            json!({"email": EMAIL, "password": PASSWORD})
+        ),
+    )?;
+    let login_url = format!("{}/auth/login", t.url);
+    let login_load = wrk(&login_url, 1, 8, secs, &[], Some((&login_script, &[])))?;
+    let storm_url = login_url.clone();
+    let storm_script = login_script.clone();
+    let storm =
+        std::thread::spawn(move || wrk(&storm_url, 1, 8, secs, &[], Some((&storm_script, &[]))));
+    let during_storm = wrk(&me, 2, 50, secs, &[bearer.clone()], None)?;
+    let storm_login = storm
+        .join()
+        .map_err(|_| anyhow::anyhow!("storm thread"))??;
+    let peak_rss_kb = proc_kb(t.pid(), "VmHWM");
+    t.stop();
+
+    eprintln!("tessera: start-up time…");
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let s = Server::spawn(&tessera_bin, &["serve"], &tessera_env(&db), work.path())?;
+        while !ping(s.addr()) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        starts.push(t0.elapsed().as_secs_f64() * 1000.0);
+        s.stop();
+    }
+    starts.sort_by(f64::total_cmp);
+    let start_ms = starts[starts.len() / 2];
+
+    let login_ceiling = cores * 1000.0 / verify_ms;
+    rows.push(rps_row("baseline: axum hello", hello_load, None, "—", 0.0));
+    rows.push(rps_row(
+        "baseline: HS256 verify + JSON",
+        jwt_base,
+        None,
+        "—",
+        0.0,
+    ));
+    rows.push(rps_row(
+        "GET /server/ping",
+        ping_load,
+        Some((ping_load.rps / hello_load.rps, "hello")),
+        "—",
+        0.0,
+    ));
+    let mut jwt_row = rps_row(
+        "GET /users/me, JWT",
+        me_jwt,
+        Some((me_jwt.rps / jwt_base.rps, "JWT baseline")),
+        "≥ 80%, p99 ≤ 5 ms",
+        0.8,
+    );
+    jwt_row.met = jwt_row.met.map(|m| m && me_jwt.p99_ms <= 5.0);
+    rows.push(jwt_row);
+    rows.push(rps_row(
+        "GET /users/me, static token",
+        me_static,
+        Some((me_static.rps / me_jwt.rps, "JWT figure")),
+        "≥ 80%",
+        0.8,
+    ));
+    rows.push(rps_row(
+        "GET /users/me, session cookie",
+        me_session,
+        Some((me_session.rps / me_jwt.rps, "JWT figure")),
+        "≥ 80%",
+        0.8,
+    ));
+    rows.push(rps_row(
+        "POST /auth/refresh (json, fresh token each)",
+        refresh,
+        Some((refresh.rps / sqlite_rate, "raw SQLite update")),
+        "≥ 60%",
+        0.6,
+    ));
+    rows.push(rps_row(
+        "POST /auth/login (argon2 m=64MiB,t=3,p=4; stall 0)",
+        login_load,
+        Some((login_load.rps / login_ceiling, "cores ÷ verify time")),
+        "≥ 90%",
+        0.9,
+    ));
+    let mut storm_row = rps_row(
+        "GET /users/me (JWT) during a login storm",
+        during_storm,
+        Some((during_storm.rps / me_jwt.rps, "JWT figure")),
+        "≥ 70%",
+        0.7,
+    );
+    storm_row
+        .value
+        .push_str(&format!(" + {:.1} logins/s", storm_login.rps));
+    rows.push(storm_row);
+    rows.push(Row {
+        scenario: "RSS idle / peak",
+        value: format!(
+            "{:.1} MB / {:.1} MB",
+            idle_rss_kb as f64 / 1024.0,
+            peak_rss_kb as f64 / 1024.0
+        ),
+        p50: "—".into(),
+        p99: "—".into(),
+        ratio: "—".into(),
+        target: "idle ≤ 20 MB",
+        met: Some(idle_rss_kb <= 20 * 1024),
+    });
+    rows.push(Row {
+        scenario: "start → first /server/ping (existing DB)",
+        value: format!("{start_ms:.1} ms (median of 5)"),
+        p50: "—".into(),
+        p99: "—".into(),
+        ratio: "—".into(),
+        target: "≤ 100 ms",
+        met: Some(start_ms <= 100.0),
+    });
+
+    let mut report = String::new();
+    report.push_str(&format!(
+        "Machine: {}. Each load: wrk closed loop on loopback, {secs} s, 50 connections (login: 8).\n\n",
+        machine()
+    ));
+    report.push_str(&format!(
+        "Raw baselines: SQLite single-row UPDATE {sqlite_rate:.0}/s; argon2id verify (m=65536, t=3, p=4, one core) {verify_ms:.0} ms → login ceiling {login_ceiling:.1}/s on {cores} cores.\n\n"
+    ));
+    report.push_str(
+        "| scenario | result | p50 | p99 | ratio | target | met |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        report.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {met} |\n",
+            r.scenario, r.value, r.p50, r.p99, r.ratio, r.target
+        ));
+    }
+    report.push_str("\nPostgreSQL: not measured — Tessera has no PostgreSQL store yet.\n");
+    println!("{report}");
+    if let Some(p) = out_path {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&p, &report).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

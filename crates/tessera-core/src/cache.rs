@@ -1,0 +1,110 @@
+//! In-process caches that keep token checks and `/users/me` off the database: static-token
+//! lookups, access trees, session rows and user records. Entries live a few seconds at most;
+//! every write that could change an answer calls [`Caches::invalidate`], and a generation
+//! counter keeps a read that raced such a write from caching its stale answer.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use serde_json::Value;
+use tessera_store::{AccessTree, Principal, Record, SessionState};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// The caches, shared by the auth and item services.
+#[derive(Clone)]
+pub struct Caches {
+    generation: Arc<AtomicU64>,
+    pub(crate) static_tokens: Cache<String, Option<Principal>>,
+    pub(crate) access: Cache<(Option<Uuid>, Option<Uuid>), Arc<AccessTree>>,
+    pub(crate) sessions: Cache<String, Option<SessionState>>,
+    pub(crate) users: Cache<String, Option<Arc<Record>>>,
+    pub(crate) aliases: Cache<(&'static str, String), Arc<Vec<Value>>>,
+}
+
+fn cache<K, V>(ttl: Duration) -> Cache<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(ttl)
+        .build()
+}
+
+impl Caches {
+    pub(crate) fn new() -> Self {
+        let short = Duration::from_secs(2);
+        let ttl = Duration::from_secs(5);
+        Self {
+            generation: Arc::new(AtomicU64::new(0)),
+            static_tokens: cache(ttl),
+            access: cache(ttl),
+            sessions: cache(short),
+            users: cache(ttl),
+            aliases: cache(ttl),
+        }
+    }
+
+    /// Forgets everything. Call after the write has committed.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.static_tokens.invalidate_all();
+        self.access.invalidate_all();
+        self.sessions.invalidate_all();
+        self.users.invalidate_all();
+        self.aliases.invalidate_all();
+    }
+
+    /// The cached value for `key`, or `load`'s, cached unless an invalidation ran meanwhile.
+    pub(crate) async fn get_or_load<K, V>(
+        &self,
+        cache: &Cache<K, V>,
+        key: K,
+        load: impl Future<Output = Result<V>>,
+    ) -> Result<V>
+    where
+        K: Hash + Eq + Send + Sync + Clone + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        if let Some(v) = cache.get(&key) {
+            return Ok(v);
+        }
+        let before = self.generation.load(Ordering::SeqCst);
+        let value = load.await?;
+        cache.insert(key.clone(), value.clone());
+        if self.generation.load(Ordering::SeqCst) != before {
+            cache.invalidate(&key);
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_load_racing_an_invalidation_is_not_kept() {
+        let c = Caches::new();
+        let v = c
+            .get_or_load(&c.users, "u".to_owned(), async {
+                c.invalidate();
+                Ok(None)
+            })
+            .await
+            .unwrap();
+        assert!(v.is_none());
+        assert!(c.users.get("u").is_none());
+        c.get_or_load(&c.users, "u".to_owned(), async { Ok(None) })
+            .await
+            .unwrap();
+        assert!(c.users.get("u").is_some());
+    }
+}

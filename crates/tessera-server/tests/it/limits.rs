@@ -1,0 +1,107 @@
+//! Hostile or extreme input: deep `fields` and filters, huge offsets, role cycles, and a burst
+//! of parallel password guesses against the login-attempt limit.
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn deep_queries_and_huge_offsets_are_400() {
+    let s = TestServer::spawn(&[]).await;
+    let deep = vec!["role"; 10_000].join(".");
+    let r = s.admin("GET", &format!("/users?fields={deep}"), None).await;
+    assert_error(
+        &r,
+        400,
+        "INVALID_QUERY",
+        "Invalid query. Max relational depth exceeded.",
+    );
+    let anonymous = s
+        .call("GET", &format!("/users?fields={deep}"), &[], None)
+        .await;
+    assert_eq!(anonymous.status, 400);
+    let filter = format!("filter{}=1", "[_and][0]".repeat(5_000));
+    let r = s.admin("GET", &format!("/users?{filter}"), None).await;
+    assert_eq!(r.code(), "INVALID_QUERY");
+    for q in [
+        "offset=18446744073709551615",
+        "page=18446744073709551615&limit=100",
+    ] {
+        let r = s.admin("GET", &format!("/users?{q}"), None).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text);
+        assert_eq!(r.code(), "INVALID_QUERY");
+    }
+}
+
+#[tokio::test]
+async fn role_cycles_are_refused() {
+    let s = TestServer::spawn(&[]).await;
+    let a = s.admin("POST", "/roles", Some(json!({"name": "A"}))).await;
+    let a = a.body["data"]["id"].as_str().unwrap().to_owned();
+    let b = s
+        .admin("POST", "/roles", Some(json!({"name": "B", "parent": a})))
+        .await;
+    let b = b.body["data"]["id"].as_str().unwrap().to_owned();
+    let own = s
+        .admin("PATCH", &format!("/roles/{a}"), Some(json!({"parent": a})))
+        .await;
+    assert_error(
+        &own,
+        400,
+        "INVALID_PAYLOAD",
+        "Invalid payload. \"parent\" can't be the role itself or one of its descendants.",
+    );
+    let loop_ = s
+        .admin("PATCH", &format!("/roles/{a}"), Some(json!({"parent": b})))
+        .await;
+    assert_eq!(loop_.status, 400, "{}", loop_.text);
+    let ok = s
+        .admin(
+            "PATCH",
+            &format!("/roles/{b}"),
+            Some(json!({"parent": null})),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_exceed_the_attempt_limit() {
+    let s = TestServer::spawn(&[]).await;
+    let r = s
+        .admin(
+            "PATCH",
+            "/settings",
+            Some(json!({"auth_login_attempts": 3})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let email = "target@example.com";
+    s.create_user(json!({"email": email, "password": "right-password"}))
+        .await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (http, url) = (s.http.clone(), s.url.clone());
+        set.spawn(async move {
+            http.post(format!("{url}/auth/login"))
+                .json(&json!({"email": email, "password": format!("wrong-{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(status) = set.join_next().await {
+        assert_eq!(status.unwrap(), 401);
+    }
+    let users = s
+        .admin(
+            "GET",
+            &format!("/users?filter[email][_eq]={email}&fields=status"),
+            None,
+        )
+        .await;
+    assert_eq!(users.body["data"][0]["status"], "suspended");
+    assert_eq!(s.login(email, "right-password", None).await.status, 401);
+}
