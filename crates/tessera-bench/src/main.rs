@@ -164,19 +164,30 @@ fn wrk(
     Ok(load)
 }
 
-/// Raw single-row SQLite update rate with the store's settings (WAL, synchronous=NORMAL).
+/// Raw single-row SQLite update rate with the store's settings (WAL, synchronous=NORMAL):
+/// one autocommit `UPDATE … SET token = new WHERE token = old` at a time on a 100k-row
+/// session-shaped table, which is what a refresh must do at the least.
 fn sqlite_update_rate(dir: &Path, secs: f64) -> Result<f64> {
-    let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
+    let mut conn = rusqlite::Connection::open(dir.join("raw.db"))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);
-         INSERT INTO t VALUES (1, 'x');",
+         CREATE TABLE s (token TEXT PRIMARY KEY NOT NULL, user TEXT NOT NULL, expires INTEGER NOT NULL);",
     )?;
-    let mut stmt = conn.prepare("UPDATE t SET v = ?1 WHERE id = 1")?;
+    let rows = 100_000;
+    let mut tokens: Vec<String> = (0..rows).map(|i| format!("{i:064}")).collect();
+    let tx = conn.transaction()?;
+    for t in &tokens {
+        tx.execute("INSERT INTO s VALUES (?1, 'u', 0)", [t])?;
+    }
+    tx.commit()?;
+    let mut stmt = conn.prepare("UPDATE s SET token = ?2 WHERE token = ?1")?;
     let start = Instant::now();
-    let mut n = 0u64;
+    let mut n = 0usize;
     while start.elapsed().as_secs_f64() < secs {
-        stmt.execute([n.to_string()])?;
+        let i = n % rows;
+        let next = tessera_core::tokens::digest(&tokens[i]);
+        stmt.execute([&tokens[i], &next])?;
+        tokens[i] = next;
         n += 1;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
@@ -404,7 +415,7 @@ async fn main() -> Result<()> {
         2,
         50,
         secs,
-        &[bearer.clone()],
+        std::slice::from_ref(&bearer),
         None,
     )?;
     jwt_server.stop();
@@ -412,7 +423,7 @@ async fn main() -> Result<()> {
     eprintln!("tessera: ping, /users/me…");
     let ping_load = wrk(&format!("{}/server/ping", t.url), 2, 50, secs, &[], None)?;
     let me = format!("{}/users/me", t.url);
-    let me_jwt = wrk(&me, 2, 50, secs, &[bearer.clone()], None)?;
+    let me_jwt = wrk(&me, 2, 50, secs, std::slice::from_ref(&bearer), None)?;
     let me_static = wrk(
         &me,
         2,
@@ -474,7 +485,7 @@ async fn main() -> Result<()> {
     let storm_script = login_script.clone();
     let storm =
         std::thread::spawn(move || wrk(&storm_url, 1, 8, secs, &[], Some((&storm_script, &[]))));
-    let during_storm = wrk(&me, 2, 50, secs, &[bearer.clone()], None)?;
+    let during_storm = wrk(&me, 2, 50, secs, std::slice::from_ref(&bearer), None)?;
     let storm_login = storm
         .join()
         .map_err(|_| anyhow::anyhow!("storm thread"))??;

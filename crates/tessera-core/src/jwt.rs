@@ -5,8 +5,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -68,6 +70,8 @@ impl std::fmt::Debug for VerifiedToken {
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// One validation per accepted algorithm: HS256, HS384, HS512.
+    validations: Arc<[Validation; 3]>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -76,30 +80,92 @@ impl std::fmt::Debug for JwtKeys {
     }
 }
 
-/// Decodes a JWT's payload without verifying it, if the value has JWT shape.
-fn unverified_payload(token: &str) -> Option<Map<String, Value>> {
+/// The decoded (unverified) payload bytes, if the value has JWT shape.
+fn unverified_payload(token: &str) -> Option<Vec<u8>> {
     let mut parts = token.split('.');
     let (_h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
-    let bytes = URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()
 }
 
 /// Whether a presented value is a Directus JWT (a JWT whose `iss` is exactly `directus`);
 /// anything else is looked up as a static token.
 pub fn is_directus_jwt(token: &str) -> bool {
     unverified_payload(token)
-        .and_then(|p| p.get("iss").and_then(Value::as_str).map(|i| i == ISSUER))
+        .and_then(|bytes| {
+            serde_json::from_slice::<Issuer<'_>>(&bytes)
+                .ok()
+                .map(|p| p.iss.as_deref() == Some(ISSUER))
+        })
         .unwrap_or(false)
+}
+
+/// Whether a claim was present, whatever its value (`null` included).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
+}
+
+/// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
+fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The claims an access token is checked for, parsed once.
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    role: Option<Option<String>>,
+    #[serde(default)]
+    app_access: Present,
+    #[serde(default)]
+    admin_access: Present,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    share: Option<String>,
+}
+
+/// Just the issuer, to tell Directus JWTs from static tokens without a full parse.
+#[derive(Deserialize)]
+struct Issuer<'a> {
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
 }
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
+        let validation = |alg| {
+            let mut v = Validation::new(alg);
+            v.set_issuer(&[ISSUER]);
+            v.set_required_spec_claims::<&str>(&[]);
+            v.validate_exp = false;
+            v.leeway = 0;
+            v
+        };
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            validations: Arc::new([
+                validation(Algorithm::HS256),
+                validation(Algorithm::HS384),
+                validation(Algorithm::HS512),
+            ]),
         }
     }
 
@@ -109,56 +175,44 @@ impl JwtKeys {
             .map_err(|e| Error::Internal(format!("jwt sign: {e}")))
     }
 
-    /// Verifies signature, issuer and expiry of any Directus JWT and returns its payload.
-    pub fn verify_payload(&self, token: &str, now_ms: i64) -> Result<Map<String, Value>> {
+    /// Verifies signature (HS256/384/512 only), issuer and expiry, and parses the claims.
+    fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
-        if !matches!(
-            header.alg,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
-            return Err(Error::InvalidToken);
-        }
-        let mut v = Validation::new(header.alg);
-        v.set_issuer(&[ISSUER]);
-        v.set_required_spec_claims::<&str>(&[]);
-        v.validate_exp = false;
-        v.leeway = 0;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &v)
-            .map_err(|_| Error::InvalidToken)?;
-        let claims = data.claims;
-        if let Some(exp) = claims.get("exp") {
-            let exp = exp.as_f64().ok_or(Error::InvalidToken)?;
-            // `exp` is in seconds; a token is dead from that second on, as jsonwebtoken.js has it.
-            if (now_ms as f64) / 1000.0 >= exp {
-                return Err(Error::TokenExpired);
-            }
-        }
-        Ok(claims)
+        let v = match header.alg {
+            Algorithm::HS256 => &self.validations[0],
+            Algorithm::HS384 => &self.validations[1],
+            Algorithm::HS512 => &self.validations[2],
+            _ => return Err(Error::InvalidToken),
+        };
+        jsonwebtoken::decode::<T>(token, &self.decoding, v)
+            .map(|d| d.claims)
+            .map_err(|_| Error::InvalidToken)
     }
 
     /// Verifies an access token and extracts who it names.
     pub fn verify_access(&self, token: &str, now_ms: i64) -> Result<VerifiedToken> {
-        let claims = self.verify_payload(token, now_ms)?;
-        for key in ["role", "app_access", "admin_access"] {
-            if !claims.contains_key(key) {
-                return Err(Error::InvalidToken);
-            }
+        let claims: RawClaims = self.verify(token)?;
+        // `exp` is in seconds; a token is dead from that second on, as jsonwebtoken.js has it.
+        if claims
+            .exp
+            .is_some_and(|exp| (now_ms as f64) / 1000.0 >= exp)
+        {
+            return Err(Error::TokenExpired);
         }
-        let uuid = |key: &str| -> Result<Option<Uuid>> {
-            match claims.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Uuid::parse_str(s)
-                    .map(Some)
-                    .map_err(|_| Error::InvalidToken),
-                Some(_) => Err(Error::InvalidToken),
-            }
+        let (Some(role), Present(true), Present(true)) =
+            (claims.role, claims.app_access, claims.admin_access)
+        else {
+            return Err(Error::InvalidToken);
         };
-        let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_owned);
+        let uuid = |s: Option<String>| -> Result<Option<Uuid>> {
+            s.map(|s| Uuid::parse_str(&s).map_err(|_| Error::InvalidToken))
+                .transpose()
+        };
         Ok(VerifiedToken {
-            id: uuid("id")?,
-            role: uuid("role")?,
-            share: text("share"),
-            session: text("session"),
+            id: uuid(claims.id)?,
+            role: uuid(role)?,
+            share: claims.share,
+            session: claims.session,
         })
     }
 }
@@ -197,7 +251,8 @@ mod tests {
     fn round_trip_and_claim_order() {
         let k = JwtKeys::new(b"s3cret");
         let t = k.sign(&claims(NOW / 1000 + 900)).unwrap();
-        let payload = unverified_payload(&t).unwrap();
+        let payload: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&unverified_payload(&t).unwrap()).unwrap();
         let keys: Vec<_> = payload.keys().cloned().collect();
         assert_eq!(
             keys,

@@ -40,8 +40,8 @@ pub use routes::server::VERSION;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
-    pub auth: Auth,
-    pub items: Items,
+    pub auth: Arc<Auth>,
+    pub items: Arc<Items>,
 }
 
 /// What start-up did, for the operator.
@@ -121,8 +121,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Star
         state: AppState {
             config: Arc::new(config),
             store,
-            auth,
-            items,
+            auth: Arc::new(auth),
+            items: Arc::new(items),
         },
         generated_admin_password: generated,
         created_admin: created,
@@ -164,7 +164,7 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
             }
         }
     };
-    req.extensions_mut().insert(acc);
+    req.extensions_mut().insert(Arc::new(acc));
     next.run(req).await
 }
 

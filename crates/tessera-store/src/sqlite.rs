@@ -1,5 +1,6 @@
-//! The SQLite store: one writer connection, a small pool of readers, WAL, every call run on
-//! tokio's blocking pool so async workers never wait on the database. Owns the SQLite dialect
+//! The SQLite store: WAL, a small pool of readers on tokio's blocking pool, and one writer
+//! thread that commits queued writes in groups (each in its own savepoint), so async workers
+//! never wait on the database and concurrent refreshes share a commit. Owns the SQLite dialect
 //! of the filter language and the embedded migrations.
 
 use std::path::{Path, PathBuf};
@@ -30,8 +31,82 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
+}
+
+/// How many queued writes share one transaction at most.
+const MAX_BATCH: usize = 128;
+
+/// A queued write: runs inside its own savepoint, then hears how the commit went.
+trait WriteJob: Send {
+    /// Runs the write; false if it failed (its savepoint is then rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Delivers the outcome once the batch's commit succeeded or failed.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Typed<R, F> {
+    f: Option<F>,
+    out: Option<StoreResult<R>>,
+    reply: tokio::sync::oneshot::Sender<StoreResult<R>>,
+}
+
+impl<R, F> WriteJob for Typed<R, F>
+where
+    R: Send,
+    F: FnOnce(&Connection) -> StoreResult<R> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let out = self.f.take().map_or_else(
+            || Err(StoreError::Backend("write ran twice".into())),
+            |f| f(conn),
+        );
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let out = match (commit, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Ok(()), None) => Err(StoreError::Backend("write did not run".into())),
+            (Err(e), _) => Err(StoreError::Backend(e)),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// The writer thread: takes every write queued so far (up to [`MAX_BATCH`]), runs each in a
+/// savepoint of one IMMEDIATE transaction, commits once, then answers them all.
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = (|| -> rusqlite::Result<()> {
+            let mut tx =
+                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for job in &mut batch {
+                let sp = tx.savepoint()?;
+                // A panicking write is a failed write, not a dead writer thread.
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&sp)))
+                    .unwrap_or(false);
+                if ok {
+                    sp.commit()?;
+                }
+            }
+            tx.commit()
+        })();
+        let commit = commit.map_err(|e| e.to_string());
+        for job in batch {
+            job.finish(commit.clone());
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -111,10 +186,15 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open(&path)?;
         migrate(&mut writer)?;
+        let (jobs, queue) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, queue))
+            .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: jobs,
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -146,18 +226,21 @@ impl SqliteStore {
     async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().map_err(poisoned)?;
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Typed {
+            f: Some(f),
+            out: None,
+            reply,
+        };
+        self.inner
+            .writer
+            .send(Box::new(job))
+            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
     }
 }
 
@@ -347,11 +430,7 @@ fn read_rows(conn: &Connection, c: &'static Collection, q: &Query) -> StoreResul
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn delete_user_sessions(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    end: &EndSessions,
-) -> StoreResult<()> {
+fn delete_user_sessions(tx: &Connection, user: &str, end: &EndSessions) -> StoreResult<()> {
     match end {
         EndSessions::None => {}
         EndSessions::All => {
@@ -703,7 +782,7 @@ impl Store for SqliteStore {
                     status: user.status,
                 });
             }
-            let touch = |tx: &rusqlite::Transaction<'_>| -> StoreResult<()> {
+            let touch = |tx: &Connection| -> StoreResult<()> {
                 tx.execute(
                     "UPDATE directus_users SET last_access = ?2 WHERE id = ?1",
                     params![user.id.to_string(), r.now_ms],

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use tessera_core::Error;
 use tessera_core::access::Accountability;
 use tessera_core::auth::Issued;
@@ -68,7 +69,7 @@ fn respond(state: &AppState, mode: AuthMode, issued: Issued) -> Response {
 /// `POST /auth/login`.
 pub async fn login(
     State(state): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
@@ -116,7 +117,7 @@ fn resolve(
 /// `POST /auth/refresh`.
 pub async fn refresh(
     State(state): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {

@@ -4,6 +4,7 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tessera_core::access::Accountability;
 use tessera_core::items::Me;
 use tessera_core::query::ReadQuery;
@@ -89,7 +90,7 @@ macro_rules! item_routes {
     ($c:expr, $list:ident, $create:ident, $get:ident, $update:ident, $delete:ident) => {
         pub async fn $list(
             State(s): State<AppState>,
-            Extension(acc): Extension<Accountability>,
+            Extension(acc): Extension<Arc<Accountability>>,
             RawQuery(q): RawQuery,
         ) -> ApiResult<Response> {
             list(&s, $c, &acc, &q).await
@@ -97,7 +98,7 @@ macro_rules! item_routes {
 
         pub async fn $create(
             State(s): State<AppState>,
-            Extension(acc): Extension<Accountability>,
+            Extension(acc): Extension<Arc<Accountability>>,
             RawQuery(q): RawQuery,
             body: JsonBody,
         ) -> ApiResult<Response> {
@@ -106,7 +107,7 @@ macro_rules! item_routes {
 
         pub async fn $get(
             State(s): State<AppState>,
-            Extension(acc): Extension<Accountability>,
+            Extension(acc): Extension<Arc<Accountability>>,
             Path(id): Path<String>,
             RawQuery(q): RawQuery,
         ) -> ApiResult<Response> {
@@ -115,7 +116,7 @@ macro_rules! item_routes {
 
         pub async fn $update(
             State(s): State<AppState>,
-            Extension(acc): Extension<Accountability>,
+            Extension(acc): Extension<Arc<Accountability>>,
             Path(id): Path<String>,
             RawQuery(q): RawQuery,
             body: JsonBody,
@@ -127,7 +128,7 @@ macro_rules! item_routes {
 
         pub async fn $delete(
             State(s): State<AppState>,
-            Extension(acc): Extension<Accountability>,
+            Extension(acc): Extension<Arc<Accountability>>,
             Path(id): Path<String>,
         ) -> ApiResult<Response> {
             s.items.delete($c, &acc, &id).await?;
@@ -156,7 +157,7 @@ item_routes!(
 /// `GET /users/me`.
 pub async fn me(
     State(s): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     Ok(match s.items.me(&acc, &query(&q)?).await? {
@@ -168,7 +169,7 @@ pub async fn me(
 /// `PATCH /users/me`.
 pub async fn update_me(
     State(s): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
     RawQuery(q): RawQuery,
     body: JsonBody,
 ) -> ApiResult<Response> {
@@ -180,7 +181,7 @@ pub async fn update_me(
 /// `GET /settings`.
 pub async fn settings(
     State(s): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     Ok(Data(s.items.settings(&acc, &query(&q)?).await?).into_response())
@@ -189,7 +190,7 @@ pub async fn settings(
 /// `PATCH /settings`.
 pub async fn update_settings(
     State(s): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
     RawQuery(q): RawQuery,
     body: JsonBody,
 ) -> ApiResult<Response> {

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use tessera_core::Error;
 use tessera_core::access::Accountability;
 
@@ -29,7 +30,7 @@ pub async fn ping() -> Response {
 /// `HEALTHCHECK_ENABLED=false` the route does not exist.
 pub async fn health(
     State(s): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
 ) -> ApiResult<Response> {
     if !s.config.healthcheck_enabled {
         return Err(Error::RouteNotFound("/server/health".into()).into());
@@ -77,7 +78,7 @@ pub async fn health(
 /// `GET /server/info`: the project block for everyone, version and limits for users.
 pub async fn info(
     State(s): State<AppState>,
-    Extension(acc): Extension<Accountability>,
+    Extension(acc): Extension<Arc<Accountability>>,
 ) -> ApiResult<Response> {
     let settings = s.store.settings().await?;
     let mut project = Map::new();
