@@ -229,7 +229,7 @@ impl Auth {
             .await?;
         self.store.purge_expired_sessions(now, None).await?;
         self.store.record_login_success(user.id, now).await?;
-        self.caches.users.invalidate(&user.id.to_string());
+        self.caches.invalidate_user(user.id);
         let enforce_tfa = (g.enforce_tfa && user.tfa_secret.is_none()).then_some(true);
         self.issue(req.mode, user.id, user.role, g, enforce_tfa, token, now)
     }
@@ -331,7 +331,7 @@ impl Auth {
             }
             RotateOutcome::Rotated { user, .. } => {
                 self.caches.sessions.invalidate(&old_hash);
-                self.caches.users.invalidate(&user.id.to_string());
+                self.caches.invalidate_user(user.id);
                 let g = self.global_access(user.role, Some(user.id), ip).await?;
                 self.issue(mode, user.id, user.role, g, None, next, now)
             }

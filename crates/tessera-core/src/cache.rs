@@ -15,6 +15,7 @@ use tessera_store::{AccessTree, Principal, Record, SessionState};
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::query::Fields;
 
 /// The caches, shared by the auth and item services.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct Caches {
     pub(crate) sessions: Cache<String, Option<SessionState>>,
     pub(crate) users: Cache<String, Option<Arc<Record>>>,
     pub(crate) aliases: Cache<(&'static str, String), Arc<Vec<Value>>>,
+    /// Serialised `/users/me` answers by user, `fields` and whether the read was limited.
+    pub(crate) me: Cache<(Uuid, Fields, bool), Option<Arc<str>>>,
 }
 
 fn cache<K, V>(ttl: Duration) -> Cache<K, V>
@@ -49,6 +52,11 @@ impl Caches {
             sessions: cache(short),
             users: cache(ttl),
             aliases: cache(ttl),
+            me: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
         }
     }
 
@@ -60,6 +68,14 @@ impl Caches {
         self.sessions.invalidate_all();
         self.users.invalidate_all();
         self.aliases.invalidate_all();
+        self.me.invalidate_all();
+    }
+
+    /// Forgets one user's record (after a login or refresh moved its `last_access`).
+    pub(crate) fn invalidate_user(&self, user: Uuid) {
+        self.users.invalidate(&user.to_string());
+        // Only fails if closures were not enabled at build time, which they are.
+        let _ = self.me.invalidate_entries_if(move |k, _| k.0 == user);
     }
 
     /// The cached value for `key`, or `load`'s, cached unless an invalidation ran meanwhile.

@@ -72,7 +72,8 @@ enum Scope {
 
 /// What `GET /users/me` answers.
 pub enum Me {
-    Record(Value),
+    /// The serialised record (the `data` of the answer).
+    Json(Arc<str>),
     /// Reading is forbidden: Directus answers `{id}` only.
     IdOnly(Uuid),
 }
@@ -332,19 +333,28 @@ impl Items {
             Scope::Full => None,
             Scope::Partial { fields, .. } => fields,
         };
-        let id = user.to_string();
-        let rec = self
+        let fields = rq.fields();
+        let key = (user, fields.clone(), allowed.is_some());
+        let answer = self
             .caches
-            .get_or_load(&self.caches.users, id.clone(), async {
-                Ok(self.fetch(&USERS, &id, None).await?.map(Arc::new))
+            .get_or_load(&self.caches.me, key, async {
+                let id = user.to_string();
+                let rec = self
+                    .caches
+                    .get_or_load(&self.caches.users, id.clone(), async {
+                        Ok(self.fetch(&USERS, &id, None).await?.map(Arc::new))
+                    })
+                    .await?;
+                let Some(rec) = rec else { return Ok(None) };
+                let value = self.present(&USERS, &rec, &fields, allowed).await?;
+                let json =
+                    serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
+                Ok(Some(Arc::from(json)))
             })
-            .await?;
-        let Some(rec) = rec else {
-            return Ok(Me::IdOnly(user));
-        };
-        match self.present(&USERS, &rec, &rq.fields(), allowed).await {
-            Ok(v) => Ok(Me::Record(v)),
-            Err(Error::Forbidden(_)) => Ok(Me::IdOnly(user)),
+            .await;
+        match answer {
+            Ok(Some(json)) => Ok(Me::Json(json)),
+            Ok(None) | Err(Error::Forbidden(_)) => Ok(Me::IdOnly(user)),
             Err(e) => Err(e),
         }
     }

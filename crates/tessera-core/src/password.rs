@@ -1,13 +1,14 @@
 //! Password hashing: argon2 PHC strings, compatible both ways with node-argon2 (Directus).
-//! Hashing and verification run on tokio's blocking pool with at most one hash per core in
-//! flight, since each default hash holds 64 MiB. An unknown account is verified against a
-//! dummy hash of the same cost, so it takes as long as a wrong password.
+//! Hashing and verification run on one low-priority thread per core, so at most one hash per
+//! core is in flight (each default hash holds 64 MiB) and request handling preempts them.
+//! An unknown account is verified against a dummy hash of the same cost, so it takes as long
+//! as a wrong password.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, AssociatedData, ParamsBuilder, PasswordVerifier, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 
@@ -59,46 +60,78 @@ impl HashSettings {
     }
 }
 
-/// The hashing service.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The hashing service: a fixed set of low-priority threads, one per core, fed by a queue.
 #[derive(Clone)]
 pub struct Passwords {
     settings: Arc<HashSettings>,
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<HashJob>,
     dummy: Arc<OnceCell<String>>,
 }
 
+/// Nice value of the hashing threads: request handling preempts them, so a login storm
+/// cannot starve reads, while idle cores still go to logins.
+const HASH_NICENESS_PRIORITY: u8 = 22;
+
+fn hash_worker(queue: Arc<Mutex<std::sync::mpsc::Receiver<HashJob>>>) {
+    let priority = thread_priority::ThreadPriorityValue::try_from(HASH_NICENESS_PRIORITY)
+        .map(thread_priority::ThreadPriority::Crossplatform);
+    if let Ok(p) = priority
+        && let Err(e) = thread_priority::set_current_thread_priority(p)
+    {
+        tracing::debug!(error = ?e, "could not lower the hashing thread's priority");
+    }
+    loop {
+        let job = match queue.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
 impl Passwords {
-    /// A service allowing `concurrency` hashes at once (normally the number of cores).
+    /// A service hashing at most `concurrency` passwords at once (normally the number of
+    /// cores); further requests queue.
     pub fn new(settings: HashSettings, concurrency: usize) -> Result<Self> {
         settings
             .hasher()
             .map_err(|e| Error::Internal(format!("argon2 settings: {e}")))?;
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..concurrency.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || hash_worker(queue))
+                .map_err(|e| Error::Internal(format!("starting a hashing thread: {e}")))?;
+        }
         Ok(Self {
             settings: Arc::new(settings),
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs,
             dummy: Arc::new(OnceCell::new()),
         })
     }
 
+    /// Runs `f` on a hashing thread. A dropped caller does not free the thread early: the
+    /// hash finishes, and only then does the next one start.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        // The permit moves into the blocking task: if the request is dropped mid-hash, the
-        // hash still holds its slot until it finishes.
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = reply.send(f());
+            }))
             .map_err(|_| Error::Internal("hash pool closed".into()))?;
-        tokio::task::spawn_blocking(move || {
-            let out = f();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("hash task: {e}")))
+        answer
+            .await
+            .map_err(|_| Error::Internal("hash task failed".into()))
     }
 
     /// Hashes a new password with the configured settings.

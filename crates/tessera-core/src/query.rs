@@ -12,7 +12,7 @@ use crate::access::Accountability;
 use crate::error::{Error, Result};
 
 /// A `fields` selection: `*`, named fields, and nested selections of relations.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Fields {
     pub all: bool,
     pub names: Vec<String>,

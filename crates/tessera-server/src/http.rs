@@ -70,17 +70,28 @@ impl<T: Serialize> IntoResponse for Data<T> {
     fn into_response(self) -> Response {
         let body = tessera_proto::Data { data: self.0 };
         match serde_json::to_vec(&body) {
-            Ok(bytes) => {
-                let mut res = (StatusCode::OK, bytes).into_response();
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
-                res
-            }
+            Ok(bytes) => json_ok(bytes),
             Err(e) => ApiError(Error::Internal(e.to_string())).into_response(),
         }
     }
+}
+
+/// `{"data": <json>}` with 200, from an already serialised `data`.
+pub fn raw_data(json: &str) -> Response {
+    let mut bytes = Vec::with_capacity(json.len() + 9);
+    bytes.extend_from_slice(b"{\"data\":");
+    bytes.extend_from_slice(json.as_bytes());
+    bytes.push(b'}');
+    json_ok(bytes)
+}
+
+fn json_ok(bytes: Vec<u8>) -> Response {
+    let mut res = (StatusCode::OK, bytes).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    res
 }
 
 /// 204 with an empty body.

@@ -13,7 +13,7 @@ use tessera_store::schema::{ROLES, USERS};
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::http::{Data, JsonBody, no_content};
+use crate::http::{Data, JsonBody, no_content, raw_data};
 
 fn query(raw: &Option<String>) -> ApiResult<ReadQuery> {
     Ok(ReadQuery::parse(raw.as_deref().unwrap_or(""))?)
@@ -161,7 +161,7 @@ pub async fn me(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     Ok(match s.items.me(&acc, &query(&q)?).await? {
-        Me::Record(v) => Data(v).into_response(),
+        Me::Json(json) => raw_data(&json),
         Me::IdOnly(id) => Data(json!({"id": id})).into_response(),
     })
 }
