@@ -27,6 +27,8 @@ pub struct Caches {
     pub(crate) users: Cache<String, Option<Arc<Record>>>,
     pub(crate) aliases: Cache<(&'static str, String), Arc<Vec<Value>>>,
     /// Serialised `/users/me` answers by user, `fields` and whether the read was limited.
+    /// Kept one second only, so `last_access` (moved by every login and refresh) lags by at
+    /// most that much without a per-refresh invalidation.
     pub(crate) me: Cache<(Uuid, Fields, bool), Option<Arc<str>>>,
 }
 
@@ -52,11 +54,7 @@ impl Caches {
             sessions: cache(short),
             users: cache(ttl),
             aliases: cache(ttl),
-            me: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .support_invalidation_closures()
-                .build(),
+            me: cache(Duration::from_secs(1)),
         }
     }
 
@@ -74,8 +72,6 @@ impl Caches {
     /// Forgets one user's record (after a login or refresh moved its `last_access`).
     pub(crate) fn invalidate_user(&self, user: Uuid) {
         self.users.invalidate(&user.to_string());
-        // Only fails if closures were not enabled at build time, which they are.
-        let _ = self.me.invalidate_entries_if(move |k, _| k.0 == user);
     }
 
     /// The cached value for `key`, or `load`'s, cached unless an invalidation ran meanwhile.
