@@ -400,9 +400,18 @@ impl Auth {
         let Some(token) = token else {
             return Ok(Accountability::public(ip));
         };
-        if is_directus_jwt(token) {
-            let now = self.clock.now_ms();
-            let v = self.keys.verify_access(token, now)?;
+        let now = self.clock.now_ms();
+        let verified = match self.caches.jwts.get(token) {
+            Some(v) if v.is_expired(now) => return Err(Error::TokenExpired),
+            Some(v) => Some(v),
+            None if is_directus_jwt(token) => {
+                let v = Arc::new(self.keys.verify_access(token, now)?);
+                self.caches.jwts.insert(token.to_owned(), v.clone());
+                Some(v)
+            }
+            None => None,
+        };
+        if let Some(v) = verified {
             let session = match (&v.session, v.id) {
                 (Some(s), Some(user)) => {
                     let hash = digest(s);

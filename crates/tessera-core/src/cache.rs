@@ -15,6 +15,7 @@ use tessera_store::{AccessTree, Principal, Record, SessionState};
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::jwt::VerifiedToken;
 use crate::query::Fields;
 
 /// The caches, shared by the auth and item services.
@@ -26,6 +27,9 @@ pub struct Caches {
     pub(crate) sessions: Cache<String, Option<SessionState>>,
     pub(crate) users: Cache<String, Option<Arc<Record>>>,
     pub(crate) aliases: Cache<(&'static str, String), Arc<Vec<Value>>>,
+    /// Verified access tokens. A signature never changes, so writes do not clear this; expiry
+    /// is checked on every hit.
+    pub(crate) jwts: Cache<String, Arc<VerifiedToken>>,
     /// Serialised `/users/me` answers by user, `fields` and whether the read was limited.
     /// Kept one second only, so `last_access` (moved by every login and refresh) lags by at
     /// most that much without a per-refresh invalidation.
@@ -55,6 +59,7 @@ impl Caches {
             users: cache(ttl),
             aliases: cache(ttl),
             me: cache(Duration::from_secs(1)),
+            jwts: cache(Duration::from_secs(60)),
         }
     }
 

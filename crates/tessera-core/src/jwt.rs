@@ -34,12 +34,27 @@ pub struct AccessClaims {
 }
 
 /// What a verified access token says.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct VerifiedToken {
     pub id: Option<Uuid>,
     pub role: Option<Uuid>,
     pub share: Option<String>,
     pub session: Option<String>,
+    /// `exp` in seconds, if the token has one.
+    pub exp: Option<f64>,
+}
+
+/// Whether `exp` (seconds) has passed at `now_ms`: a token is dead from that second on, as
+/// jsonwebtoken.js has it.
+fn expired(exp: Option<f64>, now_ms: i64) -> bool {
+    exp.is_some_and(|exp| (now_ms as f64) / 1000.0 >= exp)
+}
+
+impl VerifiedToken {
+    /// Whether the token is dead at `now_ms`.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        expired(self.exp, now_ms)
+    }
 }
 
 impl std::fmt::Debug for AccessClaims {
@@ -61,6 +76,7 @@ impl std::fmt::Debug for VerifiedToken {
             .field("role", &self.role)
             .field("share", &self.share)
             .field("session", &self.session.as_ref().map(|_| "<hidden>"))
+            .field("exp", &self.exp)
             .finish()
     }
 }
@@ -192,11 +208,8 @@ impl JwtKeys {
     /// Verifies an access token and extracts who it names.
     pub fn verify_access(&self, token: &str, now_ms: i64) -> Result<VerifiedToken> {
         let claims: RawClaims = self.verify(token)?;
-        // `exp` is in seconds; a token is dead from that second on, as jsonwebtoken.js has it.
-        if claims
-            .exp
-            .is_some_and(|exp| (now_ms as f64) / 1000.0 >= exp)
-        {
+        // Expiry is reported before missing claims, as jsonwebtoken.js does.
+        if expired(claims.exp, now_ms) {
             return Err(Error::TokenExpired);
         }
         let (Some(role), Present(true), Present(true)) =
@@ -213,6 +226,7 @@ impl JwtKeys {
             role: uuid(role)?,
             share: claims.share,
             session: claims.session,
+            exp: claims.exp,
         })
     }
 }

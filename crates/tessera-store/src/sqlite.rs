@@ -454,7 +454,8 @@ fn delete_user_sessions(tx: &Connection, user: &str, end: &EndSessions) -> Store
             exec(tx, "DELETE FROM directus_sessions WHERE user = ?1", [user])?;
         }
         EndSessions::AllExcept(hash) => {
-            exec(tx, 
+            exec(
+                tx,
                 "DELETE FROM directus_sessions WHERE user = ?1 AND family NOT IN
                    (SELECT family FROM directus_sessions WHERE token_hash = ?2)",
                 params![user, hash],
@@ -707,7 +708,8 @@ impl Store for SqliteStore {
 
     async fn record_login_attempt(&self, user: Uuid) -> StoreResult<i64> {
         self.write(move |tx| {
-            Ok(query_one(tx, 
+            Ok(query_one(
+                tx,
                 "UPDATE directus_users SET failed_logins = failed_logins + 1 WHERE id = ?1
                  RETURNING failed_logins",
                 [user.to_string()],
@@ -719,7 +721,8 @@ impl Store for SqliteStore {
 
     async fn record_login_success(&self, user: Uuid, now_ms: i64) -> StoreResult<()> {
         self.write(move |tx| {
-            exec(tx, 
+            exec(
+                tx,
                 "UPDATE directus_users SET failed_logins = 0, last_access = ?2 WHERE id = ?1",
                 params![user.to_string(), now_ms],
             )?;
@@ -731,7 +734,8 @@ impl Store for SqliteStore {
     async fn suspend_user(&self, user: Uuid) -> StoreResult<()> {
         self.write(move |tx| {
             let id = user.to_string();
-            exec(tx, 
+            exec(
+                tx,
                 "UPDATE directus_users SET status = 'suspended', failed_logins = 0 WHERE id = ?1",
                 [&id],
             )?;
@@ -791,7 +795,8 @@ impl Store for SqliteStore {
                 return Ok(RotateOutcome::NotFound);
             }
             if !user.is_active() {
-                exec(tx, 
+                exec(
+                    tx,
                     "DELETE FROM directus_sessions WHERE token_hash = ?1",
                     [&r.old_hash],
                 )?;
@@ -800,7 +805,8 @@ impl Store for SqliteStore {
                 });
             }
             let touch = |tx: &Connection| -> StoreResult<()> {
-                exec(tx, 
+                exec(
+                    tx,
                     // A second's precision is plenty; skipping the write spares the users
                     // table a page write per refresh when one user refreshes often.
                     "UPDATE directus_users SET last_access = ?2
@@ -811,12 +817,14 @@ impl Store for SqliteStore {
             };
             match next {
                 None => {
-                    exec(tx, 
+                    exec(
+                        tx,
                         "UPDATE directus_sessions SET next_token_hash = ?2, rotated_at = ?3
                          WHERE token_hash = ?1",
                         params![r.old_hash, r.new_hash, r.now_ms],
                     )?;
-                    exec(tx, 
+                    exec(
+                        tx,
                         "INSERT INTO directus_sessions
                            (token_hash, family, user, expires, ip, user_agent, origin)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -835,7 +843,8 @@ impl Store for SqliteStore {
                 }
                 Some(next) => {
                     let within_grace = rotated_at.unwrap_or(i64::MIN) + r.grace_ms >= r.now_ms;
-                    let successor_live: bool = query_one(tx, 
+                    let successor_live: bool = query_one(
+                        tx,
                         "SELECT EXISTS(SELECT 1 FROM directus_sessions
                                        WHERE token_hash = ?1 AND expires >= ?2)",
                         params![next, r.now_ms],
@@ -847,7 +856,8 @@ impl Store for SqliteStore {
                     } else if within_grace {
                         Ok(RotateOutcome::NotFound)
                     } else {
-                        exec(tx, 
+                        exec(
+                            tx,
                             "DELETE FROM directus_sessions WHERE family = ?1",
                             [family.to_string()],
                         )?;
@@ -881,7 +891,8 @@ impl Store for SqliteStore {
     async fn end_session(&self, token_hash: &str) -> StoreResult<bool> {
         let hash = token_hash.to_string();
         self.write(move |tx| {
-            let n = exec(tx, 
+            let n = exec(
+                tx,
                 "DELETE FROM directus_sessions WHERE family IN
                    (SELECT s.family FROM directus_sessions s
                     JOIN directus_users u ON u.id = s.user WHERE s.token_hash = ?1)",
@@ -895,11 +906,16 @@ impl Store for SqliteStore {
     async fn purge_expired_sessions(&self, now_ms: i64, user: Option<Uuid>) -> StoreResult<u64> {
         self.write(move |tx| {
             let n = match user {
-                Some(u) => exec(tx, 
+                Some(u) => exec(
+                    tx,
                     "DELETE FROM directus_sessions WHERE expires < ?1 AND user = ?2",
                     params![now_ms, u.to_string()],
                 )?,
-                None => exec(tx, "DELETE FROM directus_sessions WHERE expires < ?1", [now_ms])?,
+                None => exec(
+                    tx,
+                    "DELETE FROM directus_sessions WHERE expires < ?1",
+                    [now_ms],
+                )?,
             };
             Ok(n as u64)
         })
