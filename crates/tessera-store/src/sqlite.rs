@@ -746,7 +746,7 @@ impl Store for SqliteStore {
 
     async fn insert_session(&self, s: NewSession) -> StoreResult<()> {
         self.write(move |tx| {
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO directus_sessions (token_hash, family, user, expires, ip, user_agent, origin)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -928,21 +928,21 @@ impl Store for SqliteStore {
 
     async fn bootstrap(&self, b: Bootstrap) -> StoreResult<()> {
         self.write(move |tx| {
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO directus_roles (id, name, icon, description)
                  VALUES (?1, 'Administrator', 'verified', '$t:admin_description')",
                 [b.role_id.to_string()],
             )?;
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO directus_policies (id, name, icon, description, admin_access, app_access)
                  VALUES (?1, 'Administrator', 'verified', '$t:admin_description', 1, 1)",
                 [b.policy_id.to_string()],
             )?;
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO directus_access (id, role, user, policy, sort) VALUES (?1, ?2, NULL, ?3, 1)",
                 params![b.access_id.to_string(), b.role_id.to_string(), b.policy_id.to_string()],
             )?;
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO directus_users (id, email, password, role, status, token_hash)
                  VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
                 params![
