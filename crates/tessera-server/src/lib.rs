@@ -183,6 +183,16 @@ async fn not_found(req: Request) -> Response {
     ApiError(Error::RouteNotFound(req.uri().path().to_owned())).into_response()
 }
 
+/// A known route asked with a method it lacks: `OPTIONS` is answered (axum adds the `Allow`
+/// header), anything else is ROUTE_NOT_FOUND, as Express answers.
+async fn wrong_method(req: Request) -> Response {
+    if req.method() == axum::http::Method::OPTIONS {
+        axum::http::StatusCode::OK.into_response()
+    } else {
+        not_found(req).await
+    }
+}
+
 async fn powered_by(mut res: Response) -> Response {
     res.headers_mut()
         .insert("x-powered-by", HeaderValue::from_static("Tessera"));
@@ -224,7 +234,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(auth_routes)
         .fallback(not_found)
-        .method_not_allowed_fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(from_fn_with_state(state.clone(), authenticate))
         .layer(map_response(powered_by))
         .with_state(state)

@@ -113,3 +113,14 @@ async fn health_can_be_disabled() {
     }
     assert_eq!(s.call("GET", "/server/ping", &[], None).await.status, 200);
 }
+
+#[tokio::test]
+async fn options_on_a_known_route_lists_its_methods() {
+    let s = TestServer::spawn(&[]).await;
+    let r = s.call("OPTIONS", "/auth/login", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["allow"], "POST");
+    let r = s.call("OPTIONS", "/nope", &[], None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.code(), "ROUTE_NOT_FOUND");
+}
