@@ -13,7 +13,7 @@ use tessera_store::{
 };
 use uuid::Uuid;
 
-use crate::access::Accountability;
+use crate::access::{Accountability, global_access};
 use crate::cache::Caches;
 use crate::clock::iso8601;
 use crate::error::{Error, Result};
@@ -455,6 +455,106 @@ impl Items {
         }
     }
 
+    /// Whether `id` names an active user with admin access.
+    async fn is_admin_user(&self, id: &str) -> Result<bool> {
+        let Ok(uid) = Uuid::parse_str(id) else {
+            return Ok(false);
+        };
+        match self.store.principal(uid).await? {
+            Some(p) if p.is_active() => {
+                let tree = self.store.access_tree(p.role, Some(uid)).await?;
+                Ok(global_access(&tree, None).admin)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether an update to user `id` takes away its admin access (deactivation or a role
+    /// without it).
+    async fn loses_admin(&self, id: &str, values: &[(&'static Field, Value)]) -> Result<bool> {
+        let status = values
+            .iter()
+            .find(|(f, _)| f.name == "status")
+            .map(|(_, v)| v);
+        let role = values
+            .iter()
+            .find(|(f, _)| f.name == "role")
+            .map(|(_, v)| v);
+        if status.is_none() && role.is_none() || !self.is_admin_user(id).await? {
+            return Ok(false);
+        }
+        if status.is_some_and(|s| s.as_str() != Some("active")) {
+            return Ok(true);
+        }
+        let Some(role) = role else { return Ok(false) };
+        let new_role = role.as_str().and_then(|r| Uuid::parse_str(r).ok());
+        let tree = self
+            .store
+            .access_tree(new_role, Uuid::parse_str(id).ok())
+            .await?;
+        if new_role.is_some() && tree.roles.is_empty() {
+            // A role that does not exist: the write fails on its reference instead.
+            return Ok(false);
+        }
+        Ok(!global_access(&tree, None).admin)
+    }
+
+    /// Whether an active admin remains when user `except_user` is gone and role `without_role`
+    /// no longer counts.
+    async fn admin_remains(
+        &self,
+        except_user: Option<&str>,
+        without_role: Option<&str>,
+    ) -> Result<bool> {
+        let status = USERS.field("status").ok_or(Error::Forbidden(None))?;
+        let q = Query {
+            filter: Some(Condition::Compare {
+                field: status,
+                op: Op::Eq,
+                value: "active".into(),
+            }),
+            ..Query::default()
+        };
+        for user in self.store.read_items(&USERS, &q).await? {
+            let Some(uid) = user.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if Some(uid) == except_user {
+                continue;
+            }
+            let role = user
+                .get("role")
+                .and_then(Value::as_str)
+                .and_then(|r| Uuid::parse_str(r).ok());
+            let tree = self
+                .store
+                .access_tree(role, Uuid::parse_str(uid).ok())
+                .await?;
+            if without_role.is_some_and(|r| tree.roles.iter().any(|t| t.to_string() == r)) {
+                continue;
+            }
+            if global_access(&tree, None).admin {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Refuses a change that would leave no active admin, as Directus does.
+    async fn ensure_admin_remains(
+        &self,
+        except_user: Option<&str>,
+        without_role: Option<&str>,
+    ) -> Result<()> {
+        if self.admin_remains(except_user, without_role).await? {
+            Ok(())
+        } else {
+            Err(Error::UnprocessableContent(
+                "Cannot remove the last admin user from the system".into(),
+            ))
+        }
+    }
+
     /// Refuses a `parent` that is the role itself or one of its descendants.
     async fn check_no_cycle(&self, id: &str, values: &[(&'static Field, Value)]) -> Result<()> {
         let Some(parent) = values
@@ -599,6 +699,9 @@ impl Items {
         let mut end = EndSessions::None;
         if c.name == "directus_users" {
             Self::check_user_values(&values)?;
+            if self.loses_admin(id, &values).await? {
+                self.ensure_admin_remains(Some(id), None).await?;
+            }
             let changes = |n: &str| values.iter().any(|(f, _)| f.name == n);
             let deactivates = values
                 .iter()
@@ -635,6 +738,15 @@ impl Items {
         id: &str,
     ) -> Result<()> {
         Self::require_admin(c, acc)?;
+        match c.name {
+            "directus_users" if self.is_admin_user(id).await? => {
+                self.ensure_admin_remains(Some(id), None).await?;
+            }
+            "directus_roles" if self.admin_remains(None, None).await? => {
+                self.ensure_admin_remains(None, Some(id)).await?;
+            }
+            _ => {}
+        }
         if c.name == "directus_roles" {
             let role = USERS.field("role").ok_or(Error::Forbidden(None))?;
             let q = Query {

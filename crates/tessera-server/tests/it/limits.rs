@@ -105,3 +105,49 @@ async fn parallel_guesses_cannot_exceed_the_attempt_limit() {
     assert_eq!(users.body["data"][0]["status"], "suspended");
     assert_eq!(s.login(email, "right-password", None).await.status, 401);
 }
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_removed() {
+    let s = TestServer::spawn(&[]).await;
+    let (admin_id, admin_role) = s.admin_identity().await;
+    let last = "Can't process content. Cannot remove the last admin user from the system.";
+    for (method, path, body) in [
+        ("DELETE", format!("/users/{admin_id}"), None),
+        (
+            "PATCH",
+            format!("/users/{admin_id}"),
+            Some(json!({"status": "suspended"})),
+        ),
+        (
+            "PATCH",
+            format!("/users/{admin_id}"),
+            Some(json!({"role": null})),
+        ),
+        ("DELETE", format!("/roles/{admin_role}"), None),
+    ] {
+        let r = s.admin(method, &path, body).await;
+        assert_error(&r, 422, "UNPROCESSABLE_CONTENT", last);
+    }
+    // With a second admin, the first may go.
+    let second = s
+        .create_user(
+            json!({"email": "second@example.com", "password": "pw-second-1", "role": admin_role}),
+        )
+        .await;
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/users/{second}"),
+            Some(json!({"first_name": "Two"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/users/{admin_id}"),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
