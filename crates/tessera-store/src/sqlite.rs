@@ -89,16 +89,17 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn Wri
             }
         }
         let commit = (|| -> rusqlite::Result<()> {
-            let mut tx =
-                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for job in &mut batch {
-                let sp = tx.savepoint()?;
+                // Savepoint statements go through the statement cache: they run once per write.
+                exec(&tx, "SAVEPOINT write_job", [])?;
                 // A panicking write is a failed write, not a dead writer thread.
-                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&sp)))
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&tx)))
                     .unwrap_or(false);
-                if ok {
-                    sp.commit()?;
+                if !ok {
+                    exec(&tx, "ROLLBACK TO write_job", [])?;
                 }
+                exec(&tx, "RELEASE write_job", [])?;
             }
             tx.commit()
         })();
@@ -1053,6 +1054,44 @@ mod tests {
         let replay = s.rotate_session(rot("a", "b", 1200)).await.unwrap();
         assert_eq!(replay, RotateOutcome::Reused { family: fam });
         assert!(s.session_state("b").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+        let (_d, s) = store();
+        s.bootstrap(boot()).await.unwrap();
+        let id = USERS.field("id").unwrap();
+        let email = USERS.field("email").unwrap();
+        let user = |mail: &str| {
+            vec![
+                (id, Value::String(Uuid::new_v4().to_string())),
+                (email, Value::String(mail.into())),
+            ]
+        };
+        let writes: Vec<_> = (0..20)
+            .map(|i| {
+                let mail = if i % 2 == 0 {
+                    "admin@example.com".to_owned()
+                } else {
+                    format!("u{i}@example.com")
+                };
+                let s = s.clone();
+                let values = user(&mail);
+                tokio::spawn(async move { s.insert_item(&USERS, values).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for w in writes {
+            match w.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(e) => assert!(
+                    matches!(e, StoreError::Conflict { field: "email" }),
+                    "{e:?}"
+                ),
+            }
+        }
+        assert_eq!(ok, 10);
+        assert_eq!(s.user_count().await.unwrap(), 11);
     }
 
     #[tokio::test]
