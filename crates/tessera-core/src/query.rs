@@ -79,6 +79,8 @@ pub struct ReadQuery {
     pub offset: Option<u64>,
     pub page: Option<u64>,
     pub meta: Vec<String>,
+    /// Free-text `search`: matches any text field (case-insensitively) or an id.
+    pub search: Option<String>,
 }
 
 fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
@@ -138,6 +140,7 @@ impl ReadQuery {
                 "offset" => q.offset = Some(number("offset", &v)?),
                 "page" => q.page = Some(number("page", &v)?),
                 "meta" => q.meta.extend(v.split(',').map(|s| s.trim().to_owned())),
+                "search" => q.search = Some(v.into_owned()).filter(|s| !s.is_empty()),
                 _ if key.starts_with("filter[") => {
                     let path: Vec<String> = key["filter".len()..]
                         .split(']')
@@ -172,11 +175,14 @@ impl ReadQuery {
     /// Checks the query against `c` and builds the store query. Unknown fields in filter or
     /// sort are 403 (as Directus); bad operators 400.
     pub fn to_store_query(&self, c: &'static Collection, acc: &Accountability) -> Result<Query> {
-        let filter = self
+        let mut filter = self
             .filter
             .as_ref()
             .map(|f| condition(c, f, acc, 0))
             .transpose()?;
+        if let Some(text) = &self.search {
+            filter = Some(and(filter, search(c, text)));
+        }
         let mut sort = Vec::new();
         for s in &self.sort {
             let (name, desc) = match s.strip_prefix('-') {
@@ -222,6 +228,30 @@ pub fn and(a: Option<Condition>, b: Condition) -> Condition {
         Some(a) => Condition::And(vec![a, b]),
         None => b,
     }
+}
+
+/// Directus's `search`: text fields contain it, or an id field equals it. Concealed and hashed
+/// fields never take part.
+fn search(c: &'static Collection, text: &str) -> Condition {
+    let is_uuid = uuid::Uuid::parse_str(text).is_ok();
+    Condition::Or(
+        c.fields
+            .iter()
+            .filter_map(|field| match field.kind {
+                Kind::String => Some(Condition::Compare {
+                    field,
+                    op: Op::Contains,
+                    value: text.into(),
+                }),
+                Kind::Uuid if is_uuid => Some(Condition::Compare {
+                    field,
+                    op: Op::Eq,
+                    value: text.into(),
+                }),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 fn operator(name: &str) -> Option<Op> {
@@ -397,6 +427,17 @@ mod tests {
             big.to_store_query(&tessera_store::schema::USERS, &Accountability::default())
                 .is_err()
         );
+        let searched = ReadQuery::parse("search=ada")
+            .unwrap()
+            .to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+            .unwrap();
+        let Some(Condition::Or(parts)) = searched.filter else {
+            panic!("search is an OR of fields");
+        };
+        assert!(parts.iter().all(|p| matches!(
+            p,
+            Condition::Compare { field, .. } if !field.kind.is_concealed()
+        )));
         let pages = ReadQuery::parse("page=18446744073709551615&limit=100").unwrap();
         assert!(
             pages

@@ -5,10 +5,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// A required, non-empty string field.
+/// A required, non-empty string field. As in Joi, `null` is a wrong type, not a missing key.
 pub fn required_string<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
     match body.get(key) {
-        None | Some(Value::Null) => Err(Error::payload(format!("\"{key}\" is required"))),
+        None => Err(Error::payload(format!("\"{key}\" is required"))),
         Some(Value::String(s)) if s.is_empty() => Err(Error::payload(format!(
             "\"{key}\" is not allowed to be empty"
         ))),
@@ -17,10 +17,10 @@ pub fn required_string<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'
     }
 }
 
-/// An optional string field (absent or null gives `None`).
+/// An optional string field (absent gives `None`; `null` is a wrong type, as in Joi).
 pub fn optional_string<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
     match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Error::payload(format!("\"{key}\" must be a string"))),
     }
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn string_rules() {
-        let body = json!({"a": "", "b": 1, "c": "x"});
+        let body = json!({"a": "", "b": 1, "c": "x", "n": null});
         let body = body.as_object().unwrap();
         let msg = |r: Result<&str>| r.unwrap_err().to_string();
         assert_eq!(
@@ -98,5 +98,11 @@ mod tests {
             "Invalid payload. \"z\" is required."
         );
         assert_eq!(required_string(body, "c").unwrap(), "x");
+        assert_eq!(
+            msg(required_string(body, "n")),
+            "Invalid payload. \"n\" must be a string."
+        );
+        assert!(optional_string(body, "n").is_err());
+        assert_eq!(optional_string(body, "z").unwrap(), None);
     }
 }

@@ -492,3 +492,23 @@ async fn batch_create_is_all_or_nothing() {
         .await;
     assert_eq!(r.body["meta"]["total_count"], json!(3));
 }
+
+#[tokio::test]
+async fn search_matches_text_fields_and_ids_but_not_secrets() {
+    let s = TestServer::spawn(&[]).await;
+    let ada = s
+        .create_user(json!({"email": "lovelace@example.com", "first_name": "Ada", "password": "pw-ada-123", "token": "ada-secret-token"}))
+        .await;
+    s.create_user(json!({"email": "turing@example.com", "first_name": "Alan"}))
+        .await;
+    let r = s.admin("GET", "/users?search=ADA&fields=id", None).await;
+    assert_eq!(r.body["data"], json!([{"id": ada}]));
+    let r = s
+        .admin("GET", &format!("/users?search={ada}&fields=email"), None)
+        .await;
+    assert_eq!(r.body["data"], json!([{"email": "lovelace@example.com"}]));
+    let r = s
+        .admin("GET", "/users?search=ada-secret-token&fields=id", None)
+        .await;
+    assert_eq!(r.body["data"], json!([]));
+}
