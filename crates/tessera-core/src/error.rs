@@ -105,10 +105,9 @@ impl Error {
         }
     }
 
-    /// The envelope entry: message plus extensions, `code` first as Directus writes it.
+    /// The envelope entry: message plus extensions, `code` last as Directus writes it.
     pub fn to_item(&self) -> ErrorItem {
         let mut ext = Map::new();
-        ext.insert("code".into(), Value::from(self.code().as_str()));
         let mut put = |k: &str, v: Value| {
             ext.insert(k.into(), v);
         };
@@ -143,6 +142,8 @@ impl Error {
             }
             _ => {}
         }
+        // Directus writes the code after the error's own extensions.
+        ext.insert("code".into(), Value::from(self.code().as_str()));
         ErrorItem {
             message: self.to_string(),
             extensions: ext,

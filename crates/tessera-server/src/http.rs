@@ -68,11 +68,15 @@ pub struct Data<T>(pub T);
 
 impl<T: Serialize> IntoResponse for Data<T> {
     fn into_response(self) -> Response {
-        let body = tessera_proto::Data { data: self.0 };
-        match serde_json::to_vec(&body) {
-            Ok(bytes) => json_ok(bytes),
-            Err(e) => ApiError(Error::Internal(e.to_string())).into_response(),
-        }
+        json_body(&tessera_proto::Data { data: self.0 })
+    }
+}
+
+/// Any serialisable body as JSON with 200 (for answers that are not just `{"data":…}`).
+pub fn json_body<T: Serialize>(body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => json_ok(bytes),
+        Err(e) => ApiError(Error::Internal(e.to_string())).into_response(),
     }
 }
 

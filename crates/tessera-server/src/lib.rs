@@ -141,7 +141,8 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
         Ok(t) => t,
         Err(e) => return ApiError(e).into_response(),
     };
-    let acc = if req.uri().path() == "/server/ping" {
+    let ping = req.uri().path() == "/server/ping";
+    let acc = if ping {
         tessera_core::access::Accountability::public(ip)
     } else {
         match s
@@ -165,17 +166,20 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
         }
     };
     req.extensions_mut().insert(Arc::new(acc));
-    next.run(req).await
-}
-
-/// `/auth/*` answers are never cached.
-async fn no_cache(mut res: Response) -> Response {
+    let mut res = next.run(req).await;
+    let status = res.status();
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::VARY,
-        HeaderValue::from_static("Origin, Cache-Control"),
-    );
+    // Answers that went through Directus's `respond` are marked uncacheable; errors and the
+    // ping, which bypass it, are not.
+    if status.is_success() && !ping {
+        if !h.contains_key(header::CACHE_CONTROL) {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Origin, Cache-Control"),
+        );
+    }
     res
 }
 
@@ -203,13 +207,11 @@ async fn powered_by(mut res: Response) -> Response {
 pub fn router(state: AppState) -> Router {
     use axum::routing::post;
     use routes::{auth, items, server};
-    let auth_routes = Router::new()
+    Router::new()
         .route("/auth", get(auth::providers))
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
-        .layer(map_response(no_cache));
-    Router::new()
         .route("/server/ping", get(server::ping))
         .route("/server/health", get(server::health))
         .route("/server/info", get(server::info))
@@ -232,7 +234,6 @@ pub fn router(state: AppState) -> Router {
             "/settings",
             get(items::settings).patch(items::update_settings),
         )
-        .merge(auth_routes)
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(from_fn_with_state(state.clone(), authenticate))

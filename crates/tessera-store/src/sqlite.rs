@@ -431,7 +431,8 @@ fn read_rows(conn: &Connection, c: &'static Collection, q: &Query) -> StoreResul
             if *desc { "DESC" } else { "ASC" }
         ));
     }
-    sql.push_str("rowid ASC");
+    // Directus sorts by the primary key unless told otherwise.
+    sql.push_str("\"id\" ASC");
     if let Some(limit) = q.limit {
         sql.push_str(&format!(" LIMIT {limit} OFFSET {}", q.offset));
     } else if q.offset > 0 {
@@ -944,8 +945,9 @@ impl Store for SqliteStore {
                 params![b.access_id.to_string(), b.role_id.to_string(), b.policy_id.to_string()],
             )?;
             exec(tx,
-                "INSERT INTO directus_users (id, email, password, role, status, token_hash)
-                 VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
+                "INSERT INTO directus_users
+                   (id, first_name, last_name, email, password, role, status, token_hash)
+                 VALUES (?1, 'Admin', 'User', ?2, ?3, ?4, 'active', ?5)",
                 params![
                     b.user_id.to_string(),
                     b.email,

@@ -14,11 +14,11 @@ use tessera_proto::{AuthData, AuthMode};
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::http::{Data, JsonBody, client_meta, cookie, no_content, set_cookie};
+use crate::http::{Data, JsonBody, client_meta, cookie, json_body, no_content, set_cookie};
 
 /// `GET /auth`: no external providers.
 pub async fn providers() -> Response {
-    axum::Json(json!({"data": [], "disableDefault": false})).into_response()
+    json_body(&json!({"data": [], "disableDefault": false}))
 }
 
 /// Renders tokens per mode: json puts both in the body; cookie moves the refresh token to a

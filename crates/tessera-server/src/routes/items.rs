@@ -13,7 +13,7 @@ use tessera_store::schema::{ROLES, USERS};
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::http::{Data, JsonBody, no_content, raw_data};
+use crate::http::{Data, JsonBody, json_body, no_content, raw_data};
 
 fn query(raw: &Option<String>) -> ApiResult<ReadQuery> {
     Ok(ReadQuery::parse(raw.as_deref().unwrap_or(""))?)
@@ -27,7 +27,7 @@ async fn list(
 ) -> ApiResult<Response> {
     let (items, meta) = state.items.read_many(c, acc, &query(raw)?).await?;
     Ok(match meta {
-        Some(meta) => axum::Json(json!({"data": items, "meta": meta})).into_response(),
+        Some(meta) => json_body(&json!({"data": items, "meta": meta})),
         None => Data(items).into_response(),
     })
 }

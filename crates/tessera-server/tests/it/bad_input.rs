@@ -58,7 +58,7 @@ async fn unknown_routes_and_methods() {
     assert_error(&r, 404, "ROUTE_NOT_FOUND", "Route /nope doesn't exist.");
     assert_eq!(
         r.text,
-        r#"{"errors":[{"message":"Route /nope doesn't exist.","extensions":{"code":"ROUTE_NOT_FOUND","path":"/nope"}}]}"#
+        r#"{"errors":[{"message":"Route /nope doesn't exist.","extensions":{"path":"/nope","code":"ROUTE_NOT_FOUND"}}]}"#
     );
     for (method, path) in [
         ("GET", "/auth/login"),

@@ -83,10 +83,26 @@ async fn auth_providers_and_headers() {
     assert_eq!(r.text, r#"{"data":[],"disableDefault":false}"#);
     assert_eq!(r.headers.get("cache-control").unwrap(), "no-cache");
     assert_eq!(r.headers.get("vary").unwrap(), "Origin, Cache-Control");
-    // Errors from /auth/* are not cached either.
+    // Errors skip Directus's `respond` and carry no cache headers; neither does the ping.
     let r = s.call("POST", "/auth/login", &[], Some(json!({}))).await;
     assert_eq!(r.status, 400);
+    assert!(r.headers.get("cache-control").is_none());
+    assert!(
+        s.call("GET", "/server/ping", &[], None)
+            .await
+            .headers
+            .get("vary")
+            .is_none()
+    );
+    // Every successful answer is marked uncacheable, with JSON's charset.
+    let r = s
+        .admin("GET", "/users?meta=total_count&fields=id", None)
+        .await;
     assert_eq!(r.headers.get("cache-control").unwrap(), "no-cache");
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "application/json; charset=utf-8"
+    );
     let r = s.login(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
     assert_eq!(r.headers.get("cache-control").unwrap(), "no-cache");
     assert_eq!(
