@@ -4,6 +4,7 @@
 //! of the filter language and the embedded migrations.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -34,6 +35,13 @@ struct Inner {
     writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
 }
+
+/// WAL size (in frames) past which the writer restarts the WAL once the background
+/// checkpointer has copied (nearly) all of it back.
+const RESTART_FRAMES: i64 = 4_000;
+
+/// WAL size past which the writer restarts the WAL whatever the checkpointer managed.
+const FORCE_RESTART_FRAMES: i64 = 30_000;
 
 /// How many queued writes share one transaction at most.
 const MAX_BATCH: usize = 128;
@@ -79,7 +87,11 @@ where
 
 /// The writer thread: takes every write queued so far (up to [`MAX_BATCH`]), runs each in a
 /// savepoint of one IMMEDIATE transaction, commits once, then answers them all.
-fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+fn writer_loop(
+    mut conn: Connection,
+    jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
+    restart_due: Arc<AtomicBool>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -106,6 +118,32 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn Wri
         let commit = commit.map_err(|e| e.to_string());
         for job in batch {
             job.finish(commit.clone());
+        }
+        if restart_due.swap(false, Ordering::Relaxed)
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "WAL restart failed");
+        }
+    }
+}
+
+/// Copies the WAL back into the database every 100 ms, off the writer thread, so commits never
+/// pay for a checkpoint; asks the writer to restart the WAL once it is long and copied back.
+/// Exits once the store is dropped.
+fn checkpointer(conn: Connection, store: std::sync::Weak<Inner>, restart_due: Arc<AtomicBool>) {
+    while store.upgrade().is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match frames {
+            Ok((log, copied)) => {
+                let caught_up = log >= RESTART_FRAMES && copied + 1_000 >= log;
+                if caught_up || log >= FORCE_RESTART_FRAMES {
+                    restart_due.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
 }
@@ -189,18 +227,30 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open(&path)?;
         migrate(&mut writer)?;
+        // Commits never checkpoint inline: a background thread copies the WAL back, and the
+        // writer only restarts it once that is (nearly) done; see `checkpointer`.
+        writer.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+        )?;
+        let restart_due = Arc::new(AtomicBool::new(false));
+        let writer_restart = restart_due.clone();
         let (jobs, queue) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, queue))
+            .spawn(move || writer_loop(writer, queue, writer_restart))
             .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                writer: jobs,
-                readers: Mutex::new(Vec::new()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            path,
+            writer: jobs,
+            readers: Mutex::new(Vec::new()),
+        });
+        let watched = Arc::downgrade(&inner);
+        let checkpoints = open(&inner.path)?;
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, watched, restart_due))
+            .map_err(|e| StoreError::Backend(format!("starting the checkpoint thread: {e}")))?;
+        Ok(Self { inner })
     }
 
     async fn read<R, F>(&self, f: F) -> StoreResult<R>
