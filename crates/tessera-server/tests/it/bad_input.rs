@@ -197,14 +197,7 @@ async fn odd_tokens_and_bodies_are_not_500() {
             )
             .await;
         assert!(r.status < 500 && r.status >= 400, "{t}: {}", r.text);
-        let r = s
-            .call(
-                "POST",
-                "/auth/refresh",
-                &[],
-                Some(json!({"refresh_token": t})),
-            )
-            .await;
+        let r = s.refresh_json(&t).await;
         assert_eq!(r.status, 401, "{t}: {}", r.text);
     }
     for body in [

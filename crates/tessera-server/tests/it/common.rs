@@ -178,6 +178,28 @@ impl TestServer {
         self.call("POST", "/auth/login", &[], Some(body)).await
     }
 
+    /// `POST /auth/refresh {"refresh_token": token}` (json mode by body).
+    pub async fn refresh_json<T: serde::Serialize + ?Sized>(&self, token: &T) -> Reply {
+        self.call(
+            "POST",
+            "/auth/refresh",
+            &[],
+            Some(json!({"refresh_token": token})),
+        )
+        .await
+    }
+
+    /// `POST /auth/logout {"refresh_token": token}`.
+    pub async fn logout_json<T: serde::Serialize + ?Sized>(&self, token: &T) -> Reply {
+        self.call(
+            "POST",
+            "/auth/logout",
+            &[],
+            Some(json!({"refresh_token": token})),
+        )
+        .await
+    }
+
     /// Logs the bootstrap admin in (json mode) and returns (access, refresh).
     pub async fn admin_tokens(&self) -> (String, String) {
         let r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;

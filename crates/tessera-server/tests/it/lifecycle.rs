@@ -41,14 +41,7 @@ async fn tokens_survive_a_restart_with_the_generated_secret() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["data"]["email"], json!(ADMIN_EMAIL));
     assert_eq!(s.get_as("/users/me", &jwt).await.status, 200);
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     assert_eq!(r.status, 200, "{}", r.text);
     // No second admin.
     assert_eq!(user_count(&s).await, 1);
@@ -66,14 +59,7 @@ async fn explicit_secret_change_invalidates_jwts() {
     let r = s.get_as("/users/me", &at).await;
     assert_error(&r, 403, "INVALID_TOKEN", "Invalid token.");
     // Refresh tokens are opaque and stored as digests: they still work.
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 

@@ -8,14 +8,7 @@ use crate::common::*;
 async fn json_logout_ends_the_refresh_token() {
     let s = TestServer::spawn(&[]).await;
     let (at, rt) = s.admin_tokens().await;
-    let r = s
-        .call(
-            "POST",
-            "/auth/logout",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.logout_json(&rt).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(r.text, "");
     assert!(r.set_cookies().is_empty());
@@ -23,14 +16,7 @@ async fn json_logout_ends_the_refresh_token() {
         r.headers.get("cache-control").unwrap().to_str().unwrap(),
         "no-cache"
     );
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
     // A stateless access token lives on until exp.
     let me = s.get_as("/users/me?fields=email", &at).await;
@@ -42,47 +28,19 @@ async fn json_logout_ends_the_refresh_token() {
 async fn logout_ends_rotated_family() {
     let s = TestServer::spawn(&[]).await;
     let (_, rt) = s.admin_tokens().await;
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     let next = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
     // Logging out with the (still in grace) old token ends the successor too.
-    let r = s
-        .call(
-            "POST",
-            "/auth/logout",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.logout_json(&rt).await;
     assert_eq!(r.status, 204);
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": next})),
-        )
-        .await;
+    let r = s.refresh_json(&next).await;
     assert_eq!(r.status, 401, "{}", r.text);
 }
 
 #[tokio::test]
 async fn unknown_token_is_204_and_missing_is_400() {
     let s = TestServer::spawn(&[]).await;
-    let r = s
-        .call(
-            "POST",
-            "/auth/logout",
-            &[],
-            Some(json!({"refresh_token": "not-a-token"})),
-        )
-        .await;
+    let r = s.logout_json(&"not-a-token").await;
     assert_eq!(r.status, 204, "{}", r.text);
     for body in [None, Some(json!({})), Some(json!({"mode": "session"}))] {
         let r = s.call("POST", "/auth/logout", &[], body).await;

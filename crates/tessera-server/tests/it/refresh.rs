@@ -12,13 +12,7 @@ const MISSING: &str =
     "Invalid payload. The refresh token is required in either the payload or cookie.";
 
 async fn refresh_json(s: &TestServer, token: &str) -> Reply {
-    s.call(
-        "POST",
-        "/auth/refresh",
-        &[],
-        Some(json!({"refresh_token": token})),
-    )
-    .await
+    s.refresh_json(&token).await
 }
 
 fn refresh_of(r: &Reply) -> String {

@@ -476,14 +476,7 @@ async fn deleting_a_user_kills_its_tokens() {
         s.get_as("/users/me", "gone-token-0123456789").await.text,
         INVALID_CREDENTIALS_BODY
     );
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
     assert_eq!(
         s.get_as("/users/me", &jwt).await.text,
@@ -524,14 +517,7 @@ async fn password_change_ends_sessions_of_another_user() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains("New-Password-2"));
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
     assert_eq!(s.get_as("/users/me", &jwt).await.status, 401);
     // Stateless JWTs live on.
@@ -566,14 +552,7 @@ async fn own_password_change_keeps_the_current_session() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(s.get_as("/users/me", &keep).await.status, 200);
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": other_rt})),
-        )
-        .await;
+    let r = s.refresh_json(&other_rt).await;
     assert_eq!(r.status, 401);
 }
 

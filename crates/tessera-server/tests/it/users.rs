@@ -266,14 +266,7 @@ async fn roles_crud_and_delete_suspends_members() {
             .status,
         401
     );
-    let r = s
-        .call(
-            "POST",
-            "/auth/refresh",
-            &[],
-            Some(json!({"refresh_token": rt})),
-        )
-        .await;
+    let r = s.refresh_json(&rt).await;
     assert_eq!(r.status, 401);
     let r = s.admin("DELETE", &format!("/roles/{role}"), None).await;
     assert_eq!(r.status, 403);
