@@ -64,6 +64,15 @@ impl std::fmt::Debug for Issued {
     }
 }
 
+/// Who an access token is issued to and what its claims say they may do.
+struct Grant {
+    user: Uuid,
+    role: Option<Uuid>,
+    access: GlobalAccess,
+    /// Set (to `true`) only at login, when a policy of the direct role enforces TFA.
+    enforce_tfa: Option<bool>,
+}
+
 /// A validated login request.
 pub struct LoginRequest {
     pub email: String,
@@ -231,7 +240,13 @@ impl Auth {
         self.store.record_login_success(user.id, now).await?;
         self.caches.invalidate_user(user.id);
         let enforce_tfa = (g.enforce_tfa && user.tfa_secret.is_none()).then_some(true);
-        self.issue(req.mode, user.id, user.role, g, enforce_tfa, token, now)
+        let grant = Grant {
+            user: user.id,
+            role: user.role,
+            access: g,
+            enforce_tfa,
+        };
+        self.issue(req.mode, grant, token, now)
     }
 
     async fn login_attempt_limit(&self) -> Result<Option<i64>> {
@@ -243,14 +258,10 @@ impl Auth {
             .and_then(Value::as_i64))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn issue(
         &self,
         mode: AuthMode,
-        user: Uuid,
-        role: Option<Uuid>,
-        g: GlobalAccess,
-        enforce_tfa: Option<bool>,
+        grant: Grant,
         refresh_token: String,
         now_ms: i64,
     ) -> Result<Issued> {
@@ -260,11 +271,11 @@ impl Auth {
         };
         let iat = now_ms / 1000;
         let claims = AccessClaims {
-            id: Some(user),
-            role,
-            app_access: g.app,
-            admin_access: g.admin,
-            enforce_tfa,
+            id: Some(grant.user),
+            role: grant.role,
+            app_access: grant.access.app,
+            admin_access: grant.access.admin,
+            enforce_tfa: grant.enforce_tfa,
             session: (mode == AuthMode::Session).then(|| refresh_token.clone()),
             iat,
             exp: iat + ttl / 1000,
@@ -333,7 +344,13 @@ impl Auth {
                 self.caches.sessions.invalidate(&old_hash);
                 self.caches.invalidate_user(user.id);
                 let g = self.global_access(user.role, Some(user.id), ip).await?;
-                self.issue(mode, user.id, user.role, g, None, next, now)
+                let grant = Grant {
+                    user: user.id,
+                    role: user.role,
+                    access: g,
+                    enforce_tfa: None,
+                };
+                self.issue(mode, grant, next, now)
             }
         }
     }

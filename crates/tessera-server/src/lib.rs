@@ -33,8 +33,6 @@ use crate::config::{Config, Database};
 use crate::error::ApiError;
 use crate::http::{client_ip, extract_token, set_cookie};
 
-pub use routes::server::VERSION;
-
 /// Everything a request handler needs.
 #[derive(Clone)]
 pub struct AppState {
