@@ -189,10 +189,11 @@ async fn odd_tokens_and_bodies_are_not_500() {
         let r = s.get_as("/users/me", t).await;
         assert!(r.status == 401 || r.status == 403, "{t}: {}", r.text);
         let r = s
-            .call(
+            .with_cookie(
                 "POST",
                 "/auth/refresh",
-                &[("cookie", &format!("directus_session_token={t}"))],
+                "directus_session_token",
+                t,
                 Some(json!({"mode": "session"})),
             )
             .await;

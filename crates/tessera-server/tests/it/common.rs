@@ -31,6 +31,21 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Sends `req` and reads the answer.
+    async fn read(req: reqwest::RequestBuilder) -> Self {
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     /// `extensions.code` of the first error.
     pub fn code(&self) -> &str {
         self.body["errors"][0]["extensions"]["code"]
@@ -137,25 +152,39 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Reply {
+        let mut req = self.request(method, path, headers);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Reply::read(req).await
+    }
+
+    /// A request with its headers set, not yet sent.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         for (k, v) in headers {
             req = req.header(*k, HeaderValue::from_str(v).unwrap());
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        req
+    }
+
+    /// Sends a request carrying one cookie.
+    pub async fn with_cookie(
+        &self,
+        method: &str,
+        path: &str,
+        name: &str,
+        value: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let cookie = format!("{name}={value}");
+        self.call(method, path, &[("cookie", &cookie)], body).await
     }
 
     /// `GET` with a bearer token.
@@ -243,26 +272,11 @@ impl TestServer {
         content_type: &str,
         body: Vec<u8>,
     ) -> Reply {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
+        let req = self
+            .request(method, path, headers)
             .header("content-type", content_type)
             .body(body);
-        for (k, v) in headers {
-            req = req.header(*k, HeaderValue::from_str(v).unwrap());
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Reply::read(req).await
     }
 
     /// A request as the static admin token.

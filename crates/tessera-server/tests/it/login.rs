@@ -120,10 +120,11 @@ async fn session_mode_sets_session_cookie() {
     assert!(c.ends_with("; HttpOnly; SameSite=Lax"), "{c}");
     // The session cookie authenticates.
     let me = s
-        .call(
+        .with_cookie(
             "GET",
             "/users/me?fields=email",
-            &[("cookie", &format!("directus_session_token={jwt}"))],
+            "directus_session_token",
+            &jwt,
             None,
         )
         .await;

@@ -81,20 +81,22 @@ async fn cookie_mode_is_the_default() {
     );
     // `{}` with the cookie, and an explicit mode, both refresh.
     let r = s
-        .call(
+        .with_cookie(
             "POST",
             "/auth/refresh",
-            &[("cookie", &format!("directus_refresh_token={next}"))],
+            "directus_refresh_token",
+            &next,
             Some(json!({})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let next2 = r.cookie("directus_refresh_token").unwrap();
     let r = s
-        .call(
+        .with_cookie(
             "POST",
             "/auth/refresh",
-            &[("cookie", &format!("directus_refresh_token={next2}"))],
+            "directus_refresh_token",
+            &next2,
             Some(json!({"mode": "cookie"})),
         )
         .await;
@@ -102,10 +104,11 @@ async fn cookie_mode_is_the_default() {
     // A json-mode token can be refreshed in cookie mode (the body mode decides the answer).
     let (_, jrt) = s.admin_tokens().await;
     let r = s
-        .call(
+        .with_cookie(
             "POST",
             "/auth/refresh",
-            &[("cookie", &format!("directus_refresh_token={jrt}"))],
+            "directus_refresh_token",
+            &jrt,
             None,
         )
         .await;
@@ -147,10 +150,11 @@ async fn session_mode_needs_explicit_mode() {
     assert!(is_refresh_token(p["session"].as_str().unwrap()));
     assert_ne!(p["session"], jwt_payload(&jwt)["session"]);
     let me = s
-        .call(
+        .with_cookie(
             "GET",
             "/users/me?fields=email",
-            &[("cookie", &format!("directus_session_token={next}"))],
+            "directus_session_token",
+            &next,
             None,
         )
         .await;

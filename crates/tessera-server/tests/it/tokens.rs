@@ -233,12 +233,7 @@ async fn garbage_session_cookie_is_cleared() {
     let s = TestServer::spawn(&[]).await;
     for value in ["garbage", "a.b.c"] {
         let r = s
-            .call(
-                "GET",
-                "/users/me",
-                &[("cookie", &format!("directus_session_token={value}"))],
-                None,
-            )
+            .with_cookie("GET", "/users/me", "directus_session_token", value, None)
             .await;
         assert!(r.status == 401 || r.status == 403, "{}", r.text);
         let cookies = r.set_cookies();
@@ -279,12 +274,7 @@ async fn expired_session_cookie_is_not_cleared() {
     let jwt = r.cookie("directus_session_token").unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = s
-        .call(
-            "GET",
-            "/users/me",
-            &[("cookie", &format!("directus_session_token={jwt}"))],
-            None,
-        )
+        .with_cookie("GET", "/users/me", "directus_session_token", &jwt, None)
         .await;
     assert_error(&r, 401, "TOKEN_EXPIRED", "Token expired.");
     assert!(r.set_cookies().is_empty());
@@ -441,10 +431,11 @@ async fn static_token_lifecycle() {
 async fn static_token_as_session_cookie() {
     let s = TestServer::spawn(&[]).await;
     let r = s
-        .call(
+        .with_cookie(
             "GET",
             "/users/me?fields=email",
-            &[("cookie", &format!("directus_session_token={ADMIN_TOKEN}"))],
+            "directus_session_token",
+            ADMIN_TOKEN,
             None,
         )
         .await;
@@ -543,10 +534,11 @@ async fn own_password_change_keeps_the_current_session() {
     let keep = a.cookie("directus_session_token").unwrap();
     let (_, other_rt) = s.admin_tokens().await;
     let r = s
-        .call(
+        .with_cookie(
             "PATCH",
             "/users/me",
-            &[("cookie", &format!("directus_session_token={keep}"))],
+            "directus_session_token",
+            &keep,
             Some(json!({"password": "Brand-New-Password-3"})),
         )
         .await;
