@@ -11,7 +11,6 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use serde_json::json;
 use tessera_client::{Client, ClientError, FileStore, MemoryStore, TokenStore, refresh_token};
-use tessera_core::clock::SystemClock;
 use tessera_server::config::Config;
 
 const EMAIL: &str = "admin@example.com";
@@ -44,9 +43,12 @@ async fn spawn(vars: &[(&str, &str)]) -> Server {
     for (k, v) in vars {
         map.insert((*k).to_owned(), (*v).to_owned());
     }
-    let started = tessera_server::start(Config::from_vars(&map).unwrap(), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let started = tessera_server::start(
+        Config::from_vars(&map).unwrap(),
+        tessera_server::Hooks::default(),
+    )
+    .await
+    .unwrap();
     let refreshes = Arc::new(AtomicUsize::new(0));
     let counter = refreshes.clone();
     let app = tessera_server::router(started.state).layer(axum::middleware::from_fn(

@@ -15,8 +15,8 @@ pub struct Accountability {
     pub roles: Vec<Uuid>,
     pub admin: bool,
     pub app: bool,
-    /// The session token's digest when the caller authenticated with a session JWT.
-    pub session: Option<String>,
+    /// The session family when the caller authenticated with a session JWT.
+    pub session: Option<Uuid>,
     pub ip: Option<IpAddr>,
 }
 

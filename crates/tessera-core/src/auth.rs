@@ -1,6 +1,7 @@
-//! The token lifecycle: login, refresh with rotation (grace window and reuse detection in every
-//! mode), logout, and turning a presented token (JWT, session JWT or static token) into an
-//! [`Accountability`]. Also the caches that keep token checks off the database.
+//! The token lifecycle: login (with the failed-attempt limit and the admin lockout), refresh
+//! with rotation (grace window and reuse detection in every mode), logout, and turning a
+//! presented token (JWT, session JWT or static token) into an [`Accountability`]. The rules
+//! are pure functions here; the store runs them inside its transactions.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,7 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tessera_proto::AuthMode;
-use tessera_store::{AccessTree, ClientMeta, NewSession, RotateOutcome, Rotation, Store};
+use tessera_store::{
+    AccessTree, Admission, AttemptChange, ClientMeta, Family, FamilyChange, LoginState, LoginUser,
+    NewSession, Store,
+};
 use uuid::Uuid;
 
 use crate::access::{Accountability, GlobalAccess, global_access};
@@ -17,7 +21,8 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::jwt::{AccessClaims, ISSUER, JwtKeys, is_directus_jwt};
 use crate::password::Passwords;
-use crate::tokens::{digest, random_token, successor};
+use crate::probe::{NoProbe, Point, Probe};
+use crate::tokens::{RefreshId, digest, read_refresh_token, refresh_token};
 use crate::validate::{is_email, optional_string, required_string};
 
 /// Lifetimes and delays of the token lifecycle.
@@ -31,6 +36,9 @@ pub struct AuthSettings {
     pub session_ttl_ms: i64,
     /// `SESSION_REFRESH_GRACE_PERIOD`.
     pub grace_ms: i64,
+    /// `SESSION_REFRESH_REVOKE_ON_REUSE`: whether a spent token replayed after the grace
+    /// window ends its whole session (it is refused either way).
+    pub revoke_on_reuse: bool,
     /// `LOGIN_STALL_TIME`.
     pub login_stall: Duration,
 }
@@ -42,6 +50,7 @@ impl Default for AuthSettings {
             refresh_ttl_ms: 7 * 24 * 3600 * 1000,
             session_ttl_ms: 24 * 3600 * 1000,
             grace_ms: 10_000,
+            revoke_on_reuse: true,
             login_stall: Duration::from_millis(500),
         }
     }
@@ -111,6 +120,175 @@ impl LoginRequest {
     }
 }
 
+/// Where a presented refresh token (or the session a session JWT names) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Unknown, expired, or too old to tell: refused, nothing written.
+    Dead,
+    /// The family's user is no longer active: the family ends.
+    Inactive,
+    /// A spent token back after its grace window: a replay; the family ends (by default).
+    Replayed,
+    /// A spent token inside its grace window: it yields the live token again.
+    InGrace,
+    /// The live token.
+    Live,
+}
+
+/// A refresh token as presented: what it names, whether this secret made it, and its digest.
+#[derive(Clone)]
+struct Presented {
+    id: RefreshId,
+    authentic: bool,
+    digest: String,
+}
+
+impl Presented {
+    /// `None` when the value does not even have a refresh token's shape.
+    fn read(secret: &[u8], token: &str) -> Option<Self> {
+        let t = read_refresh_token(secret, token)?;
+        Some(Self {
+            id: t.id,
+            authentic: t.authentic,
+            digest: digest(token),
+        })
+    }
+
+    /// Whether this is the family's live token: its digest is the stored one. This holds for
+    /// a token made under an earlier `SECRET` too, so rotating the secret ends no session.
+    fn is_live_in(&self, f: &Family) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self.digest.as_bytes(), f.token_hash.as_bytes()).into()
+    }
+
+    /// Whether the token belongs to family `f` at all: its live token, or one this secret
+    /// made for it (a spent one). Anything else naming the family is a forgery.
+    fn belongs_to(&self, f: &Family) -> bool {
+        self.is_live_in(f) || self.authentic
+    }
+}
+
+/// Judges a presented token against its family `f` at `now`. A spent generation's grace
+/// window runs from the refresh that spent it; the family remembers when its last two
+/// refreshes happened, so a token one or two refreshes behind is judged exactly, and an older
+/// one is a replay once even the older of those two refreshes is past the window, else
+/// unclear (dead).
+fn verdict(f: &Family, p: &Presented, now: i64, grace_ms: i64) -> Verdict {
+    let live = p.is_live_in(f);
+    if f.expires_ms < now || !p.belongs_to(f) || (!live && p.id.generation >= f.generation) {
+        return Verdict::Dead;
+    }
+    if !f.user.is_active() {
+        return Verdict::Inactive;
+    }
+    if live {
+        return Verdict::Live;
+    }
+    let within = |t: i64| t.saturating_add(grace_ms) >= now;
+    match (
+        f.generation - p.id.generation,
+        f.rotated_at_ms,
+        f.prev_rotated_at_ms,
+    ) {
+        (1, Some(t), _) | (2, _, Some(t)) if within(t) => Verdict::InGrace,
+        (1, Some(_), _) | (2, _, Some(_)) => Verdict::Replayed,
+        (_, _, Some(t)) if !within(t) => Verdict::Replayed,
+        _ => Verdict::Dead,
+    }
+}
+
+/// What a refresh writes for a verdict; `next` is the token an advance issues.
+fn refresh_change(
+    v: Verdict,
+    revoke_on_reuse: bool,
+    now_ms: i64,
+    expires_ms: i64,
+    next: &str,
+    meta: ClientMeta,
+) -> FamilyChange {
+    match v {
+        Verdict::Dead => FamilyChange::None,
+        Verdict::Inactive => FamilyChange::End,
+        Verdict::Replayed if revoke_on_reuse => FamilyChange::End,
+        Verdict::Replayed => FamilyChange::None,
+        Verdict::InGrace => FamilyChange::Extend { now_ms, expires_ms },
+        Verdict::Live => FamilyChange::Advance {
+            now_ms,
+            expires_ms,
+            token_hash: digest(next),
+            meta,
+        },
+    }
+}
+
+/// What a login attempt may do, decided before its password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// Refused without a password check (inactive, locked, or the attempt that trips a lock).
+    Refuse,
+    /// The attempt past the limit of an ordinary user: the user is suspended, the attempt
+    /// refused (architecture decision 4).
+    Suspend,
+    /// Check the password; `seen` is this attempt's place in the count since the last success.
+    Check { seen: i64 },
+}
+
+/// The first lock of an admin past the attempt limit; each further failure doubles it.
+const LOCK_BASE_MS: i64 = 60_000;
+/// The longest lock.
+const LOCK_MAX_MS: i64 = 3_600_000;
+
+/// How long password logins stay locked after the `excess`-th attempt past the limit.
+fn lock_window_ms(excess: i64) -> i64 {
+    let doublings = u32::try_from(excess.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    LOCK_BASE_MS.saturating_mul(1 << doublings).min(LOCK_MAX_MS)
+}
+
+/// The failed-attempt rule (ADR 0004). Every attempt is counted before its password is checked.
+/// Past `limit`, an ordinary user is suspended; a user with admin access is never suspended
+/// by failed logins, so that no stranger can lock out the last admin: its password logins are
+/// locked for a window that doubles with each further attempt, and the first attempt after a
+/// window gets a real password check. Static tokens and live sessions are not touched.
+fn attempt(limit: Option<i64>, admin: bool, now: i64, s: &LoginState) -> (Attempt, AttemptChange) {
+    if s.status != "active" || s.locked_until_ms.is_some_and(|t| t > now) {
+        return (Attempt::Refuse, AttemptChange::None);
+    }
+    let seen = s.failed_logins.saturating_add(1);
+    let count = |lock_until_ms, suspend| AttemptChange::Count {
+        lock_until_ms,
+        suspend,
+    };
+    match limit {
+        Some(limit) if seen > limit && !admin => (Attempt::Suspend, count(None, true)),
+        Some(limit) if seen > limit => {
+            let excess = seen - limit;
+            let lock = Some(now.saturating_add(lock_window_ms(excess)));
+            let a = if excess == 1 {
+                Attempt::Refuse
+            } else {
+                Attempt::Check { seen }
+            };
+            (a, count(lock, false))
+        }
+        _ => (Attempt::Check { seen }, count(None, false)),
+    }
+}
+
+/// Whether a user may log in with a password at all (active, local provider).
+fn can_log_in(u: &LoginUser) -> bool {
+    u.status == "active" && u.provider == "default"
+}
+
+/// The token a refresh of family `f`'s live token issues: the next generation's.
+fn successor(secret: &[u8], f: &Family) -> String {
+    refresh_token(
+        secret,
+        RefreshId {
+            family: f.id,
+            generation: f.generation + 1,
+        },
+    )
+}
+
 /// The token lifecycle service.
 #[derive(Clone)]
 pub struct Auth {
@@ -119,6 +297,7 @@ pub struct Auth {
     secret: Arc<[u8]>,
     passwords: Passwords,
     clock: Arc<dyn Clock>,
+    probe: Arc<dyn Probe>,
     settings: AuthSettings,
     caches: Caches,
 }
@@ -145,9 +324,16 @@ impl Auth {
             secret: secret.into(),
             passwords,
             clock,
+            probe: Arc::new(NoProbe),
             settings,
             caches: Caches::new(),
         }
+    }
+
+    /// Tells `probe` when a login reaches a [`Point`] (tests hold requests there).
+    pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Self {
+        self.probe = probe;
+        self
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -167,7 +353,7 @@ impl Auth {
     }
 
     /// Logs in from a raw request body. Every outcome, validation errors included, takes at
-    /// least `LOGIN_STALL_TIME`.
+    /// least `LOGIN_STALL_TIME`, except a refusal under pressure, which answers at once.
     pub async fn login(
         &self,
         body: &Map<String, Value>,
@@ -181,7 +367,9 @@ impl Auth {
             Ok((req.mode, issued))
         }
         .await;
-        tokio::time::sleep_until(started + self.settings.login_stall).await;
+        if !matches!(out, Err(Error::ServiceUnavailable { .. })) {
+            tokio::time::sleep_until(started + self.settings.login_stall).await;
+        }
         out
     }
 
@@ -197,22 +385,33 @@ impl Auth {
             .store
             .login_user(&req.email.to_ascii_lowercase())
             .await?;
-        let Some(user) = user.filter(|u| u.status == "active" && u.provider == "default") else {
+        let Some(user) = user.filter(can_log_in) else {
             self.passwords.verify(req.password.clone(), None).await?;
             return Err(Error::InvalidCredentials);
         };
-        // Every attempt is counted before the password is checked, atomically, so parallel
-        // guesses cannot slip past the limit; a success resets the count.
-        if let Some(limit) = self.login_attempt_limit().await?
-            && self.store.record_login_attempt(user.id).await? > limit
-        {
-            // The attempt that trips the limit is itself refused (architecture decision 4).
-            self.store.suspend_user(user.id).await?;
-            self.caches.invalidate();
-            tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
-            self.passwords.verify(req.password.clone(), None).await?;
-            return Err(Error::InvalidCredentials);
-        }
+        let limit = self.login_attempt_limit().await?;
+        let admin = self
+            .global_access(user.role, Some(user.id), None)
+            .await?
+            .admin;
+        let now = self.clock.now_ms();
+        let state = self
+            .store
+            .login_attempt(
+                user.id,
+                Box::new(move |s: &LoginState| attempt(limit, admin, now, s).1),
+            )
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        let seen = match attempt(limit, admin, now, &state).0 {
+            Attempt::Check { seen } => seen,
+            Attempt::Refuse => return Err(Error::InvalidCredentials),
+            Attempt::Suspend => {
+                self.caches.invalidate();
+                tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
+                return Err(Error::InvalidCredentials);
+            }
+        };
         if !self
             .passwords
             .verify(req.password.clone(), user.password.clone())
@@ -224,25 +423,51 @@ impl Auth {
             // TOTP verification is not available yet: a TFA account cannot log in (fail closed).
             return Err(Error::InvalidOtp);
         }
-        let g = self.global_access(user.role, Some(user.id), ip).await?;
+        self.probe.reached(Point::PasswordVerified).await;
+        // The session opens only if the user is, at that moment, still active with the
+        // password just verified: a suspension or password change made while the hash ran
+        // wins.
+        let verified = user.password.clone();
+        let admit = move |u: &LoginUser| {
+            if can_log_in(u) && u.password == verified {
+                Admission::Admit { forgive: seen }
+            } else {
+                Admission::Refuse
+            }
+        };
         let now = self.clock.now_ms();
-        let token = random_token();
-        self.store
-            .insert_session(NewSession {
-                token_hash: digest(&token),
-                family: Uuid::new_v4(),
-                user: user.id,
-                expires_ms: now + self.settings.refresh_ttl_ms,
-                meta,
-            })
-            .await?;
-        self.store.purge_expired_sessions(now, None).await?;
-        self.store.record_login_success(user.id, now).await?;
+        let family = Uuid::new_v4();
+        let token = refresh_token(
+            &self.secret,
+            RefreshId {
+                family,
+                generation: 0,
+            },
+        );
+        let principal = self
+            .store
+            .open_session(
+                NewSession {
+                    family,
+                    token_hash: digest(&token),
+                    user: user.id,
+                    now_ms: now,
+                    expires_ms: now + self.settings.refresh_ttl_ms,
+                    meta,
+                },
+                Box::new(admit),
+            )
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        self.store.purge_expired_sessions(now).await?;
         self.caches.invalidate_user(user.id);
+        let g = self
+            .global_access(principal.role, Some(principal.id), ip)
+            .await?;
         let enforce_tfa = (g.enforce_tfa && user.tfa_secret.is_none()).then_some(true);
         let grant = Grant {
-            user: user.id,
-            role: user.role,
+            user: principal.id,
+            role: principal.role,
             access: g,
             enforce_tfa,
         };
@@ -297,7 +522,8 @@ impl Auth {
         v.session.ok_or(Error::InvalidCredentials)
     }
 
-    /// Spends a refresh token and issues its successor.
+    /// Spends a refresh token and issues its successor. Inside the grace window a spent token
+    /// yields the family's live token again; after it, the replay ends the family.
     pub async fn refresh(
         &self,
         mode: AuthMode,
@@ -306,58 +532,101 @@ impl Auth {
         ip: Option<IpAddr>,
     ) -> Result<Issued> {
         let started = tokio::time::Instant::now();
+        let p = Presented::read(&self.secret, token).ok_or(Error::InvalidCredentials)?;
+        let family_id = p.id.family;
         let now = self.clock.now_ms();
-        let next = successor(&self.secret, token);
-        let ttl = match mode {
-            AuthMode::Session => self.settings.session_ttl_ms,
-            _ => self.settings.refresh_ttl_ms,
-        };
-        let old_hash = digest(token);
-        let outcome = self
+        let grace = self.settings.grace_ms;
+        let revoke = self.settings.revoke_on_reuse;
+        let expires = now
+            + match mode {
+                AuthMode::Session => self.settings.session_ttl_ms,
+                _ => self.settings.refresh_ttl_ms,
+            };
+        // Whichever verdict the transaction reaches, the token it may hand out is the one
+        // after the family's generation as read there: derive it inside.
+        let secret = self.secret.clone();
+        let judged = p.clone();
+        let family = self
             .store
-            .rotate_session(Rotation {
-                old_hash: old_hash.clone(),
-                new_hash: digest(&next),
-                now_ms: now,
-                expires_ms: now + ttl,
-                grace_ms: self.settings.grace_ms,
-                meta,
-            })
-            .await?;
-        match outcome {
-            RotateOutcome::NotFound => Err(Error::InvalidCredentials),
-            RotateOutcome::Reused { family } => {
-                self.caches.invalidate();
-                tracing::warn!(%family, "refresh token replayed after rotation: session revoked");
-                Err(Error::InvalidCredentials)
+            .change_family(
+                family_id,
+                Box::new(move |f| {
+                    let v = verdict(f, &judged, now, grace);
+                    let next = successor(&secret, f);
+                    refresh_change(v, revoke, now, expires, &next, meta)
+                }),
+            )
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        self.caches.sessions.invalidate(&family_id);
+        let issued = match verdict(&family, &p, now, grace) {
+            Verdict::Dead => return Err(Error::InvalidCredentials),
+            Verdict::Replayed => {
+                self.replayed(family_id);
+                return Err(Error::InvalidCredentials);
             }
-            RotateOutcome::Inactive { status } => {
-                self.caches.sessions.invalidate(&old_hash);
+            Verdict::Inactive => {
                 tokio::time::sleep_until(started + self.settings.login_stall).await;
-                Err(if status == "suspended" {
+                return Err(if family.user.status == "suspended" {
                     Error::UserSuspended
                 } else {
                     Error::InvalidCredentials
-                })
+                });
             }
-            RotateOutcome::Rotated { user, .. } => {
-                self.caches.sessions.invalidate(&old_hash);
-                self.caches.invalidate_user(user.id);
-                let g = self.global_access(user.role, Some(user.id), ip).await?;
-                let grant = Grant {
-                    user: user.id,
-                    role: user.role,
-                    access: g,
-                    enforce_tfa: None,
-                };
-                self.issue(mode, grant, next, now)
-            }
-        }
+            // Inside the grace window: the live token again, never a spent one.
+            Verdict::InGrace => refresh_token(
+                &self.secret,
+                RefreshId {
+                    family: family_id,
+                    generation: family.generation,
+                },
+            ),
+            Verdict::Live => successor(&self.secret, &family),
+        };
+        let user = &family.user;
+        self.caches.invalidate_user(user.id);
+        let g = self.global_access(user.role, Some(user.id), ip).await?;
+        let grant = Grant {
+            user: user.id,
+            role: user.role,
+            access: g,
+            enforce_tfa: None,
+        };
+        self.issue(mode, grant, issued, now)
     }
 
-    /// Ends the session a refresh token belongs to. Unknown tokens are not an error.
+    /// After a replay was detected (and, by default, its family ended): forget what the
+    /// caches know of the family and tell the operator.
+    fn replayed(&self, family: Uuid) {
+        self.caches.invalidate();
+        tracing::warn!(
+            %family,
+            revoked = self.settings.revoke_on_reuse,
+            "spent refresh token presented after its grace window"
+        );
+    }
+
+    /// Ends the session a refresh token belongs to, whichever of its tokens it is. Unknown
+    /// tokens are not an error.
     pub async fn logout(&self, token: &str) -> Result<()> {
-        if self.store.end_session(&digest(token)).await? {
+        let Some(p) = Presented::read(&self.secret, token) else {
+            return Ok(());
+        };
+        let judged = p.clone();
+        let found = self
+            .store
+            .change_family(
+                p.id.family,
+                Box::new(move |f| {
+                    if judged.belongs_to(f) {
+                        FamilyChange::End
+                    } else {
+                        FamilyChange::None
+                    }
+                }),
+            )
+            .await?;
+        if found.is_some_and(|f| p.belongs_to(&f)) {
             self.caches.invalidate();
         }
         Ok(())
@@ -367,7 +636,7 @@ impl Auth {
     pub async fn purge_expired(&self) -> Result<u64> {
         Ok(self
             .store
-            .purge_expired_sessions(self.clock.now_ms(), None)
+            .purge_expired_sessions(self.clock.now_ms())
             .await?)
     }
 
@@ -392,7 +661,7 @@ impl Auth {
         &self,
         user: Option<Uuid>,
         role: Option<Uuid>,
-        session: Option<String>,
+        session: Option<Uuid>,
         ip: Option<IpAddr>,
     ) -> Result<Accountability> {
         let tree = self.access_tree(role, user).await?;
@@ -408,7 +677,49 @@ impl Auth {
         })
     }
 
-    /// Resolves a presented token (or none) into the caller's accountability.
+    /// The family a session JWT's `session` claim names, if that token still authenticates
+    /// `user`: live, or spent inside its grace window, and the user active. A spent token
+    /// after its window is a replay and ends the family, as on `/auth/refresh`.
+    async fn live_session(&self, token: &str, user: Uuid, now: i64) -> Result<Family> {
+        let p = Presented::read(&self.secret, token).ok_or(Error::InvalidCredentials)?;
+        let family_id = p.id.family;
+        let found = self
+            .caches
+            .get_or_load(&self.caches.sessions, family_id, async {
+                Ok(self.store.family(family_id).await?)
+            })
+            .await?;
+        let Some(family) = found.filter(|f| f.user.id == user) else {
+            return Err(Error::InvalidCredentials);
+        };
+        let grace = self.settings.grace_ms;
+        match verdict(&family, &p, now, grace) {
+            Verdict::Live | Verdict::InGrace => Ok(family),
+            Verdict::Dead | Verdict::Inactive => Err(Error::InvalidCredentials),
+            Verdict::Replayed => {
+                let revoke = self.settings.revoke_on_reuse;
+                let judged = p.clone();
+                let seen = self
+                    .store
+                    .change_family(
+                        family_id,
+                        Box::new(move |f| match verdict(f, &judged, now, grace) {
+                            Verdict::Replayed if revoke => FamilyChange::End,
+                            _ => FamilyChange::None,
+                        }),
+                    )
+                    .await?;
+                if seen.is_some_and(|f| verdict(&f, &p, now, grace) == Verdict::Replayed) {
+                    self.replayed(family_id);
+                }
+                Err(Error::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Resolves a presented token (or none) into the caller's accountability. A session JWT
+    /// and a static token carry the user's current role and status; a plain JWT carries the
+    /// role its claims name until it expires, as in Directus.
     pub async fn authenticate(
         &self,
         token: Option<&str>,
@@ -429,24 +740,15 @@ impl Auth {
             None => None,
         };
         if let Some(v) = verified {
-            let session = match (&v.session, v.id) {
+            return match (&v.session, v.id) {
                 (Some(s), Some(user)) => {
-                    let hash = digest(s);
-                    let state = self
-                        .caches
-                        .get_or_load(&self.caches.sessions, hash.clone(), async {
-                            Ok(self.store.session_state(&hash).await?)
-                        })
-                        .await?;
-                    if !state.is_some_and(|st| st.is_live_for(user, now, self.settings.grace_ms)) {
-                        return Err(Error::InvalidCredentials);
-                    }
-                    Some(hash)
+                    let f = self.live_session(s, user, now).await?;
+                    self.accountability(Some(f.user.id), f.user.role, Some(f.id), ip)
+                        .await
                 }
-                (Some(_), None) => return Err(Error::InvalidCredentials),
-                (None, _) => None,
+                (Some(_), None) => Err(Error::InvalidCredentials),
+                (None, _) => self.accountability(v.id, v.role, None, ip).await,
             };
-            return self.accountability(v.id, v.role, session, ip).await;
         }
         let key = digest(token);
         let principal = self
@@ -459,5 +761,166 @@ impl Auth {
             Some(p) if p.is_active() => self.accountability(Some(p.id), p.role, None, ip).await,
             _ => Err(Error::InvalidCredentials),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_store::Principal;
+
+    const SECRET: &[u8] = b"unit-test-secret";
+
+    fn family(generation: u64, rotated: Option<i64>, prev: Option<i64>) -> Family {
+        let id = Uuid::new_v4();
+        Family {
+            id,
+            user: Principal {
+                id: Uuid::new_v4(),
+                role: None,
+                status: "active".into(),
+            },
+            generation,
+            token_hash: digest(&token(id, generation)),
+            expires_ms: 1_000_000,
+            rotated_at_ms: rotated,
+            prev_rotated_at_ms: prev,
+        }
+    }
+
+    fn token(family: Uuid, generation: u64) -> String {
+        refresh_token(SECRET, RefreshId { family, generation })
+    }
+
+    fn judge(f: &Family, generation: u64, now: i64, grace: i64) -> Verdict {
+        let p = Presented::read(SECRET, &token(f.id, generation)).unwrap();
+        verdict(f, &p, now, grace)
+    }
+
+    #[test]
+    fn verdicts_follow_the_grace_window_of_each_spent_token() {
+        // T (0) spent at 1000, S1 (1) spent at 5000, S2 (2) live; grace 10 s.
+        let f = family(2, Some(5_000), Some(1_000));
+        assert_eq!(judge(&f, 2, 6_000, 10_000), Verdict::Live);
+        assert_eq!(judge(&f, 1, 6_000, 10_000), Verdict::InGrace);
+        assert_eq!(judge(&f, 0, 6_000, 10_000), Verdict::InGrace);
+        assert_eq!(judge(&f, 0, 11_000, 10_000), Verdict::InGrace);
+        assert_eq!(judge(&f, 0, 11_001, 10_000), Verdict::Replayed);
+        assert_eq!(judge(&f, 1, 11_001, 10_000), Verdict::InGrace);
+        assert_eq!(judge(&f, 1, 15_001, 10_000), Verdict::Replayed);
+        assert_eq!(judge(&f, 3, 6_000, 10_000), Verdict::Dead);
+    }
+
+    #[test]
+    fn tokens_older_than_the_remembered_refreshes_are_judged_conservatively() {
+        let f = family(5, Some(9_000), Some(8_000));
+        // Generation 1 was spent no later than 8000: within 10 s of it nothing can be told.
+        assert_eq!(judge(&f, 1, 12_000, 10_000), Verdict::Dead);
+        assert_eq!(judge(&f, 1, 18_001, 10_000), Verdict::Replayed);
+    }
+
+    #[test]
+    fn forged_and_foreign_tokens_are_dead_but_a_live_token_survives_a_new_secret() {
+        let f = family(3, Some(9_000), Some(8_000));
+        let forged = Presented::read(b"another-secret", &token(f.id, 1)).unwrap();
+        assert!(!forged.authentic);
+        assert_eq!(verdict(&f, &forged, 100_000, 10), Verdict::Dead);
+        // The live token made under the old secret still matches its stored digest.
+        let live_old_secret = Presented::read(b"another-secret", &token(f.id, 3)).unwrap();
+        assert_eq!(verdict(&f, &live_old_secret, 100_000, 10), Verdict::Live);
+    }
+
+    #[test]
+    fn expired_families_and_inactive_users() {
+        let mut f = family(0, None, None);
+        assert_eq!(judge(&f, 0, 1_000_001, 10), Verdict::Dead);
+        f.user.status = "suspended".into();
+        assert_eq!(judge(&f, 0, 5, 10), Verdict::Inactive);
+        assert_eq!(judge(&f, 1, 5, 10), Verdict::Dead);
+    }
+
+    #[test]
+    fn replays_end_the_family_only_when_revocation_is_on() {
+        let m = ClientMeta::default;
+        assert!(matches!(
+            refresh_change(Verdict::Replayed, true, 1, 2, "n", m()),
+            FamilyChange::End
+        ));
+        assert!(matches!(
+            refresh_change(Verdict::Replayed, false, 1, 2, "n", m()),
+            FamilyChange::None
+        ));
+        assert!(matches!(
+            refresh_change(Verdict::InGrace, true, 1, 2, "n", m()),
+            FamilyChange::Extend {
+                now_ms: 1,
+                expires_ms: 2
+            }
+        ));
+    }
+
+    fn state(failed: i64, locked: Option<i64>) -> LoginState {
+        LoginState {
+            status: "active".into(),
+            failed_logins: failed,
+            locked_until_ms: locked,
+        }
+    }
+
+    #[test]
+    fn ordinary_users_are_suspended_by_the_attempt_past_the_limit() {
+        let (a, c) = attempt(Some(3), false, 0, &state(2, None));
+        assert_eq!(a, Attempt::Check { seen: 3 });
+        assert_eq!(
+            c,
+            AttemptChange::Count {
+                lock_until_ms: None,
+                suspend: false
+            }
+        );
+        let (a, c) = attempt(Some(3), false, 0, &state(3, None));
+        assert_eq!(a, Attempt::Suspend);
+        assert_eq!(
+            c,
+            AttemptChange::Count {
+                lock_until_ms: None,
+                suspend: true
+            }
+        );
+        let (a, _) = attempt(None, false, 0, &state(1_000, None));
+        assert_eq!(a, Attempt::Check { seen: 1_001 });
+    }
+
+    #[test]
+    fn admins_are_locked_for_growing_windows_never_suspended() {
+        let lock = |a: (Attempt, AttemptChange)| match a.1 {
+            AttemptChange::Count {
+                lock_until_ms,
+                suspend: false,
+            } => (a.0, lock_until_ms),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            lock(attempt(Some(3), true, 0, &state(3, None))),
+            (Attempt::Refuse, Some(60_000))
+        );
+        // Inside the window: refused without counting.
+        assert_eq!(
+            attempt(Some(3), true, 59_999, &state(4, Some(60_000))),
+            (Attempt::Refuse, AttemptChange::None)
+        );
+        // After it: one checked attempt, and a window twice as long.
+        assert_eq!(
+            lock(attempt(Some(3), true, 60_000, &state(4, Some(60_000)))),
+            (Attempt::Check { seen: 5 }, Some(180_000))
+        );
+        assert_eq!(lock_window_ms(3), 240_000);
+        assert_eq!(lock_window_ms(40), LOCK_MAX_MS);
+        let mut s = state(0, None);
+        s.status = "suspended".into();
+        assert_eq!(
+            attempt(Some(3), true, 0, &s),
+            (Attempt::Refuse, AttemptChange::None)
+        );
     }
 }

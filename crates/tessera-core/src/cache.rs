@@ -1,5 +1,5 @@
 //! In-process caches that keep token checks and `/users/me` off the database: static-token
-//! lookups, access trees, session rows and user records. Entries live a few seconds at most;
+//! lookups, access trees, session families and user records. Entries live a few seconds at most;
 //! every write that could change an answer calls [`Caches::invalidate`], and a generation
 //! counter keeps a read that raced such a write from caching its stale answer.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 use serde_json::Value;
-use tessera_store::{AccessTree, Principal, Record, SessionState};
+use tessera_store::{AccessTree, Family, Principal, Record};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -24,7 +24,7 @@ pub struct Caches {
     generation: Arc<AtomicU64>,
     pub(crate) static_tokens: Cache<String, Option<Principal>>,
     pub(crate) access: Cache<(Option<Uuid>, Option<Uuid>), Arc<AccessTree>>,
-    pub(crate) sessions: Cache<String, Option<SessionState>>,
+    pub(crate) sessions: Cache<Uuid, Option<Family>>,
     pub(crate) users: Cache<String, Option<Arc<Record>>>,
     pub(crate) aliases: Cache<(&'static str, String), Arc<Vec<Value>>>,
     /// Verified access tokens. A signature never changes, so writes do not clear this; expiry

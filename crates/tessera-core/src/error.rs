@@ -27,13 +27,10 @@ pub enum Error {
     InvalidPayload(String),
     #[error("Invalid query. {0}.")]
     InvalidQuery(String),
-    #[error("Validation failed for field \"{field}\". {detail}")]
-    FailedValidation {
-        field: String,
-        /// The validation rule: `email`, `regex`, `required`, …
-        rule: &'static str,
-        detail: String,
-    },
+    /// One or more fields failed validation; each becomes its own entry of the envelope, in
+    /// order. Never empty.
+    #[error("{}", .0.first().map(Violation::message).unwrap_or_default())]
+    FailedValidation(Vec<Violation>),
     #[error(
         "Value \"{CONCEALED}\" for field \"{field}\" in collection \"{collection}\" has to be unique."
     )]
@@ -58,12 +55,53 @@ pub enum Error {
         service: &'static str,
         reason: String,
     },
+    #[error("Request timeout. The request body did not arrive in time.")]
+    RequestTimeout,
     /// Anything unexpected. The detail is logged, never sent.
     #[error("An unexpected error occurred.")]
     Internal(String),
 }
 
+/// One field's failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    /// The validation rule: `email`, `regex`, `required`, `nnull`, …
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+impl Violation {
+    fn message(&self) -> String {
+        format!(
+            "Validation failed for field \"{}\". {}",
+            self.field, self.detail
+        )
+    }
+
+    fn to_item(&self) -> ErrorItem {
+        let mut ext = Map::new();
+        ext.insert("field".into(), self.field.clone().into());
+        ext.insert("path".into(), Value::Array(Vec::new()));
+        ext.insert("type".into(), self.rule.into());
+        ext.insert("code".into(), ErrorCode::FailedValidation.as_str().into());
+        ErrorItem {
+            message: self.message(),
+            extensions: ext,
+        }
+    }
+}
+
 impl Error {
+    /// One field failing one rule.
+    pub fn invalid_field(field: &str, rule: &'static str, detail: &str) -> Self {
+        Error::FailedValidation(vec![Violation {
+            field: field.to_owned(),
+            rule,
+            detail: detail.to_owned(),
+        }])
+    }
+
     /// Shorthand for a 403 on a collection, as Directus words it.
     pub fn forbidden_collection(collection: &str) -> Self {
         Error::Forbidden(Some(format!(
@@ -76,6 +114,15 @@ impl Error {
         Error::Forbidden(Some(format!(
             "You don't have permission to access field \"{field}\" in collection \"{collection}\" or it does not exist. Queried in root."
         )))
+    }
+
+    /// 503 for work refused because the server is saturated, worded as Directus's pressure
+    /// limiter words it.
+    pub fn under_pressure() -> Self {
+        Error::ServiceUnavailable {
+            service: "api",
+            reason: "Under pressure".into(),
+        }
     }
 
     /// Shorthand for INVALID_PAYLOAD.
@@ -94,19 +141,33 @@ impl Error {
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
             Error::InvalidQuery(_) => ErrorCode::InvalidQuery,
-            Error::FailedValidation { .. } => ErrorCode::FailedValidation,
+            Error::FailedValidation(_) => ErrorCode::FailedValidation,
             Error::SecretNotUnique { .. } | Error::RecordNotUnique { .. } => {
                 ErrorCode::RecordNotUnique
             }
             Error::RouteNotFound(_) => ErrorCode::RouteNotFound,
             Error::UnprocessableContent(_) => ErrorCode::UnprocessableContent,
             Error::ServiceUnavailable { .. } => ErrorCode::ServiceUnavailable,
+            Error::RequestTimeout => ErrorCode::RequestTimeout,
             Error::Internal(_) => ErrorCode::InternalServerError,
+        }
+    }
+
+    /// The envelope's entries: one per failed field for a validation failure, else one.
+    pub fn to_items(&self) -> Vec<ErrorItem> {
+        match self {
+            Error::FailedValidation(all) => all.iter().map(Violation::to_item).collect(),
+            other => vec![other.to_item()],
         }
     }
 
     /// The envelope entry: message plus extensions, `code` last as Directus writes it.
     pub fn to_item(&self) -> ErrorItem {
+        if let Error::FailedValidation(all) = self
+            && let Some(first) = all.first()
+        {
+            return first.to_item();
+        }
         let mut ext = Map::new();
         let mut put = |k: &str, v: Value| {
             ext.insert(k.into(), v);
@@ -116,11 +177,6 @@ impl Error {
             Error::InvalidPayload(reason)
             | Error::InvalidQuery(reason)
             | Error::UnprocessableContent(reason) => put("reason", reason.clone().into()),
-            Error::FailedValidation { field, rule, .. } => {
-                put("field", field.clone().into());
-                put("path", Value::Array(Vec::new()));
-                put("type", (*rule).into());
-            }
             Error::SecretNotUnique { collection, field } => {
                 put("collection", (*collection).into());
                 put("field", (*field).into());

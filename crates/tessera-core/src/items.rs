@@ -9,14 +9,14 @@ use serde_json::{Map, Value};
 use tessera_proto::CONCEALED;
 use tessera_store::schema::{ROLES, SETTINGS, USERS};
 use tessera_store::{
-    Collection, Condition, EndSessions, Field, Kind, Op, Query, Record, Store, StoreError,
+    Collection, Condition, EndSessions, Field, Kind, Nulls, Op, Query, Record, Store, StoreError,
 };
 use uuid::Uuid;
 
 use crate::access::{Accountability, global_access};
 use crate::cache::Caches;
 use crate::clock::iso8601;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::password::Passwords;
 use crate::query::{Fields, ReadQuery, and};
 use crate::tokens::digest;
@@ -359,7 +359,9 @@ impl Items {
         }
     }
 
-    /// Checks a write body against the collection and converts it to stored values.
+    /// Checks a write body against the collection and converts it to stored values. Nulls
+    /// for `NOT NULL` fields, and required fields missing from a new item, fail validation
+    /// together, before anything else is looked at (as Directus does, admins included).
     async fn values(
         &self,
         c: &'static Collection,
@@ -369,6 +371,7 @@ impl Items {
         let obj = body
             .as_object()
             .ok_or_else(|| Error::payload("Payload must be an object"))?;
+        Self::check_nulls(c, obj, creating)?;
         let mut out = Vec::new();
         for (key, v) in obj {
             if key == "tfa_secret" && c.name == "directus_users" {
@@ -396,6 +399,37 @@ impl Items {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses null for fields whose column is `NOT NULL`, and (on create) the absence of a
+    /// field that has no default: every such field is reported, in schema order.
+    fn check_nulls(
+        c: &'static Collection,
+        body: &Map<String, Value>,
+        creating: bool,
+    ) -> Result<()> {
+        let violations: Vec<Violation> = c
+            .fields
+            .iter()
+            .filter(|f| f.writable && f.nulls != Nulls::Allowed)
+            .filter_map(|f| match (body.get(f.name), f.nulls) {
+                (Some(Value::Null), _) => Some((f.name, "nnull", "Value can't be null.")),
+                (None, Nulls::Required) if creating => {
+                    Some((f.name, "required", "Value is required."))
+                }
+                _ => None,
+            })
+            .map(|(field, rule, detail)| Violation {
+                field: field.to_owned(),
+                rule,
+                detail: detail.to_owned(),
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::FailedValidation(violations))
+        }
     }
 
     /// One field's value, or `None` when Directus would drop it (an empty password).
@@ -447,11 +481,11 @@ impl Items {
         } else {
             // Unlike Directus, the submitted password is not echoed back (architecture
             // decision 4, ADR 0002).
-            Err(Error::FailedValidation {
-                field: "password".into(),
-                rule: "regex",
-                detail: "Value doesn't have the correct format.".into(),
-            })
+            Err(Error::invalid_field(
+                "password",
+                "regex",
+                "Value doesn't have the correct format.",
+            ))
         }
     }
 
@@ -578,20 +612,17 @@ impl Items {
         for (f, v) in values {
             match (f.name, v) {
                 ("email", Value::String(s)) if !is_email(s) => {
-                    return Err(Error::FailedValidation {
-                        field: "email".into(),
-                        rule: "email",
-                        detail: "Value has to be a valid email address.".into(),
-                    });
+                    return Err(Error::invalid_field(
+                        "email",
+                        "email",
+                        "Value has to be a valid email address.",
+                    ));
                 }
                 ("status", Value::String(s)) if !STATUSES.contains(&s.as_str()) => {
                     return Err(Error::payload(format!(
                         "\"status\" must be one of [{}]",
                         STATUSES.join(", ")
                     )));
-                }
-                ("status", Value::Null) => {
-                    return Err(Error::payload("\"status\" must be a string"));
                 }
                 _ => {}
             }
@@ -639,14 +670,6 @@ impl Items {
         let mut values = self.values(c, body, true).await?;
         if c.name == "directus_users" {
             Self::check_user_values(&values)?;
-        }
-        if c.name == "directus_roles" {
-            let named = values
-                .iter()
-                .any(|(f, v)| f.name == "name" && v.as_str().is_some_and(|s| !s.is_empty()));
-            if !named {
-                return Err(Error::payload("\"name\" is required"));
-            }
         }
         let id = match values.iter().find(|(f, _)| f.name == "id") {
             Some((_, v)) => v.as_str().unwrap_or_default().to_owned(),
@@ -711,7 +734,7 @@ impl Items {
             } else if changes("password") || changes("email") {
                 end = match &acc.session {
                     Some(s) if acc.user.map(|u| u.to_string()).as_deref() == Some(id) => {
-                        EndSessions::AllExcept(s.clone())
+                        EndSessions::AllExcept(*s)
                     }
                     _ => EndSessions::All,
                 };
@@ -724,6 +747,16 @@ impl Items {
             .map_err(|e| Self::map_conflict(c, &values, e))?;
         if !found {
             return Err(Error::Forbidden(None));
+        }
+        // Whoever (re)activates a user forgives its failed logins and lifts a login lock.
+        let activates = values
+            .iter()
+            .any(|(f, v)| f.name == "status" && v.as_str() == Some("active"));
+        if c.name == "directus_users"
+            && activates
+            && let Ok(uid) = Uuid::parse_str(id)
+        {
+            self.store.clear_login_failures(uid).await?;
         }
         self.caches.invalidate();
         Ok(())

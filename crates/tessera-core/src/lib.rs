@@ -10,6 +10,7 @@ pub mod error;
 pub mod items;
 pub mod jwt;
 pub mod password;
+pub mod probe;
 pub mod query;
 pub mod tokens;
 pub mod validate;

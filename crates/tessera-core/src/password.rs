@@ -1,16 +1,20 @@
 //! Password hashing: argon2 PHC strings, compatible both ways with node-argon2 (Directus).
 //! Hashing and verification run on one low-priority thread per core, so at most one hash per
 //! core is in flight (each default hash holds 64 MiB) and request handling preempts them.
+//! Callers wait for a free thread in a bounded queue: a full queue refuses at once (503), and
+//! a caller that goes away (its client hung up) leaves the queue without hashing.
 //! An unknown account is verified against a dummy hash of the same cost, so it takes as long
 //! as a wrong password.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, AssociatedData, ParamsBuilder, PasswordVerifier, Version};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::error::{Error, Result};
+use crate::probe::{NoProbe, Point, Probe};
 
 /// The `HASH_*` settings for new hashes. Defaults are node-argon2's: argon2id, m=65536 KiB,
 /// t=3, p=4, 32-byte output.
@@ -62,11 +66,40 @@ impl HashSettings {
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
-/// The hashing service: a fixed set of low-priority threads, one per core, fed by a queue.
+/// How many hashes may wait for a free hashing thread by default.
+pub const DEFAULT_QUEUE_LIMIT: usize = 32;
+
+/// Counters of the hashing service.
+#[derive(Debug, Default)]
+struct Counters {
+    hashed: AtomicU64,
+    refused: AtomicU64,
+    waiting: AtomicUsize,
+}
+
+/// What the hashing service has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashStats {
+    /// Hashes computed (new passwords and verifications).
+    pub hashed: u64,
+    /// Requests refused because the queue was full.
+    pub refused: u64,
+    /// Requests waiting for a hashing thread now.
+    pub waiting: usize,
+}
+
+/// The hashing service: a fixed set of low-priority threads, one per core, fed through a
+/// bounded queue.
 #[derive(Clone)]
 pub struct Passwords {
     settings: Arc<HashSettings>,
     jobs: std::sync::mpsc::Sender<HashJob>,
+    /// One permit per hashing thread; a job holds one until its hash is done.
+    threads: Arc<Semaphore>,
+    concurrency: usize,
+    queue_limit: usize,
+    counters: Arc<Counters>,
+    probe: Arc<dyn Probe>,
     dummy: Arc<OnceCell<String>>,
 }
 
@@ -94,16 +127,36 @@ fn hash_worker(queue: Arc<Mutex<std::sync::mpsc::Receiver<HashJob>>>) {
     }
 }
 
+/// Takes a caller's place in the queue back when it stops waiting, however it stops.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Passwords {
     /// A service hashing at most `concurrency` passwords at once (normally the number of
-    /// cores); further requests queue.
-    pub fn new(settings: HashSettings, concurrency: usize) -> Result<Self> {
+    /// cores) with at most `queue_limit` more waiting.
+    pub fn new(settings: HashSettings, concurrency: usize, queue_limit: usize) -> Result<Self> {
+        Self::with_probe(settings, concurrency, queue_limit, Arc::new(NoProbe))
+    }
+
+    /// As [`Passwords::new`], telling `probe` when a hash is about to run.
+    pub fn with_probe(
+        settings: HashSettings,
+        concurrency: usize,
+        queue_limit: usize,
+        probe: Arc<dyn Probe>,
+    ) -> Result<Self> {
         settings
             .hasher()
             .map_err(|e| Error::Internal(format!("argon2 settings: {e}")))?;
+        let concurrency = concurrency.max(1);
         let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
         let queue = Arc::new(Mutex::new(queue));
-        for i in 0..concurrency.max(1) {
+        for i in 0..concurrency {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
@@ -113,20 +166,61 @@ impl Passwords {
         Ok(Self {
             settings: Arc::new(settings),
             jobs,
+            threads: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            queue_limit,
+            counters: Arc::new(Counters::default()),
+            probe,
             dummy: Arc::new(OnceCell::new()),
         })
     }
 
-    /// Runs `f` on a hashing thread. A dropped caller does not free the thread early: the
-    /// hash finishes, and only then does the next one start.
+    /// How many hashes run at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// What the service has done so far.
+    pub fn stats(&self) -> HashStats {
+        HashStats {
+            hashed: self.counters.hashed.load(Ordering::SeqCst),
+            refused: self.counters.refused.load(Ordering::SeqCst),
+            waiting: self.counters.waiting.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Runs `f` on a hashing thread once one is free. A full queue is refused at once with
+    /// 503; a caller dropped while waiting leaves the queue and `f` never runs. Once started,
+    /// a hash runs to its end and keeps its thread until then, even if the caller goes.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        let ahead = self.counters.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(&self.counters.waiting);
+        if ahead >= self.queue_limit {
+            self.counters.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::under_pressure());
+        }
+        let permit = self
+            .threads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("hash pool closed".into()))?;
+        drop(waiting);
+        self.probe.reached(Point::Hashing).await;
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let counters = self.counters.clone();
         self.jobs
             .send(Box::new(move || {
-                let _ = reply.send(f());
+                let _thread = permit;
+                if reply.is_closed() {
+                    return;
+                }
+                let out = f();
+                counters.hashed.fetch_add(1, Ordering::SeqCst);
+                let _ = reply.send(out);
             }))
             .map_err(|_| Error::Internal("hash pool closed".into()))?;
         answer
@@ -187,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let p = Passwords::new(cheap(), 2).unwrap();
+        let p = Passwords::new(cheap(), 2, DEFAULT_QUEUE_LIMIT).unwrap();
         let h = p.hash("hunter2".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{h}");
         assert!(p.verify("hunter2".into(), Some(h.clone())).await.unwrap());
@@ -197,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn verifies_node_argon2_hashes() {
-        let p = Passwords::new(cheap(), 1).unwrap();
+        let p = Passwords::new(cheap(), 1, DEFAULT_QUEUE_LIMIT).unwrap();
         // Made by node-argon2 (Directus): parameters in m,p,t order; one with associated data.
         let node = "$argon2id$v=19$m=4096,p=1,t=3$c29tZXNhbHRzb21lc2FsdA$Qv0W7pYc+RKVOrvfCRmPWYJpFx2Ww8ZhJ2kuHOPnkJs";
         let reference = HashSettings {
@@ -226,10 +320,41 @@ mod tests {
             associated_data: Some(b"directus".to_vec()),
             ..cheap()
         };
-        let pd = Passwords::new(with_data, 1).unwrap();
+        let pd = Passwords::new(with_data, 1, DEFAULT_QUEUE_LIMIT).unwrap();
         let h = pd.hash("pw".into()).await.unwrap();
         assert!(h.contains("data="), "{h}");
         assert!(p.verify("pw".into(), Some(h)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_abandoned_callers_never_hash() {
+        let gate = crate::probe::Gate::new(Point::Hashing);
+        let p = Passwords::with_probe(cheap(), 1, 2, gate.clone()).unwrap();
+        let hash = |p: &Passwords| {
+            let p = p.clone();
+            tokio::spawn(async move { p.hash("pw".into()).await })
+        };
+        // One hash holds the only thread at the gate; two more wait: the queue is full.
+        let held = hash(&p);
+        gate.arrivals(1).await;
+        let queued = [hash(&p), hash(&p)];
+        while p.stats().waiting < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = p.hash("pw".into()).await.unwrap_err();
+        assert_eq!(refused.code(), tessera_proto::ErrorCode::ServiceUnavailable);
+        assert_eq!(p.stats().refused, 1);
+        // Callers that go away leave the queue at once, and their hashes never run.
+        for q in queued {
+            q.abort();
+        }
+        while p.stats().waiting > 0 {
+            tokio::task::yield_now().await;
+        }
+        gate.open();
+        assert!(held.await.unwrap().is_ok());
+        assert_eq!(p.stats().hashed, 1);
+        assert_eq!(gate.arrived(), 1);
     }
 
     #[test]

@@ -31,18 +31,25 @@ impl Fields {
     /// Parses a comma list such as `id,email,role.name,role.*`.
     pub fn parse(list: &str) -> Result<Self> {
         let mut f = Fields::default();
-        f.add_list(list)?;
+        f.add_list(list, &mut 0)?;
         if f.names.is_empty() && f.nested.is_empty() {
             f.all = true;
         }
         Ok(f)
     }
 
-    /// Adds every path of a comma list, refusing paths deeper than [`MAX_DEPTH`].
-    fn add_list(&mut self, list: &str) -> Result<()> {
+    /// Adds every path of a comma list, refusing paths deeper than [`MAX_DEPTH`] and more
+    /// than [`MAX_FIELD_PATHS`] paths in all (`seen` counts them across lists).
+    fn add_list(&mut self, list: &str, seen: &mut usize) -> Result<()> {
         for path in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if path.matches('.').count() >= MAX_DEPTH {
                 return Err(Error::InvalidQuery("Max relational depth exceeded".into()));
+            }
+            *seen += 1;
+            if *seen > MAX_FIELD_PATHS {
+                return Err(Error::InvalidQuery(format!(
+                    "\"fields\" may name at most {MAX_FIELD_PATHS} fields"
+                )));
             }
             self.add(path);
         }
@@ -68,6 +75,20 @@ pub const MAX_DEPTH: usize = 10;
 
 /// How deeply `_and`/`_or` filters may nest.
 const MAX_FILTER_DEPTH: usize = 32;
+
+/// The most paths one query's `fields` may list.
+const MAX_FIELD_PATHS: usize = 1_000;
+
+/// The most fields one query may sort by.
+const MAX_SORT_FIELDS: usize = 100;
+
+/// The most comparisons and groups one filter may hold (SQLite refuses expressions deeper
+/// than 1000).
+const MAX_FILTER_CONDITIONS: usize = 500;
+
+/// The most `_in`/`_nin` values one filter may hold (SQLite binds at most 32766 values,
+/// PostgreSQL 65535).
+const MAX_FILTER_VALUES: usize = 10_000;
 
 /// A parsed, not yet schema-checked read query.
 #[derive(Debug, Clone, Default)]
@@ -115,11 +136,14 @@ impl ReadQuery {
     pub fn parse(qs: &str) -> Result<Self> {
         let mut q = ReadQuery::default();
         let mut bracket_filter = Map::new();
+        let mut field_paths = 0;
         for (k, v) in url::form_urlencoded::parse(qs.as_bytes()) {
             let key = k.as_ref();
             match key {
                 "fields" | "fields[]" => {
-                    q.fields.get_or_insert_with(Fields::default).add_list(&v)?;
+                    q.fields
+                        .get_or_insert_with(Fields::default)
+                        .add_list(&v, &mut field_paths)?;
                 }
                 "filter" => {
                     let parsed: Value = serde_json::from_str(&v).map_err(|_| {
@@ -155,6 +179,11 @@ impl ReadQuery {
                 _ => {}
             }
         }
+        if q.sort.len() > MAX_SORT_FIELDS {
+            return Err(Error::InvalidQuery(format!(
+                "\"sort\" may name at most {MAX_SORT_FIELDS} fields"
+            )));
+        }
         if q.filter.is_none() && !bracket_filter.is_empty() {
             q.filter = Some(Value::Object(bracket_filter));
         }
@@ -178,7 +207,7 @@ impl ReadQuery {
         let mut filter = self
             .filter
             .as_ref()
-            .map(|f| condition(c, f, acc, 0))
+            .map(|f| condition(c, f, acc, 0, &mut Budget::default()))
             .transpose()?;
         if let Some(text) = &self.search {
             filter = Some(and(filter, search(c, text)));
@@ -310,11 +339,37 @@ fn resolve(v: &Value, acc: &Accountability) -> Value {
     }
 }
 
+/// What a filter has used so far of [`MAX_FILTER_CONDITIONS`] and [`MAX_FILTER_VALUES`].
+#[derive(Default)]
+struct Budget {
+    conditions: usize,
+    values: usize,
+}
+
+impl Budget {
+    fn spend(&mut self, conditions: usize, values: usize) -> Result<()> {
+        self.conditions += conditions;
+        self.values += values;
+        if self.conditions > MAX_FILTER_CONDITIONS {
+            return Err(Error::InvalidQuery(format!(
+                "\"filter\" may hold at most {MAX_FILTER_CONDITIONS} conditions"
+            )));
+        }
+        if self.values > MAX_FILTER_VALUES {
+            return Err(Error::InvalidQuery(format!(
+                "\"filter\" may hold at most {MAX_FILTER_VALUES} values"
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn condition(
     c: &'static Collection,
     filter: &Value,
     acc: &Accountability,
     depth: usize,
+    budget: &mut Budget,
 ) -> Result<Condition> {
     if depth > MAX_FILTER_DEPTH {
         return Err(Error::InvalidQuery("Filter is nested too deeply".into()));
@@ -333,9 +388,10 @@ fn condition(
                         return Err(Error::InvalidQuery(format!("\"{key}\" must be an array")));
                     }
                 };
+                budget.spend(1, 0)?;
                 let subs = items
                     .into_iter()
-                    .map(|i| condition(c, i, acc, depth + 1))
+                    .map(|i| condition(c, i, acc, depth + 1, budget))
                     .collect::<Result<Vec<_>>>()?;
                 parts.push(if key == "_and" {
                     Condition::And(subs)
@@ -377,6 +433,7 @@ fn condition(
                             s.split(',').map(|p| Value::String(p.to_owned())).collect(),
                         );
                     }
+                    budget.spend(1, value.as_array().map_or(1, Vec::len))?;
                     // `_null: false` means the opposite check.
                     let op = match (op, &value) {
                         (Op::Null, Value::Bool(false)) => Op::NotNull,

@@ -60,6 +60,32 @@ pub enum Database {
     Sqlite { filename: PathBuf },
 }
 
+/// Limits on connections, so that slow or idle clients cannot hold the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `SERVER_HEADERS_TIMEOUT`: time to receive a request's headers, counted from the
+    /// connection's start or the end of its previous answer.
+    pub headers_timeout: Duration,
+    /// `SERVER_KEEP_ALIVE_TIMEOUT`: how long an idle keep-alive connection stays open.
+    pub keep_alive_timeout: Duration,
+    /// `SERVER_REQUEST_TIMEOUT`: time to receive a request's body once its headers are in.
+    pub body_timeout: Duration,
+    /// `SERVER_MAX_CONNECTIONS`: open connections at most; further clients wait to be
+    /// accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            headers_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+
 /// The whole server configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -71,6 +97,10 @@ pub struct Config {
     pub secret: Option<String>,
     pub auth: AuthSettings,
     pub hash: HashSettings,
+    /// `HASH_QUEUE_LIMIT`: password hashes that may wait for a hashing thread; more are
+    /// refused with 503 at once.
+    pub hash_queue_limit: usize,
+    pub http: HttpLimits,
     pub refresh_cookie: CookieSettings,
     pub session_cookie: CookieSettings,
     pub admin_email: String,
@@ -183,6 +213,23 @@ impl Vars<'_> {
         )
     }
 
+    /// A positive duration.
+    fn timeout(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let default_ms = i64::try_from(default.as_millis()).unwrap_or(i64::MAX);
+        match self.duration(key, default_ms)? {
+            0 => Err(bad(key, "must be longer than 0")),
+            ms => Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))),
+        }
+    }
+
+    /// A whole number above 0.
+    fn positive(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.number(key, default)? {
+            0 => Err(bad(key, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
     fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         self.parse(key, default, "a boolean (true or false)", |v| {
             match v.trim() {
@@ -259,6 +306,7 @@ impl Config {
             refresh_ttl_ms: v.duration("REFRESH_TOKEN_TTL", 7 * 86_400_000)?,
             session_ttl_ms: v.duration("SESSION_COOKIE_TTL", 86_400_000)?,
             grace_ms: v.duration("SESSION_REFRESH_GRACE_PERIOD", 10_000)?,
+            revoke_on_reuse: v.boolean("SESSION_REFRESH_REVOKE_ON_REUSE", true)?,
             login_stall: Duration::from_millis(
                 u64::try_from(v.duration("LOGIN_STALL_TIME", 500)?).unwrap_or(500),
             ),
@@ -293,6 +341,18 @@ impl Config {
             "a size (e.g. 1mb, 100kb)",
             parse_bytes,
         )?;
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            headers_timeout: v.timeout("SERVER_HEADERS_TIMEOUT", defaults.headers_timeout)?,
+            keep_alive_timeout: v
+                .timeout("SERVER_KEEP_ALIVE_TIMEOUT", defaults.keep_alive_timeout)?,
+            body_timeout: v.timeout("SERVER_REQUEST_TIMEOUT", defaults.body_timeout)?,
+            max_connections: v.positive("SERVER_MAX_CONNECTIONS", defaults.max_connections)?,
+        };
+        let hash_queue_limit = v.number(
+            "HASH_QUEUE_LIMIT",
+            tessera_core::password::DEFAULT_QUEUE_LIMIT,
+        )?;
         let ip_custom_header = match v.string("IP_CUSTOM_HEADER") {
             Some(h) if h == "false" => None,
             other => other,
@@ -305,6 +365,8 @@ impl Config {
             secret,
             auth,
             hash,
+            hash_queue_limit,
+            http,
             refresh_cookie,
             session_cookie,
             admin_email: v

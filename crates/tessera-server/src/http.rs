@@ -1,5 +1,5 @@
-//! HTTP plumbing shared by the routes: the JSON body extractor (with `MAX_PAYLOAD_SIZE` and
-//! Directus's treatment of non-JSON bodies), the `{"data":…}` responder, cookie reading and
+//! HTTP plumbing shared by the routes: the JSON body extractor (with `MAX_PAYLOAD_SIZE`, the
+//! body-read timeout and Directus's treatment of non-JSON bodies), the `{"data":…}` responder, cookie reading and
 //! writing in Directus's attribute order, token extraction and the client's IP.
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,8 +51,10 @@ impl FromRequest<AppState> for JsonBody {
             })
             .unwrap_or(false);
         let limit = state.config.max_payload_size;
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        let read = axum::body::to_bytes(req.into_body(), limit);
+        let bytes = tokio::time::timeout(state.config.http.body_timeout, read)
             .await
+            .map_err(|_| Error::RequestTimeout)?
             .map_err(|_| Error::payload("request entity too large"))?;
         if !is_json || bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Object(Map::new())));
@@ -228,13 +230,23 @@ pub fn client_ip(req: &Request<Body>, state: &AppState) -> Option<IpAddr> {
         })
 }
 
-/// Where a request comes from, for session rows.
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Where a request comes from, for session rows: the user agent and origin are cut to at most
+/// 1024 and 255 bytes, so a client cannot make its session row large.
 pub fn client_meta(headers: &HeaderMap, ip: Option<IpAddr>) -> ClientMeta {
     let text = |name: header::HeaderName, max: usize| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(max).collect::<String>())
+            .map(|s| truncated(s, max).to_owned())
     };
     ClientMeta {
         ip: ip.map(|i| i.to_string()),

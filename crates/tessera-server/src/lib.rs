@@ -5,10 +5,10 @@
 pub mod config;
 pub mod error;
 pub mod http;
+mod listen;
 mod routes;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +22,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tessera_core::Error;
 use tessera_core::auth::{Auth, TokenSource};
-use tessera_core::clock::Clock;
+use tessera_core::clock::{Clock, SystemClock};
 use tessera_core::items::Items;
 use tessera_core::password::Passwords;
+use tessera_core::probe::{NoProbe, Probe};
 use tessera_core::{AdminSeed, Bootstrapped};
 use tessera_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -51,6 +52,23 @@ pub struct Started {
     pub created_admin: Option<String>,
 }
 
+/// What start-up hands the services besides the configuration: the clock they read and the
+/// probe they report to. Tests replace both; [`Hooks::default`] is the real clock and no probe.
+#[derive(Clone)]
+pub struct Hooks {
+    pub clock: Arc<dyn Clock>,
+    pub probe: Arc<dyn Probe>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            probe: Arc::new(NoProbe),
+        }
+    }
+}
+
 /// Reads the secret kept beside the database, or creates one (mode 0600).
 fn persistent_secret(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("secret");
@@ -74,19 +92,35 @@ fn persistent_secret(dir: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Opens the database, settles the secret, and bootstraps the first admin if needed.
-pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Started> {
+/// Creates the data directory (and its parents) readable by its owner only, if missing.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Opens (creating it and its directory if needed) the configured database, with its schema
+/// up to date; also returns the directory that holds it.
+pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, std::path::PathBuf)> {
     let Database::Sqlite { filename } = &config.database;
     let dir = filename
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(filename)
-            .with_context(|| format!("opening database {}", filename.display()))?,
-    );
+    create_private_dir(&dir)?;
+    let store = SqliteStore::open(filename)
+        .with_context(|| format!("opening database {}", filename.display()))?;
+    Ok((Arc::new(store), dir))
+}
+
+/// Opens the database, settles the secret, and bootstraps the first admin if needed.
+pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
+    let (store, dir) = open_store(&config)?;
     let secret = match &config.secret {
         Some(s) => s.clone(),
         None => persistent_secret(&dir)?,
@@ -95,14 +129,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Star
         tracing::warn!("SECRET is shorter than 32 bytes");
     }
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let passwords = Passwords::new(config.hash.clone(), cores)?;
+    let passwords = Passwords::with_probe(
+        config.hash.clone(),
+        cores,
+        config.hash_queue_limit,
+        hooks.probe.clone(),
+    )?;
     let auth = Auth::new(
         store.clone(),
         secret.as_bytes(),
         passwords.clone(),
-        clock,
+        hooks.clock,
         config.auth.clone(),
-    );
+    )
+    .with_probe(hooks.probe);
     let items = Items::new(store.clone(), passwords.clone(), auth.caches().clone());
     let seed = AdminSeed {
         email: config.admin_email.clone(),
@@ -258,10 +298,8 @@ pub async fn serve(
             }
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let out = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.http.clone();
+    let out = listen::serve(listener, router(state), limits, shutdown).await;
     purge.abort();
     out
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use schema::{Alias, Collection, Field, Kind};
+pub use schema::{Alias, Collection, Field, Kind, Nulls};
 pub use sqlite::SqliteStore;
 
 /// One item of a collection, keyed by field name, values as stored (timestamps in Unix ms,
@@ -68,6 +68,58 @@ impl std::fmt::Debug for LoginUser {
     }
 }
 
+/// A user's failed-login bookkeeping, as a login attempt finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginState {
+    pub status: String,
+    /// Failed (or not yet successful) attempts since the last success.
+    pub failed_logins: i64,
+    /// Password logins are refused until then (the lockout of admins).
+    pub locked_until_ms: Option<i64>,
+}
+
+/// What a login attempt writes, as the core decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptChange {
+    /// Write nothing.
+    None,
+    /// Count the attempt; optionally lock password logins until a time, or suspend the user
+    /// (which also ends all their sessions).
+    Count {
+        lock_until_ms: Option<i64>,
+        suspend: bool,
+    },
+}
+
+/// The core's decision for a login attempt, run inside the store's transaction.
+pub type AttemptDecision = Box<dyn FnOnce(&LoginState) -> AttemptChange + Send>;
+
+/// Whether a login that verified its password may open its session, decided by the core on
+/// the user row as it is at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Refuse,
+    /// Open it, and take back `forgive` counted attempts (those up to this login's own).
+    Admit {
+        forgive: i64,
+    },
+}
+
+/// The core's admission decision, run inside the store's transaction.
+pub type AdmitDecision = Box<dyn FnOnce(&LoginUser) -> Admission + Send>;
+
+/// One user as operators see it (`tessera users list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub status: String,
+    pub role: Option<Uuid>,
+    pub failed_logins: i64,
+    pub locked_until_ms: Option<i64>,
+    pub last_access_ms: Option<i64>,
+}
+
 /// A policy attached to a principal, directly or through its role tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyGrant {
@@ -95,68 +147,65 @@ pub struct ClientMeta {
     pub origin: Option<String>,
 }
 
-/// A new session row (one refresh token of a family).
+/// A new session family (a login).
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    pub token_hash: String,
     pub family: Uuid,
+    /// Digest of the family's first refresh token.
+    pub token_hash: String,
     pub user: Uuid,
-    pub expires_ms: i64,
-    pub meta: ClientMeta,
-}
-
-/// A refresh: spend `old_hash`, whose successor is `new_hash`.
-#[derive(Debug, Clone)]
-pub struct Rotation {
-    pub old_hash: String,
-    pub new_hash: String,
     pub now_ms: i64,
-    /// Expiry of the successor row.
     pub expires_ms: i64,
-    /// How long after its rotation a spent token still yields the same successor.
-    pub grace_ms: i64,
     pub meta: ClientMeta,
 }
 
-/// What a refresh found.
+/// A session family: one login and the chain of refresh tokens its refreshes issued, kept as
+/// one row. Generation `generation` is the live token; earlier generations are spent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RotateOutcome {
-    /// No live row for that token (unknown, expired, logged out, or a share session).
-    NotFound,
-    /// The user is not active; the row was deleted.
-    Inactive { status: String },
-    /// The token was rotated now, or within the grace window before: `new_hash` is live.
-    Rotated { user: Principal, family: Uuid },
-    /// A spent token came back after the grace window: the whole family was revoked.
-    Reused { family: Uuid },
-}
-
-/// What a session JWT's check needs to know about its row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionState {
-    pub user: Option<Uuid>,
+pub struct Family {
+    pub id: Uuid,
+    /// The user as they are now (role and status read with the family).
+    pub user: Principal,
+    pub generation: u64,
+    /// Digest of the live generation's token.
+    pub token_hash: String,
     pub expires_ms: i64,
-    /// When the token was rotated, if it was.
+    /// When a refresh issued the live generation (generation − 1 was spent then).
     pub rotated_at_ms: Option<i64>,
+    /// When a refresh issued generation − 1 (generation − 2 was spent then).
+    pub prev_rotated_at_ms: Option<i64>,
 }
 
-impl SessionState {
-    /// Whether the row still authenticates `user` at `now_ms`: not expired, and not rotated
-    /// longer ago than the grace window.
-    pub fn is_live_for(&self, user: Uuid, now_ms: i64, grace_ms: i64) -> bool {
-        self.user == Some(user)
-            && self.expires_ms >= now_ms
-            && self.rotated_at_ms.is_none_or(|r| r + grace_ms >= now_ms)
-    }
+/// What a refresh, a session check or a logout writes to a family, as the core decided it.
+#[derive(Debug, Clone)]
+pub enum FamilyChange {
+    /// Write nothing.
+    None,
+    /// Issue the next generation, whose token has digest `token_hash`, at `now_ms`, live
+    /// until `expires_ms`.
+    Advance {
+        now_ms: i64,
+        expires_ms: i64,
+        token_hash: String,
+        meta: ClientMeta,
+    },
+    /// Keep the live generation and move its expiry to `expires_ms` (a refresh repeated
+    /// inside the grace window).
+    Extend { now_ms: i64, expires_ms: i64 },
+    /// Delete the family: every token it ever issued is dead.
+    End,
 }
+
+/// The core's decision for a family, run inside the store's transaction.
+pub type FamilyDecision = Box<dyn FnOnce(&Family) -> FamilyChange + Send>;
 
 /// Which of a user's sessions a user update ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndSessions {
     None,
     All,
-    /// All but the family of this token hash (the caller's own session).
-    AllExcept(String),
+    /// All but this family (the caller's own session).
+    AllExcept(Uuid),
 }
 
 /// A comparison operator of the filter language.
@@ -254,23 +303,32 @@ pub trait Store: Send + Sync + 'static {
     /// The role tree from `role` up to its root, and the policies of those roles and of `user`
     /// (or the public policy when the tree is empty).
     async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessTree>;
-    /// Counts a login attempt; returns the attempts since the last success.
-    async fn record_login_attempt(&self, user: Uuid) -> StoreResult<i64>;
-    /// Records a successful login: resets the failure count and sets `last_access`.
-    async fn record_login_success(&self, user: Uuid, now_ms: i64) -> StoreResult<()>;
-    /// Suspends a user and ends all their sessions.
-    async fn suspend_user(&self, user: Uuid) -> StoreResult<()>;
+    /// Reads the user's login state and applies `decide`'s change, in one transaction;
+    /// returns the state as read (`None` if the user is gone).
+    async fn login_attempt(
+        &self,
+        user: Uuid,
+        decide: AttemptDecision,
+    ) -> StoreResult<Option<LoginState>>;
+    /// Forgets a user's failed logins and lifts any login lock.
+    async fn clear_login_failures(&self, user: Uuid) -> StoreResult<()>;
+    /// Every user with their login bookkeeping, ordered by e-mail.
+    async fn user_summaries(&self) -> StoreResult<Vec<UserSummary>>;
 
-    /// Opens a session (login).
-    async fn insert_session(&self, s: NewSession) -> StoreResult<()>;
-    /// Spends a refresh token (see [`RotateOutcome`]); also sets `last_access`.
-    async fn rotate_session(&self, r: Rotation) -> StoreResult<RotateOutcome>;
-    /// The session row stored under this token hash, if any.
-    async fn session_state(&self, token_hash: &str) -> StoreResult<Option<SessionState>>;
-    /// Ends the user session this token belongs to (its whole family); false if none.
-    async fn end_session(&self, token_hash: &str) -> StoreResult<bool>;
-    /// Deletes sessions that expired before `now_ms`, of one user or of everyone.
-    async fn purge_expired_sessions(&self, now_ms: i64, user: Option<Uuid>) -> StoreResult<u64>;
+    /// Opens a session family if `admit`, shown the user as it is inside the transaction,
+    /// admits it; also forgives attempts and sets `last_access`. Returns the user then.
+    async fn open_session(
+        &self,
+        s: NewSession,
+        admit: AdmitDecision,
+    ) -> StoreResult<Option<Principal>>;
+    /// The family with this id, with its user.
+    async fn family(&self, id: Uuid) -> StoreResult<Option<Family>>;
+    /// Reads the family and applies `decide`'s change, in one transaction; returns the family
+    /// as read. `Advance` and `Extend` also set the user's `last_access`.
+    async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>>;
+    /// Deletes families that expired before `now_ms`.
+    async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64>;
 
     /// The settings singleton (empty when the row is missing).
     async fn settings(&self) -> StoreResult<Record> {

@@ -32,6 +32,17 @@ impl Kind {
     }
 }
 
+/// Whether a field's column takes null, as its `NOT NULL` and default say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nulls {
+    /// Nullable.
+    Allowed,
+    /// `NOT NULL` with a default: may be left out, never set to null.
+    Refused,
+    /// `NOT NULL` without a default: must be given when an item is created.
+    Required,
+}
+
 /// One field of a collection.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
@@ -42,6 +53,7 @@ pub struct Field {
     pub kind: Kind,
     /// Whether writes through the item routes may set it.
     pub writable: bool,
+    pub nulls: Nulls,
 }
 
 const fn f(name: &'static str, kind: Kind) -> Field {
@@ -50,15 +62,30 @@ const fn f(name: &'static str, kind: Kind) -> Field {
         column: name,
         kind,
         writable: true,
+        nulls: Nulls::Allowed,
+    }
+}
+
+/// A writable `NOT NULL` field with a default.
+const fn not_null(name: &'static str, kind: Kind) -> Field {
+    Field {
+        nulls: Nulls::Refused,
+        ..f(name, kind)
+    }
+}
+
+/// A writable `NOT NULL` field without a default.
+const fn required(name: &'static str, kind: Kind) -> Field {
+    Field {
+        nulls: Nulls::Required,
+        ..f(name, kind)
     }
 }
 
 const fn ro(name: &'static str, kind: Kind) -> Field {
     Field {
-        name,
-        column: name,
-        kind,
         writable: false,
+        ..f(name, kind)
     }
 }
 
@@ -117,17 +144,16 @@ pub static USERS: Collection = Collection {
         f("avatar", Kind::Uuid),
         f("language", Kind::String),
         f("tfa_secret", Kind::Concealed),
-        f("status", Kind::String),
+        not_null("status", Kind::String),
         f("role", Kind::Uuid),
         Field {
             name: "token",
             column: "token_hash",
-            kind: Kind::Digest,
-            writable: true,
+            ..f("token", Kind::Digest)
         },
         ro("last_access", Kind::Timestamp),
         f("last_page", Kind::String),
-        f("provider", Kind::String),
+        not_null("provider", Kind::String),
         f("external_identifier", Kind::String),
         f("auth_data", Kind::Json),
         f("email_notifications", Kind::Boolean),
@@ -136,7 +162,7 @@ pub static USERS: Collection = Collection {
         f("theme_light", Kind::String),
         f("theme_light_overrides", Kind::Json),
         f("theme_dark_overrides", Kind::Json),
-        f("text_direction", Kind::String),
+        not_null("text_direction", Kind::String),
     ],
     aliases: &[Alias {
         name: "policies",
@@ -152,8 +178,8 @@ pub static ROLES: Collection = Collection {
     table: "directus_roles",
     fields: &[
         ro("id", Kind::Uuid),
-        f("name", Kind::String),
-        f("icon", Kind::String),
+        required("name", Kind::String),
+        not_null("icon", Kind::String),
         f("description", Kind::String),
         f("parent", Kind::Uuid),
     ],
@@ -185,13 +211,13 @@ pub static POLICIES: Collection = Collection {
     table: "directus_policies",
     fields: &[
         ro("id", Kind::Uuid),
-        f("name", Kind::String),
-        f("icon", Kind::String),
+        required("name", Kind::String),
+        not_null("icon", Kind::String),
         f("description", Kind::String),
         f("ip_access", Kind::String),
-        f("enforce_tfa", Kind::Boolean),
-        f("admin_access", Kind::Boolean),
-        f("app_access", Kind::Boolean),
+        not_null("enforce_tfa", Kind::Boolean),
+        not_null("admin_access", Kind::Boolean),
+        not_null("app_access", Kind::Boolean),
     ],
     aliases: &[],
 };
@@ -202,18 +228,18 @@ pub static SETTINGS: Collection = Collection {
     table: "directus_settings",
     fields: &[
         ro("id", Kind::Integer),
-        f("project_name", Kind::String),
+        not_null("project_name", Kind::String),
         f("project_url", Kind::String),
-        f("project_color", Kind::String),
+        not_null("project_color", Kind::String),
         f("project_logo", Kind::Uuid),
         f("project_descriptor", Kind::String),
-        f("default_language", Kind::String),
-        f("default_appearance", Kind::String),
+        not_null("default_language", Kind::String),
+        not_null("default_appearance", Kind::String),
         f("public_note", Kind::String),
         f("auth_login_attempts", Kind::Integer),
         f("auth_password_policy", Kind::String),
-        f("public_registration", Kind::Boolean),
-        f("public_registration_verify_email", Kind::Boolean),
+        not_null("public_registration", Kind::Boolean),
+        not_null("public_registration_verify_email", Kind::Boolean),
         f("public_registration_role", Kind::Uuid),
         f("public_registration_email_filter", Kind::Json),
     ],

@@ -15,12 +15,18 @@ use uuid::Uuid;
 
 use crate::schema::{Alias, Collection, Field, Kind, USERS};
 use crate::{
-    AccessTree, Bootstrap, Condition, EndSessions, LoginUser, NewSession, Op, PolicyGrant,
-    Principal, Query, Record, RotateOutcome, Rotation, SessionState, Store, StoreError,
-    StoreResult,
+    AccessTree, Admission, AdmitDecision, AttemptChange, AttemptDecision, Bootstrap, Condition,
+    EndSessions, Family, FamilyChange, FamilyDecision, LoginState, LoginUser, NewSession, Op,
+    PolicyGrant, Principal, Query, Record, Store, StoreError, StoreResult, UserSummary,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_session_families.sql"),
+    ),
+];
 
 const MAX_IDLE_READERS: usize = 8;
 
@@ -179,6 +185,23 @@ fn conflict_field(msg: &str) -> &'static str {
     }
 }
 
+/// Creates the database file with mode 0600 if it does not exist. SQLite gives the WAL and
+/// shared-memory files it creates beside it the database file's permissions.
+fn create_private(path: &Path) -> StoreResult<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -222,9 +245,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// Opens (creating if needed, readable by its owner only) the database file and brings
+    /// its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
+        create_private(&path)?;
         let mut writer = open(&path)?;
         migrate(&mut writer)?;
         // Commits never checkpoint inline: a background thread copies the WAL back, and the
@@ -505,12 +530,11 @@ fn delete_user_sessions(tx: &Connection, user: &str, end: &EndSessions) -> Store
         EndSessions::All => {
             exec(tx, "DELETE FROM directus_sessions WHERE user = ?1", [user])?;
         }
-        EndSessions::AllExcept(hash) => {
+        EndSessions::AllExcept(family) => {
             exec(
                 tx,
-                "DELETE FROM directus_sessions WHERE user = ?1 AND family NOT IN
-                   (SELECT family FROM directus_sessions WHERE token_hash = ?2)",
-                params![user, hash],
+                "DELETE FROM directus_sessions WHERE user = ?1 AND family != ?2",
+                params![user, family.to_string()],
             )?;
         }
     }
@@ -528,6 +552,51 @@ fn principal_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
         role: uuid_col(row, 1)?,
         status: row.get(2)?,
     })
+}
+
+/// The login view of the one user matching `condition` (which takes `?1`).
+fn login_user_by(conn: &Connection, condition: &str, arg: &str) -> StoreResult<Option<LoginUser>> {
+    let sql = format!(
+        "SELECT id, role, status, provider, password, tfa_secret FROM directus_users WHERE {condition}"
+    );
+    Ok(query_one(conn, &sql, [arg], |r| {
+        Ok(LoginUser {
+            id: uuid_col(r, 0)?.unwrap_or_default(),
+            role: uuid_col(r, 1)?,
+            status: r.get(2)?,
+            provider: r.get(3)?,
+            password: r.get(4)?,
+            tfa_secret: r.get(5)?,
+        })
+    })
+    .optional()?)
+}
+
+fn family_by_id(conn: &Connection, id: Uuid) -> StoreResult<Option<Family>> {
+    Ok(query_one(
+        conn,
+        "SELECT s.generation, s.expires, s.rotated_at, s.prev_rotated_at, u.id, u.role, u.status,
+                s.token_hash
+         FROM directus_sessions s JOIN directus_users u ON u.id = s.user
+         WHERE s.family = ?1",
+        [id.to_string()],
+        |r| {
+            Ok(Family {
+                id,
+                generation: u64::try_from(r.get::<_, i64>(0)?).unwrap_or_default(),
+                token_hash: r.get(7)?,
+                expires_ms: r.get(1)?,
+                rotated_at_ms: r.get(2)?,
+                prev_rotated_at_ms: r.get(3)?,
+                user: Principal {
+                    id: uuid_col(r, 4)?.unwrap_or_default(),
+                    role: uuid_col(r, 5)?,
+                    status: r.get(6)?,
+                },
+            })
+        },
+    )
+    .optional()?)
 }
 
 #[async_trait]
@@ -638,25 +707,8 @@ impl Store for SqliteStore {
 
     async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>> {
         let email = email_lower.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, role, status, provider, password, tfa_secret
-                 FROM directus_users WHERE lower(email) = ?1",
-            )?;
-            Ok(stmt
-                .query_row([email], |r| {
-                    Ok(LoginUser {
-                        id: uuid_col(r, 0)?.unwrap_or_default(),
-                        role: uuid_col(r, 1)?,
-                        status: r.get(2)?,
-                        provider: r.get(3)?,
-                        password: r.get(4)?,
-                        tfa_secret: r.get(5)?,
-                    })
-                })
-                .optional()?)
-        })
-        .await
+        self.read(move |conn| login_user_by(conn, "lower(email) = ?1", &email))
+            .await
     }
 
     async fn principal(&self, id: Uuid) -> StoreResult<Option<Principal>> {
@@ -758,217 +810,204 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_login_attempt(&self, user: Uuid) -> StoreResult<i64> {
+    async fn login_attempt(
+        &self,
+        user: Uuid,
+        decide: AttemptDecision,
+    ) -> StoreResult<Option<LoginState>> {
         self.write(move |tx| {
-            Ok(query_one(
+            let id = user.to_string();
+            let state = query_one(
                 tx,
-                "UPDATE directus_users SET failed_logins = failed_logins + 1 WHERE id = ?1
-                 RETURNING failed_logins",
-                [user.to_string()],
-                |r| r.get(0),
-            )?)
+                "SELECT status, failed_logins, login_locked_until FROM directus_users WHERE id = ?1",
+                [&id],
+                |r| {
+                    Ok(LoginState {
+                        status: r.get(0)?,
+                        failed_logins: r.get(1)?,
+                        locked_until_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+            let Some(state) = state else { return Ok(None) };
+            if let AttemptChange::Count {
+                lock_until_ms,
+                suspend,
+            } = decide(&state)
+            {
+                exec(
+                    tx,
+                    "UPDATE directus_users SET failed_logins = failed_logins + 1,
+                       login_locked_until = coalesce(?2, login_locked_until),
+                       status = CASE WHEN ?3 THEN 'suspended' ELSE status END
+                     WHERE id = ?1",
+                    params![id, lock_until_ms, suspend],
+                )?;
+                if suspend {
+                    delete_user_sessions(tx, &id, &EndSessions::All)?;
+                }
+            }
+            Ok(Some(state))
         })
         .await
     }
 
-    async fn record_login_success(&self, user: Uuid, now_ms: i64) -> StoreResult<()> {
+    async fn clear_login_failures(&self, user: Uuid) -> StoreResult<()> {
         self.write(move |tx| {
             exec(
                 tx,
-                "UPDATE directus_users SET failed_logins = 0, last_access = ?2 WHERE id = ?1",
-                params![user.to_string(), now_ms],
+                "UPDATE directus_users SET failed_logins = 0, login_locked_until = NULL
+                 WHERE id = ?1",
+                [user.to_string()],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn suspend_user(&self, user: Uuid) -> StoreResult<()> {
-        self.write(move |tx| {
-            let id = user.to_string();
-            exec(
-                tx,
-                "UPDATE directus_users SET status = 'suspended', failed_logins = 0 WHERE id = ?1",
-                [&id],
+    async fn user_summaries(&self) -> StoreResult<Vec<UserSummary>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, email, status, role, failed_logins, login_locked_until, last_access
+                 FROM directus_users ORDER BY lower(email), id",
             )?;
-            delete_user_sessions(tx, &id, &EndSessions::All)
+            let rows = stmt.query_map([], |r| {
+                Ok(UserSummary {
+                    id: uuid_col(r, 0)?.unwrap_or_default(),
+                    email: r.get(1)?,
+                    status: r.get(2)?,
+                    role: uuid_col(r, 3)?,
+                    failed_logins: r.get(4)?,
+                    locked_until_ms: r.get(5)?,
+                    last_access_ms: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
 
-    async fn insert_session(&self, s: NewSession) -> StoreResult<()> {
+    async fn open_session(
+        &self,
+        s: NewSession,
+        admit: AdmitDecision,
+    ) -> StoreResult<Option<Principal>> {
         self.write(move |tx| {
-            exec(tx,
-                "INSERT INTO directus_sessions (token_hash, family, user, expires, ip, user_agent, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            let user = s.user.to_string();
+            let Some(found) = login_user_by(tx, "id = ?1", &user)? else {
+                return Ok(None);
+            };
+            let Admission::Admit { forgive } = admit(&found) else {
+                return Ok(None);
+            };
+            exec(
+                tx,
+                "INSERT INTO directus_sessions
+                   (family, user, generation, token_hash, created, expires, ip, user_agent, origin)
+                 VALUES (?1, ?2, 0, ?8, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    s.token_hash,
                     s.family.to_string(),
-                    s.user.to_string(),
+                    user,
+                    s.now_ms,
                     s.expires_ms,
                     s.meta.ip,
                     s.meta.user_agent,
-                    s.meta.origin
+                    s.meta.origin,
+                    s.token_hash
                 ],
             )?;
-            Ok(())
+            exec(
+                tx,
+                "UPDATE directus_users SET failed_logins = max(0, failed_logins - ?2),
+                   login_locked_until = NULL, last_access = ?3
+                 WHERE id = ?1",
+                params![user, forgive, s.now_ms],
+            )?;
+            Ok(Some(Principal {
+                id: found.id,
+                role: found.role,
+                status: found.status,
+            }))
         })
         .await
     }
 
-    async fn rotate_session(&self, r: Rotation) -> StoreResult<RotateOutcome> {
+    async fn family(&self, id: Uuid) -> StoreResult<Option<Family>> {
+        self.read(move |conn| family_by_id(conn, id)).await
+    }
+
+    async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>> {
         self.write(move |tx| {
-            let row = tx
-                .query_row(
-                    "SELECT s.family, s.expires, s.next_token_hash, s.rotated_at,
-                            u.id, u.role, u.status
-                     FROM directus_sessions s JOIN directus_users u ON u.id = s.user
-                     WHERE s.token_hash = ?1",
-                    [&r.old_hash],
-                    |row| {
-                        Ok((
-                            uuid_col(row, 0)?.unwrap_or_default(),
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, Option<String>>(2)?,
-                            row.get::<_, Option<i64>>(3)?,
-                            Principal {
-                                id: uuid_col(row, 4)?.unwrap_or_default(),
-                                role: uuid_col(row, 5)?,
-                                status: row.get(6)?,
-                            },
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((family, expires, next, rotated_at, user)) = row else {
-                return Ok(RotateOutcome::NotFound);
+            let Some(family) = family_by_id(tx, id)? else {
+                return Ok(None);
             };
-            if expires < r.now_ms {
-                return Ok(RotateOutcome::NotFound);
-            }
-            if !user.is_active() {
-                exec(
-                    tx,
-                    "DELETE FROM directus_sessions WHERE token_hash = ?1",
-                    [&r.old_hash],
-                )?;
-                return Ok(RotateOutcome::Inactive {
-                    status: user.status,
-                });
-            }
-            let touch = |tx: &Connection| -> StoreResult<()> {
+            let key = id.to_string();
+            let touched = match decide(&family) {
+                FamilyChange::None => None,
+                FamilyChange::End => {
+                    exec(
+                        tx,
+                        "DELETE FROM directus_sessions WHERE family = ?1",
+                        [&key],
+                    )?;
+                    None
+                }
+                FamilyChange::Advance {
+                    now_ms,
+                    expires_ms,
+                    token_hash,
+                    meta,
+                } => {
+                    exec(
+                        tx,
+                        "UPDATE directus_sessions SET generation = generation + 1,
+                           token_hash = ?7, prev_rotated_at = rotated_at, rotated_at = ?2,
+                           expires = ?3, ip = ?4, user_agent = ?5, origin = ?6
+                         WHERE family = ?1",
+                        params![
+                            key,
+                            now_ms,
+                            expires_ms,
+                            meta.ip,
+                            meta.user_agent,
+                            meta.origin,
+                            token_hash
+                        ],
+                    )?;
+                    Some(now_ms)
+                }
+                FamilyChange::Extend { now_ms, expires_ms } => {
+                    exec(
+                        tx,
+                        "UPDATE directus_sessions SET expires = ?2 WHERE family = ?1",
+                        params![key, expires_ms],
+                    )?;
+                    Some(now_ms)
+                }
+            };
+            if let Some(now_ms) = touched {
                 exec(
                     tx,
                     // A second's precision is plenty; skipping the write spares the users
                     // table a page write per refresh when one user refreshes often.
                     "UPDATE directus_users SET last_access = ?2
                      WHERE id = ?1 AND (last_access IS NULL OR last_access < ?2 - 1000)",
-                    params![user.id.to_string(), r.now_ms],
+                    params![family.user.id.to_string(), now_ms],
                 )?;
-                Ok(())
-            };
-            match next {
-                None => {
-                    exec(
-                        tx,
-                        "UPDATE directus_sessions SET next_token_hash = ?2, rotated_at = ?3
-                         WHERE token_hash = ?1",
-                        params![r.old_hash, r.new_hash, r.now_ms],
-                    )?;
-                    exec(
-                        tx,
-                        "INSERT INTO directus_sessions
-                           (token_hash, family, user, expires, ip, user_agent, origin)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![
-                            r.new_hash,
-                            family.to_string(),
-                            user.id.to_string(),
-                            r.expires_ms,
-                            r.meta.ip,
-                            r.meta.user_agent,
-                            r.meta.origin
-                        ],
-                    )?;
-                    touch(tx)?;
-                    Ok(RotateOutcome::Rotated { user, family })
-                }
-                Some(next) => {
-                    let within_grace = rotated_at.unwrap_or(i64::MIN) + r.grace_ms >= r.now_ms;
-                    let successor_live: bool = query_one(
-                        tx,
-                        "SELECT EXISTS(SELECT 1 FROM directus_sessions
-                                       WHERE token_hash = ?1 AND expires >= ?2)",
-                        params![next, r.now_ms],
-                        |row| row.get(0),
-                    )?;
-                    if within_grace && next == r.new_hash && successor_live {
-                        touch(tx)?;
-                        Ok(RotateOutcome::Rotated { user, family })
-                    } else if within_grace {
-                        Ok(RotateOutcome::NotFound)
-                    } else {
-                        exec(
-                            tx,
-                            "DELETE FROM directus_sessions WHERE family = ?1",
-                            [family.to_string()],
-                        )?;
-                        Ok(RotateOutcome::Reused { family })
-                    }
-                }
             }
+            Ok(Some(family))
         })
         .await
     }
 
-    async fn session_state(&self, token_hash: &str) -> StoreResult<Option<SessionState>> {
-        let hash = token_hash.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT user, expires, rotated_at FROM directus_sessions WHERE token_hash = ?1",
-            )?;
-            Ok(stmt
-                .query_row([hash], |r| {
-                    Ok(SessionState {
-                        user: uuid_col(r, 0)?,
-                        expires_ms: r.get(1)?,
-                        rotated_at_ms: r.get(2)?,
-                    })
-                })
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn end_session(&self, token_hash: &str) -> StoreResult<bool> {
-        let hash = token_hash.to_string();
+    async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64> {
         self.write(move |tx| {
             let n = exec(
                 tx,
-                "DELETE FROM directus_sessions WHERE family IN
-                   (SELECT s.family FROM directus_sessions s
-                    JOIN directus_users u ON u.id = s.user WHERE s.token_hash = ?1)",
-                [hash],
+                "DELETE FROM directus_sessions WHERE expires < ?1",
+                [now_ms],
             )?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
-    async fn purge_expired_sessions(&self, now_ms: i64, user: Option<Uuid>) -> StoreResult<u64> {
-        self.write(move |tx| {
-            let n = match user {
-                Some(u) => exec(
-                    tx,
-                    "DELETE FROM directus_sessions WHERE expires < ?1 AND user = ?2",
-                    params![now_ms, u.to_string()],
-                )?,
-                None => exec(
-                    tx,
-                    "DELETE FROM directus_sessions WHERE expires < ?1",
-                    [now_ms],
-                )?,
-            };
             Ok(n as u64)
         })
         .await
@@ -1069,43 +1108,135 @@ mod tests {
         assert!(tree.policies[0].admin_access && tree.policies[0].on_direct_role);
     }
 
+    fn session(user: Uuid, family: Uuid) -> NewSession {
+        NewSession {
+            family,
+            token_hash: "t0".into(),
+            user,
+            now_ms: 1_000,
+            expires_ms: 10_000,
+            meta: ClientMeta {
+                ip: Some("127.0.0.1".into()),
+                user_agent: Some("test".into()),
+                origin: None,
+            },
+        }
+    }
+
     #[tokio::test]
-    async fn rotation_grace_and_reuse() {
+    async fn families_advance_extend_and_end_in_place() {
         let (_d, s) = store();
         let b = boot();
         s.bootstrap(b.clone()).await.unwrap();
         let fam = Uuid::new_v4();
-        s.insert_session(NewSession {
-            token_hash: "a".into(),
-            family: fam,
-            user: b.user_id,
-            expires_ms: 10_000,
-            meta: ClientMeta::default(),
-        })
+        let opened = s
+            .open_session(
+                session(b.user_id, fam),
+                Box::new(|_| Admission::Admit { forgive: 0 }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(opened.map(|p| p.id), Some(b.user_id));
+        let advance = |now: i64| -> FamilyDecision {
+            Box::new(move |_| FamilyChange::Advance {
+                now_ms: now,
+                expires_ms: now + 10_000,
+                token_hash: format!("t{now}"),
+                meta: ClientMeta::default(),
+            })
+        };
+        let before = s.change_family(fam, advance(2_000)).await.unwrap().unwrap();
+        assert_eq!((before.generation, before.rotated_at_ms), (0, None));
+        assert_eq!(before.token_hash, "t0");
+        s.change_family(fam, advance(3_000)).await.unwrap();
+        let f = s.family(fam).await.unwrap().unwrap();
+        assert_eq!(f.generation, 2);
+        assert_eq!(f.token_hash, "t3000");
+        assert_eq!(f.rotated_at_ms, Some(3_000));
+        assert_eq!(f.prev_rotated_at_ms, Some(2_000));
+        assert_eq!(f.expires_ms, 13_000);
+        assert_eq!(f.user.status, "active");
+        s.change_family(
+            fam,
+            Box::new(|_| FamilyChange::Extend {
+                now_ms: 4_000,
+                expires_ms: 20_000,
+            }),
+        )
         .await
         .unwrap();
-        let rot = |old: &str, new: &str, now: i64| Rotation {
-            old_hash: old.into(),
-            new_hash: new.into(),
-            now_ms: now,
-            expires_ms: now + 10_000,
-            grace_ms: 100,
-            meta: ClientMeta::default(),
-        };
-        let first = s.rotate_session(rot("a", "b", 1000)).await.unwrap();
-        assert!(matches!(first, RotateOutcome::Rotated { .. }));
-        // Within grace: same successor.
-        let again = s.rotate_session(rot("a", "b", 1050)).await.unwrap();
-        assert!(matches!(again, RotateOutcome::Rotated { .. }));
-        let live = |st: Option<SessionState>, now| {
-            st.is_some_and(|st| st.is_live_for(b.user_id, now, 100))
-        };
-        assert!(live(s.session_state("a").await.unwrap(), 1050));
-        assert!(!live(s.session_state("a").await.unwrap(), 1200));
-        // After grace: reuse revokes the family.
-        let replay = s.rotate_session(rot("a", "b", 1200)).await.unwrap();
-        assert_eq!(replay, RotateOutcome::Reused { family: fam });
-        assert!(s.session_state("b").await.unwrap().is_none());
+        let f = s.family(fam).await.unwrap().unwrap();
+        assert_eq!((f.generation, f.expires_ms), (2, 20_000));
+        assert_eq!(s.purge_expired_sessions(19_999).await.unwrap(), 0);
+        s.change_family(fam, Box::new(|_| FamilyChange::End))
+            .await
+            .unwrap();
+        assert!(s.family(fam).await.unwrap().is_none());
+        assert!(
+            s.change_family(fam, advance(5_000))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_admission_opens_nothing_and_attempts_count() {
+        let (_d, s) = store();
+        let b = boot();
+        s.bootstrap(b.clone()).await.unwrap();
+        let fam = Uuid::new_v4();
+        let refused = s
+            .open_session(session(b.user_id, fam), Box::new(|_| Admission::Refuse))
+            .await
+            .unwrap();
+        assert!(refused.is_none());
+        assert!(s.family(fam).await.unwrap().is_none());
+        for _ in 0..3 {
+            s.login_attempt(
+                b.user_id,
+                Box::new(|_| AttemptChange::Count {
+                    lock_until_ms: Some(99),
+                    suspend: false,
+                }),
+            )
+            .await
+            .unwrap();
+        }
+        let state = s
+            .login_attempt(b.user_id, Box::new(|_| AttemptChange::None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((state.failed_logins, state.locked_until_ms), (3, Some(99)));
+        // A success forgives the attempts up to its own, not those counted after it.
+        s.open_session(
+            session(b.user_id, fam),
+            Box::new(|_| Admission::Admit { forgive: 2 }),
+        )
+        .await
+        .unwrap();
+        let state = s
+            .login_attempt(
+                b.user_id,
+                Box::new(|_| AttemptChange::Count {
+                    lock_until_ms: None,
+                    suspend: true,
+                }),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((state.failed_logins, state.locked_until_ms), (1, None));
+        // Suspension ends the user's sessions in the same transaction.
+        assert!(s.family(fam).await.unwrap().is_none());
+        let summary = &s.user_summaries().await.unwrap()[0];
+        assert_eq!(
+            (summary.status.as_str(), summary.failed_logins),
+            ("suspended", 2)
+        );
+        s.clear_login_failures(b.user_id).await.unwrap();
+        assert_eq!(s.user_summaries().await.unwrap()[0].failed_logins, 0);
     }
 
     #[tokio::test]

@@ -4,12 +4,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 mod cli;
 
 use clap::{Args, Parser, Subcommand};
-use tessera_core::clock::SystemClock;
 use tessera_server::config::{Config, read_env_file};
 
 #[derive(Parser)]
@@ -44,7 +42,7 @@ enum Command {
 }
 
 /// Flags override the environment, which overrides the `.env` file.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct ServerFlags {
     /// Address to listen on (HOST). Example: --host 0.0.0.0
     #[arg(long)]
@@ -104,7 +102,7 @@ async fn shutdown_signal() {
 }
 
 /// What a server-side command does once configured.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum ServerAction {
     Serve,
     Migrate,
@@ -121,16 +119,12 @@ async fn run(flags: ServerFlags, action: ServerAction) -> anyhow::Result<()> {
         )
         .init();
     if action == ServerAction::Migrate {
-        let tessera_server::config::Database::Sqlite { filename } = &config.database;
-        if let Some(dir) = filename.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        tessera_store::SqliteStore::open(filename)?;
+        tessera_server::open_store(&config)?;
         println!("database schema is up to date");
         return Ok(());
     }
     let addr = std::net::SocketAddr::new(config.host, config.port);
-    let started = tessera_server::start(config, Arc::new(SystemClock)).await?;
+    let started = tessera_server::start(config, tessera_server::Hooks::default()).await?;
     if let Some(email) = &started.created_admin {
         eprintln!("Created admin user {email}.");
         if let Some(pw) = &started.generated_admin_password {

@@ -58,16 +58,30 @@ async fn create(
                     }
                 }
             }
-            let mut out = Vec::new();
-            for id in ids {
-                out.push(one(id).await?);
-            }
-            Ok(Data(out).into_response())
+            let read = async {
+                let mut out = Vec::new();
+                for id in ids {
+                    out.push(one(id).await?);
+                }
+                Ok(out)
+            };
+            read_back(read.await)
         }
         item => {
             let id = state.items.create(c, acc, &item).await?;
-            Ok(Data(one(id).await?).into_response())
+            read_back(one(id).await)
         }
+    }
+}
+
+/// The answer to a write that has been saved: the item(s) as the caller may read them back,
+/// or 204 when the requested fields cannot be read (as Directus answers), so that a client
+/// never takes a saved write for a failed one and repeats it.
+fn read_back<T: serde::Serialize>(read: tessera_core::Result<T>) -> ApiResult<Response> {
+    match read {
+        Ok(v) => Ok(Data(v).into_response()),
+        Err(tessera_core::Error::Forbidden(_)) => Ok(no_content()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -79,11 +93,7 @@ async fn reread(
     id: &str,
     rq: &ReadQuery,
 ) -> ApiResult<Response> {
-    match state.items.read_one(c, acc, id, rq).await {
-        Ok(v) => Ok(Data(v).into_response()),
-        Err(tessera_core::Error::Forbidden(_)) => Ok(no_content()),
-        Err(e) => Err(e.into()),
-    }
+    read_back(state.items.read_one(c, acc, id, rq).await)
 }
 
 macro_rules! item_routes {
@@ -196,5 +206,5 @@ pub async fn update_settings(
 ) -> ApiResult<Response> {
     let rq = query(&q)?;
     s.items.update_settings(&acc, &body.0).await?;
-    Ok(Data(s.items.settings(&acc, &rq).await?).into_response())
+    read_back(s.items.settings(&acc, &rq).await)
 }

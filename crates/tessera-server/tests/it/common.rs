@@ -1,12 +1,11 @@
 //! The one way tests start a server: [`TestServer::spawn`] with extra env-style settings.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use tessera_core::clock::SystemClock;
 use tessera_server::config::Config;
+use tessera_server::{AppState, Hooks};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "Admin-Password-1";
@@ -17,6 +16,8 @@ pub struct TestServer {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The running server's services (hashing statistics, the configuration).
+    pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -82,13 +83,27 @@ impl Reply {
 impl TestServer {
     /// Starts a server; `vars` override the test defaults (cheap hashing, no login stall).
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
+        Self::spawn_with(vars, Hooks::default()).await
+    }
+
+    /// Starts a server with an injected clock or probe.
+    pub async fn spawn_with(vars: &[(&str, &str)], hooks: Hooks) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("data.db");
-        Self::spawn_in(dir, &db.display().to_string(), vars).await
+        Self::spawn_in_with(dir, &db.display().to_string(), vars, hooks).await
     }
 
     /// Starts a server on an existing directory/database (restart tests).
     pub async fn spawn_in(dir: tempfile::TempDir, db: &str, vars: &[(&str, &str)]) -> Self {
+        Self::spawn_in_with(dir, db, vars, Hooks::default()).await
+    }
+
+    async fn spawn_in_with(
+        dir: tempfile::TempDir,
+        db: &str,
+        vars: &[(&str, &str)],
+        hooks: Hooks,
+    ) -> Self {
         let mut map: HashMap<String, String> = [
             ("DB_FILENAME", db),
             ("ADMIN_EMAIL", ADMIN_EMAIL),
@@ -107,9 +122,10 @@ impl TestServer {
             map.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = Config::from_vars(&map).expect("test config");
-        let started = tessera_server::start(config, Arc::new(SystemClock))
+        let started = tessera_server::start(config, hooks)
             .await
             .expect("server start");
+        let state = started.state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -127,6 +143,7 @@ impl TestServer {
                 .build()
                 .unwrap(),
             dir,
+            state,
             stop: Some(tx),
             handle: Some(handle),
         }

@@ -1,6 +1,7 @@
 //! Integration tests: each test starts a real Tessera server on 127.0.0.1:0 with a fresh
 //! SQLite database and talks HTTP to it.
 
+mod adversarial;
 mod bad_input;
 mod common;
 mod config;

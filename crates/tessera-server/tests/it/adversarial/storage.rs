@@ -1,0 +1,71 @@
+//! Bounded storage: a client refreshing in a loop, with a huge user agent, keeps one row and
+//! a database that stops growing.
+
+use serde_json::json;
+
+use super::*;
+
+fn db(s: &TestServer) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(s.dir.path().join("data.db")).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn one(c: &rusqlite::Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Pages the database file would hold after a checkpoint (the WAL copied back).
+fn pages(c: &rusqlite::Connection) -> i64 {
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    one(c, "PRAGMA page_count")
+}
+
+#[tokio::test]
+async fn a_client_refreshing_in_a_loop_keeps_one_row_and_a_flat_database() {
+    let s = TestServer::spawn(&[]).await;
+    let (_, mut token) = s.admin_tokens().await;
+    let agent = "A".repeat(60_000);
+    let origin = format!("https://{}.example.com", "o".repeat(10_000));
+    let headers = [("user-agent", agent.as_str()), ("origin", origin.as_str())];
+    let refresh = async |token: &str| {
+        let r = s
+            .call(
+                "POST",
+                "/auth/refresh",
+                &headers,
+                Some(json!({"refresh_token": token})),
+            )
+            .await;
+        refresh_of(&r)
+    };
+    for _ in 0..50 {
+        token = refresh(&token).await;
+    }
+    let c = db(&s);
+    let after_warmup = pages(&c);
+    for _ in 0..500 {
+        token = refresh(&token).await;
+    }
+    assert_eq!(one(&c, "SELECT COUNT(*) FROM directus_sessions"), 1);
+    assert!(one(&c, "SELECT max(length(user_agent)) FROM directus_sessions") <= 1024);
+    assert!(one(&c, "SELECT max(length(origin)) FROM directus_sessions") <= 255);
+    let after_loop = pages(&c);
+    assert!(
+        after_loop <= after_warmup + 2,
+        "the database grew from {after_warmup} to {after_loop} pages"
+    );
+}
+
+#[tokio::test]
+async fn logins_and_logouts_leave_no_rows_behind() {
+    let s = TestServer::spawn(&[]).await;
+    for _ in 0..20 {
+        let (_, rt) = s.admin_tokens().await;
+        let next = refresh_of(&s.refresh_json(&rt).await);
+        assert_eq!(s.logout_json(&next).await.status, 204);
+    }
+    let c = db(&s);
+    assert_eq!(one(&c, "SELECT COUNT(*) FROM directus_sessions"), 0);
+}
