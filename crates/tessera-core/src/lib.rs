@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod items;
 pub mod jwt;
+pub mod operator;
 pub mod password;
 pub mod probe;
 pub mod query;

@@ -26,6 +26,13 @@ pub struct Common {
     json: bool,
 }
 
+impl Common {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Log in and save the session to the profile.

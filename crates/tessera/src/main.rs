@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod users;
 
 use clap::{Args, Parser, Subcommand};
 use tessera_server::config::{Config, read_env_file};
@@ -37,6 +38,15 @@ enum Command {
     ///
     /// Example: ADMIN_EMAIL=me@example.com tessera bootstrap
     Bootstrap(ServerFlags),
+    /// Operator commands on users, for a stopped server or one running on the same database.
+    ///
+    /// Example: tessera users unlock admin@example.com
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -107,6 +117,8 @@ enum ServerAction {
     Serve,
     Migrate,
     Bootstrap,
+    /// A users command; the flag asks for JSON output.
+    Users(users::UsersCommand, bool),
 }
 
 async fn run(flags: ServerFlags, action: ServerAction) -> anyhow::Result<()> {
@@ -118,6 +130,9 @@ async fn run(flags: ServerFlags, action: ServerAction) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let ServerAction::Users(command, json) = action {
+        return users::run(config, command, json).await;
+    }
     if action == ServerAction::Migrate {
         tessera_server::open_store(&config)?;
         println!("database schema is up to date");
@@ -163,6 +178,9 @@ fn main() -> ExitCode {
         Command::Serve(f) => (f, ServerAction::Serve),
         Command::Migrate(f) => (f, ServerAction::Migrate),
         Command::Bootstrap(f) => (f, ServerAction::Bootstrap),
+        Command::Users { command, flags } => {
+            (flags, ServerAction::Users(command, cli.common.json()))
+        }
     };
     match rt.block_on(run(flags, action)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
-//! The `tessera` binary end to end: `tessera serve` on port 0 as a child process, and the
-//! client commands run against it as separate processes sharing a profile directory.
+//! The `tessera` binary end to end: `tessera serve` on port 0 as a child process, the client
+//! commands run against it as separate processes sharing a profile directory, and the
+//! operator's `tessera users` commands on a stopped or running server's database.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -26,20 +27,31 @@ impl Drop for Server {
 }
 
 fn serve(vars: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    serve_in(tempfile::tempdir().unwrap(), vars)
+}
+
+/// The settings every server-side command of these tests runs with: the database in `dir`,
+/// the bootstrap admin, cheap hashing, no login stall.
+fn server_command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .current_dir(dir.path())
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("DB_FILENAME", dir.path().join("data.db"))
+    cmd.args(args)
+        .current_dir(dir)
+        .env("DB_FILENAME", dir.join("data.db"))
         .env("ADMIN_EMAIL", EMAIL)
         .env("ADMIN_PASSWORD", PASSWORD)
         .env("LOGIN_STALL_TIME", "0")
         .env("HASH_MEMORY_COST", "1024")
         .env("HASH_TIME_COST", "1")
         .env("HASH_PARALLELISM", "1")
-        .env("LOG_LEVEL", "warn")
+        .env("LOG_LEVEL", "warn");
+    cmd
+}
+
+/// `tessera serve` on the database in `dir` (created if missing).
+fn serve_in(dir: tempfile::TempDir, vars: &[(&str, &str)]) -> Server {
+    let mut cmd = server_command(dir.path(), &["serve"]);
+    cmd.env("PORT", "0")
+        .env("HOST", "127.0.0.1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (k, v) in vars {
@@ -287,10 +299,198 @@ fn help_documents_every_flag_with_an_example() {
         vec!["refresh", "--help"],
         vec!["request", "--help"],
         vec!["token", "static", "--help"],
+        vec!["users", "list", "--help"],
+        vec!["users", "unlock", "--help"],
+        vec!["users", "reset-password", "--help"],
+        vec!["users", "create-admin", "--help"],
     ] {
         let out = Command::new(BIN).args(&cmd).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{cmd:?}");
         assert!(help.contains("Example:"), "{cmd:?}: {help}");
     }
+}
+
+/// Runs `tessera users …` on the database in `dir`, with `stdin` piped in.
+fn users(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut all = vec!["users"];
+    all.extend_from_slice(args);
+    let mut child = server_command(dir, &all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn listed(dir: &Path) -> Vec<Value> {
+    json_out(&users(dir, &["list", "--json"], None))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn login_status(url: &str, email: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{url}/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn users_commands_on_a_stopped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = server_command(dir.path(), &["bootstrap"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = listed(dir.path());
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["email"], EMAIL);
+    assert_eq!(all[0]["admin"], true);
+    assert_eq!(all[0]["status"], "active");
+    assert_eq!(all[0]["role"], "Administrator");
+    let out = users(
+        dir.path(),
+        &["create-admin", "ops@example.com", "--password-stdin"],
+        Some("Ops-Password-1\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = users(
+        dir.path(),
+        &["create-admin", "OPS@example.com", "--password-stdin"],
+        Some("Ops-Password-1"),
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let out = users(
+        dir.path(),
+        &["reset-password", EMAIL, "--password-stdin"],
+        Some("Reset-Password-2\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = users(dir.path(), &["unlock", "nobody@example.com"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody@example.com"));
+    let out = users(
+        dir.path(),
+        &["reset-password", EMAIL, "--password-stdin"],
+        Some(""),
+    );
+    assert!(!out.status.success(), "an empty password is refused");
+    let admins = listed(dir.path());
+    assert_eq!(admins.iter().filter(|u| u["admin"] == true).count(), 2);
+    // A server started on the database afterwards takes both.
+    let s = serve_in(dir, &[]);
+    assert_eq!(login_status(&s.url, EMAIL, PASSWORD).await, 401);
+    assert_eq!(login_status(&s.url, EMAIL, "Reset-Password-2").await, 200);
+    assert_eq!(
+        login_status(&s.url, "ops@example.com", "Ops-Password-1").await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn users_commands_on_a_running_server() {
+    const TOKEN: &str = "operator-test-admin-token-0123";
+    let s = serve(&[("ADMIN_TOKEN", TOKEN)]);
+    let dir = s._dir.path().to_path_buf();
+    let http = reqwest::Client::new();
+    let admin = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}{path}", s.url))
+            .bearer_auth(TOKEN)
+    };
+    let r = admin(reqwest::Method::PATCH, "/settings")
+        .json(&serde_json::json!({"auth_login_attempts": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/users")
+        .json(&serde_json::json!({"email": "locked@example.com", "password": "Locked-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for _ in 0..3 {
+        login_status(&s.url, EMAIL, "wrong").await;
+        login_status(&s.url, "locked@example.com", "wrong").await;
+    }
+    // The admin is locked, the ordinary user suspended.
+    assert_eq!(login_status(&s.url, EMAIL, PASSWORD).await, 401);
+    assert_eq!(
+        login_status(&s.url, "locked@example.com", "Locked-1").await,
+        401
+    );
+    let table = listed(&dir);
+    let row = |email: &str| table.iter().find(|u| u["email"] == email).unwrap().clone();
+    assert!(row(EMAIL)["locked_until"].is_i64());
+    assert_eq!(row(EMAIL)["status"], "active");
+    assert_eq!(row("locked@example.com")["status"], "suspended");
+    // The operator unlocks both while the server runs; the next logins work.
+    let out = users(&dir, &["unlock", EMAIL], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = users(&dir, &["unlock", "locked@example.com"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("active again"));
+    assert_eq!(login_status(&s.url, EMAIL, PASSWORD).await, 200);
+    assert_eq!(
+        login_status(&s.url, "locked@example.com", "Locked-1").await,
+        200
+    );
+    // A password reset ends the user's sessions on the running server.
+    let r: Value = http
+        .post(format!("{}/auth/login", s.url))
+        .json(&serde_json::json!({"email": "locked@example.com", "password": "Locked-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = r["data"]["refresh_token"].as_str().unwrap().to_owned();
+    let out = users(
+        &dir,
+        &["reset-password", "locked@example.com", "--password-stdin"],
+        Some("Locked-2"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = http
+        .post(format!("{}/auth/refresh", s.url))
+        .json(&serde_json::json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        login_status(&s.url, "locked@example.com", "Locked-2").await,
+        200
+    );
 }
