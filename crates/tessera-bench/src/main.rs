@@ -251,22 +251,28 @@ fn prepare_refresh_tokens(db: &Path, user: &str, n: usize, out: &Path) -> Result
     let mut conn = rusqlite::Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let tx = conn.transaction()?;
-    let expires = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64
-        + 86_400_000;
+        .as_millis() as i64;
     let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
     {
         let mut stmt = tx.prepare(
-            "INSERT INTO directus_sessions (token_hash, family, user, expires) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO directus_sessions (family, user, generation, token_hash, created, expires)
+             VALUES (?1, ?2, 0, ?3, ?4, ?5)",
         )?;
         for _ in 0..n {
-            let token = tessera_core::tokens::random_token();
+            let family = uuid::Uuid::new_v4();
+            let id = tessera_core::tokens::RefreshId {
+                family,
+                generation: 0,
+            };
+            let token = tessera_core::tokens::refresh_token(SECRET.as_bytes(), id);
             stmt.execute(rusqlite::params![
-                tessera_core::tokens::digest(&token),
-                uuid::Uuid::new_v4().to_string(),
+                family.to_string(),
                 user,
-                expires
+                tessera_core::tokens::digest(&token),
+                now,
+                now + 86_400_000
             ])?;
             writeln!(file, "{token}")?;
         }
