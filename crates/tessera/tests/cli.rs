@@ -76,11 +76,17 @@ fn serve_in(dir: tempfile::TempDir, vars: &[(&str, &str)]) -> Server {
 
 /// Runs a client command with its own config directory; `stdin` is piped in when given.
 fn tessera(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env("TESSERA_CONFIG_DIR", config)
         .env_remove("TESSERA_PASSWORD")
-        .env_remove("TESSERA_PROFILE")
+        .env_remove("TESSERA_PROFILE");
+    run(cmd, stdin)
+}
+
+/// Runs `cmd` to its end with `stdin` piped in (or an empty standard input).
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -315,18 +321,7 @@ fn help_documents_every_flag_with_an_example() {
 fn users(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut all = vec!["users"];
     all.extend_from_slice(args);
-    let mut child = server_command(dir, &all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    run(server_command(dir, &all), stdin)
 }
 
 fn listed(dir: &Path) -> Vec<Value> {
