@@ -41,6 +41,9 @@ pub struct AuthSettings {
     pub revoke_on_reuse: bool,
     /// `LOGIN_STALL_TIME`.
     pub login_stall: Duration,
+    /// `SESSION_MAX_PER_USER`: live sessions one user keeps; a login beyond it ends the
+    /// least recently used.
+    pub max_sessions_per_user: u32,
 }
 
 impl Default for AuthSettings {
@@ -52,6 +55,7 @@ impl Default for AuthSettings {
             grace_ms: 10_000,
             revoke_on_reuse: true,
             login_stall: Duration::from_millis(500),
+            max_sessions_per_user: 100,
         }
     }
 }
@@ -223,12 +227,13 @@ fn refresh_change(
 /// What a login attempt may do, decided before its password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attempt {
-    /// Refused without a password check (inactive, locked, or the attempt that trips a lock).
+    /// Refused without a password check: the user is inactive or locked, this is the attempt
+    /// that locks an admin, or more checks are in flight than the allowance has left.
     Refuse,
     /// The attempt past the limit of an ordinary user: the user is suspended, the attempt
     /// refused (architecture decision 4).
     Suspend,
-    /// Check the password; `seen` is this attempt's place in the count since the last success.
+    /// Check the password; `seen` is the count of failures it found, which a success forgives.
     Check { seen: i64 },
 }
 
@@ -237,39 +242,95 @@ const LOCK_BASE_MS: i64 = 60_000;
 /// The longest lock.
 const LOCK_MAX_MS: i64 = 3_600_000;
 
-/// How long password logins stay locked after the `excess`-th attempt past the limit.
-fn lock_window_ms(excess: i64) -> i64 {
-    let doublings = u32::try_from(excess.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+/// How long password logins stay locked for the `nth` lock in a row.
+fn lock_window_ms(nth: i64) -> i64 {
+    let doublings = u32::try_from(nth.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
     LOCK_BASE_MS.saturating_mul(1 << doublings).min(LOCK_MAX_MS)
 }
 
-/// The failed-attempt rule (ADR 0004). Every attempt is counted before its password is checked.
-/// Past `limit`, an ordinary user is suspended; a user with admin access is never suspended
-/// by failed logins, so that no stranger can lock out the last admin: its password logins are
-/// locked for a window that doubles with each further attempt, and the first attempt after a
-/// window gets a real password check. Static tokens and live sessions are not touched.
-fn attempt(limit: Option<i64>, admin: bool, now: i64, s: &LoginState) -> (Attempt, AttemptChange) {
+/// The failed-attempt rule (ADR 0004), given the user's failures so far and the password
+/// checks of this user in flight in this process, this attempt included. Failures are counted
+/// when a check fails; an attempt is checked only if the failures and the checks in flight
+/// stay within `limit`, so parallel guesses cannot pass it, and parallel right passwords do
+/// not count against the user. Past `limit`, an ordinary user is suspended; a user with admin
+/// access is never suspended by failed logins, so that no stranger can lock out the last admin:
+/// its password logins are locked for a window that doubles with each further failure, and
+/// one attempt after each window gets a real check. Static tokens and sessions are untouched.
+fn attempt(
+    limit: Option<i64>,
+    admin: bool,
+    now: i64,
+    s: &LoginState,
+    in_flight: i64,
+) -> (Attempt, AttemptChange) {
     if s.status != "active" || s.locked_until_ms.is_some_and(|t| t > now) {
         return (Attempt::Refuse, AttemptChange::None);
     }
-    let seen = s.failed_logins.saturating_add(1);
-    let count = |lock_until_ms, suspend| AttemptChange::Count {
-        lock_until_ms,
-        suspend,
+    let seen = s.failed_logins;
+    let Some(limit) = limit else {
+        return (Attempt::Check { seen }, AttemptChange::None);
     };
-    match limit {
-        Some(limit) if seen > limit && !admin => (Attempt::Suspend, count(None, true)),
-        Some(limit) if seen > limit => {
-            let excess = seen - limit;
-            let lock = Some(now.saturating_add(lock_window_ms(excess)));
-            let a = if excess == 1 {
-                Attempt::Refuse
-            } else {
-                Attempt::Check { seen }
-            };
-            (a, count(lock, false))
+    if seen >= limit {
+        if !admin {
+            return (Attempt::Suspend, AttemptChange::Suspend);
         }
-        _ => (Attempt::Check { seen }, count(None, false)),
+        // The first lock is set by the attempt that meets the limit, which is refused like
+        // the one that suspends others; after it, each checked attempt sets the next lock,
+        // as long as the one its own failure would earn.
+        let (outcome, nth) = match s.locked_until_ms {
+            None => (Attempt::Refuse, 1),
+            Some(_) => (Attempt::Check { seen }, seen - limit + 2),
+        };
+        let until_ms = now.saturating_add(lock_window_ms(nth));
+        return (outcome, AttemptChange::Lock { until_ms });
+    }
+    if seen + in_flight > limit {
+        return (Attempt::Refuse, AttemptChange::None);
+    }
+    (Attempt::Check { seen }, AttemptChange::None)
+}
+
+/// Password checks in flight in this process, per user.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<std::collections::HashMap<Uuid, i64>>);
+
+/// One check in flight; leaves the count when dropped.
+struct Flight<'a> {
+    all: &'a InFlight,
+    user: Uuid,
+    /// The user's checks in flight when this one entered, itself included.
+    count: i64,
+}
+
+impl InFlight {
+    fn enter(&self, user: Uuid) -> Flight<'_> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(user).or_insert(0);
+        *count += 1;
+        Flight {
+            all: self,
+            user,
+            count: *count,
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .all
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n <= 0 {
+                map.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -300,6 +361,9 @@ pub struct Auth {
     probe: Arc<dyn Probe>,
     settings: AuthSettings,
     caches: Caches,
+    in_flight: Arc<InFlight>,
+    /// Families whose replay was logged in the last minute.
+    reported: moka::sync::Cache<Uuid, ()>,
 }
 
 /// Where an access token was found; failures of a session-cookie token clear the cookie.
@@ -327,6 +391,11 @@ impl Auth {
             probe: Arc::new(NoProbe),
             settings,
             caches: Caches::new(),
+            in_flight: Arc::default(),
+            reported: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         }
     }
 
@@ -379,6 +448,11 @@ impl Auth {
         meta: ClientMeta,
         ip: Option<IpAddr>,
     ) -> Result<Issued> {
+        // A place in the hashing queue first: under pressure the answer is 503 before anything
+        // is read or counted. Every outcome below spends it on one hash, so that none can be
+        // told from another by its timing.
+        let ticket = self.passwords.ticket()?;
+        let password = req.password.clone();
         // ASCII lower-casing, as SQLite's `lower()` in the lookup and the unique e-mail index:
         // Unicode lower-casing here would lock out addresses with non-ASCII capitals.
         let user = self
@@ -386,7 +460,7 @@ impl Auth {
             .login_user(&req.email.to_ascii_lowercase())
             .await?;
         let Some(user) = user.filter(can_log_in) else {
-            self.passwords.verify(req.password.clone(), None).await?;
+            ticket.verify(password, None).await?;
             return Err(Error::InvalidCredentials);
         };
         let limit = self.login_attempt_limit().await?;
@@ -394,29 +468,28 @@ impl Auth {
             .global_access(user.role, Some(user.id), None)
             .await?
             .admin;
+        let flight = self.in_flight.enter(user.id);
+        let in_flight = flight.count;
         let now = self.clock.now_ms();
-        let state = self
-            .store
-            .login_attempt(
-                user.id,
-                Box::new(move |s: &LoginState| attempt(limit, admin, now, s).1),
-            )
-            .await?
-            .ok_or(Error::InvalidCredentials)?;
-        let seen = match attempt(limit, admin, now, &state).0 {
-            Attempt::Check { seen } => seen,
-            Attempt::Refuse => return Err(Error::InvalidCredentials),
-            Attempt::Suspend => {
+        let decide = move |s: &LoginState| attempt(limit, admin, now, s, in_flight).1;
+        let state = self.store.login_attempt(user.id, Box::new(decide)).await?;
+        let outcome = state.map(|s| attempt(limit, admin, now, &s, in_flight).0);
+        self.probe.reached(Point::AttemptJudged).await;
+        let seen = match outcome {
+            Some(Attempt::Check { seen }) => seen,
+            Some(Attempt::Suspend) => {
                 self.caches.invalidate();
                 tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
+                ticket.verify(password, None).await?;
+                return Err(Error::InvalidCredentials);
+            }
+            Some(Attempt::Refuse) | None => {
+                ticket.verify(password, None).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
-        if !self
-            .passwords
-            .verify(req.password.clone(), user.password.clone())
-            .await?
-        {
+        if !ticket.verify(password, user.password.clone()).await? {
+            self.store.record_login_failure(user.id).await?;
             return Err(Error::InvalidCredentials);
         }
         if user.tfa_secret.is_some() {
@@ -424,12 +497,12 @@ impl Auth {
             return Err(Error::InvalidOtp);
         }
         self.probe.reached(Point::PasswordVerified).await;
-        // The session opens only if the user is, at that moment, still active with the
-        // password just verified: a suspension or password change made while the hash ran
-        // wins.
-        let verified = user.password.clone();
+        // The session opens only if the user is, at that moment, still active with the e-mail
+        // and password just verified: a suspension or a change of credentials made while the
+        // hash ran wins.
+        let verified = (user.email.clone(), user.password.clone());
         let admit = move |u: &LoginUser| {
-            if can_log_in(u) && u.password == verified {
+            if can_log_in(u) && (&u.email, &u.password) == (&verified.0, &verified.1) {
                 Admission::Admit { forgive: seen }
             } else {
                 Admission::Refuse
@@ -444,7 +517,7 @@ impl Auth {
                 generation: 0,
             },
         );
-        let principal = self
+        let opened = self
             .store
             .open_session(
                 NewSession {
@@ -454,11 +527,17 @@ impl Auth {
                     now_ms: now,
                     expires_ms: now + self.settings.refresh_ttl_ms,
                     meta,
+                    keep_at_most: self.settings.max_sessions_per_user,
                 },
                 Box::new(admit),
             )
             .await?
             .ok_or(Error::InvalidCredentials)?;
+        drop(flight);
+        if opened.evicted > 0 {
+            self.caches.forget_families();
+        }
+        let principal = opened.user;
         self.store.purge_expired_sessions(now).await?;
         self.caches.invalidate_user(user.id);
         let g = self
@@ -558,7 +637,7 @@ impl Auth {
             )
             .await?
             .ok_or(Error::InvalidCredentials)?;
-        self.caches.sessions.invalidate(&family_id);
+        self.caches.forget_family(family_id);
         let issued = match verdict(&family, &p, now, grace) {
             Verdict::Dead => return Err(Error::InvalidCredentials),
             Verdict::Replayed => {
@@ -595,15 +674,43 @@ impl Auth {
         self.issue(mode, grant, issued, now)
     }
 
-    /// After a replay was detected (and, by default, its family ended): forget what the
-    /// caches know of the family and tell the operator.
+    /// After a replay was detected (and, by default, its family ended in the same
+    /// transaction): forget the family and tell the operator, once a minute per family, so
+    /// that replays repeated with revocation off cannot flood the log.
     fn replayed(&self, family: Uuid) {
-        self.caches.invalidate();
+        self.caches.forget_family(family);
+        if self.reported.contains_key(&family) {
+            return;
+        }
+        self.reported.insert(family, ());
         tracing::warn!(
             %family,
             revoked = self.settings.revoke_on_reuse,
             "spent refresh token presented after its grace window"
         );
+    }
+
+    /// A session JWT naming a spent token after its window: end the family (unless revocation
+    /// is off), judging it again inside the transaction.
+    async fn end_replayed(&self, p: Presented, now: i64) -> Result<()> {
+        let family_id = p.id.family;
+        let grace = self.settings.grace_ms;
+        let revoke = self.settings.revoke_on_reuse;
+        let judged = p.clone();
+        let seen = self
+            .store
+            .change_family(
+                family_id,
+                Box::new(move |f| match verdict(f, &judged, now, grace) {
+                    Verdict::Replayed if revoke => FamilyChange::End,
+                    _ => FamilyChange::None,
+                }),
+            )
+            .await?;
+        if seen.is_some_and(|f| verdict(&f, &p, now, grace) == Verdict::Replayed) {
+            self.replayed(family_id);
+        }
+        Ok(())
     }
 
     /// Ends the session a refresh token belongs to, whichever of its tokens it is. Unknown
@@ -612,13 +719,25 @@ impl Auth {
         let Some(p) = Presented::read(&self.secret, token) else {
             return Ok(());
         };
+        let family_id = p.id.family;
+        let now = self.clock.now_ms();
+        let grace = self.settings.grace_ms;
+        let revoke = self.settings.revoke_on_reuse;
+        // The live token, one inside its grace window, or any token of an inactive user's
+        // family ends it; a replayed one only when replays revoke anyway; a forged or foreign
+        // one never.
+        let ends = move |f: &Family, p: &Presented| match verdict(f, p, now, grace) {
+            Verdict::Live | Verdict::InGrace | Verdict::Inactive => true,
+            Verdict::Replayed => revoke,
+            Verdict::Dead => false,
+        };
         let judged = p.clone();
         let found = self
             .store
             .change_family(
-                p.id.family,
+                family_id,
                 Box::new(move |f| {
-                    if judged.belongs_to(f) {
+                    if ends(f, &judged) {
                         FamilyChange::End
                     } else {
                         FamilyChange::None
@@ -626,8 +745,8 @@ impl Auth {
                 }),
             )
             .await?;
-        if found.is_some_and(|f| p.belongs_to(&f)) {
-            self.caches.invalidate();
+        if found.is_some_and(|f| ends(&f, &p)) {
+            self.caches.forget_family(family_id);
         }
         Ok(())
     }
@@ -683,37 +802,33 @@ impl Auth {
     async fn live_session(&self, token: &str, user: Uuid, now: i64) -> Result<Family> {
         let p = Presented::read(&self.secret, token).ok_or(Error::InvalidCredentials)?;
         let family_id = p.id.family;
-        let found = self
-            .caches
-            .get_or_load(&self.caches.sessions, family_id, async {
-                Ok(self.store.family(family_id).await?)
-            })
-            .await?;
-        let Some(family) = found.filter(|f| f.user.id == user) else {
-            return Err(Error::InvalidCredentials);
-        };
         let grace = self.settings.grace_ms;
-        match verdict(&family, &p, now, grace) {
-            Verdict::Live | Verdict::InGrace => Ok(family),
-            Verdict::Dead | Verdict::Inactive => Err(Error::InvalidCredentials),
-            Verdict::Replayed => {
-                let revoke = self.settings.revoke_on_reuse;
-                let judged = p.clone();
-                let seen = self
-                    .store
-                    .change_family(
-                        family_id,
-                        Box::new(move |f| match verdict(f, &judged, now, grace) {
-                            Verdict::Replayed if revoke => FamilyChange::End,
-                            _ => FamilyChange::None,
-                        }),
-                    )
-                    .await?;
-                if seen.is_some_and(|f| verdict(&f, &p, now, grace) == Verdict::Replayed) {
-                    self.replayed(family_id);
-                }
+        let judge = |found: Option<Family>| {
+            let f = found.filter(|f| f.user.id == user)?;
+            let v = verdict(&f, &p, now, grace);
+            Some((f, v))
+        };
+        let cached = self
+            .caches
+            .family(family_id, async { Ok(self.store.family(family_id).await?) })
+            .await?;
+        let judged = match judge(cached) {
+            Some((f, Verdict::Live | Verdict::InGrace)) => return Ok(f),
+            // A refusal is never taken from the cache alone: the family may have moved on
+            // since it was cached (a refresh on another connection). Read it again.
+            _ => {
+                let fresh = self.store.family(family_id).await?;
+                self.caches.forget_family(family_id);
+                judge(fresh)
+            }
+        };
+        match judged {
+            Some((f, Verdict::Live | Verdict::InGrace)) => Ok(f),
+            Some((_, Verdict::Replayed)) => {
+                self.end_replayed(p, now).await?;
                 Err(Error::InvalidCredentials)
             }
+            _ => Err(Error::InvalidCredentials),
         }
     }
 
@@ -868,59 +983,81 @@ mod tests {
     }
 
     #[test]
-    fn ordinary_users_are_suspended_by_the_attempt_past_the_limit() {
-        let (a, c) = attempt(Some(3), false, 0, &state(2, None));
-        assert_eq!(a, Attempt::Check { seen: 3 });
+    fn ordinary_users_are_suspended_by_the_attempt_after_the_limit() {
         assert_eq!(
-            c,
-            AttemptChange::Count {
-                lock_until_ms: None,
-                suspend: false
-            }
+            attempt(Some(3), false, 0, &state(2, None), 1),
+            (Attempt::Check { seen: 2 }, AttemptChange::None)
         );
-        let (a, c) = attempt(Some(3), false, 0, &state(3, None));
-        assert_eq!(a, Attempt::Suspend);
         assert_eq!(
-            c,
-            AttemptChange::Count {
-                lock_until_ms: None,
-                suspend: true
-            }
+            attempt(Some(3), false, 0, &state(3, None), 1),
+            (Attempt::Suspend, AttemptChange::Suspend)
         );
-        let (a, _) = attempt(None, false, 0, &state(1_000, None));
-        assert_eq!(a, Attempt::Check { seen: 1_001 });
+        assert_eq!(
+            attempt(None, false, 0, &state(1_000, None), 1),
+            (Attempt::Check { seen: 1_000 }, AttemptChange::None)
+        );
+    }
+
+    #[test]
+    fn checks_in_flight_count_against_the_allowance_but_are_not_failures() {
+        // Two failures and one check in flight: a second check would pass the limit of 3.
+        assert_eq!(
+            attempt(Some(3), false, 0, &state(2, None), 2),
+            (Attempt::Refuse, AttemptChange::None)
+        );
+        assert_eq!(
+            attempt(Some(3), false, 0, &state(0, None), 3),
+            (Attempt::Check { seen: 0 }, AttemptChange::None)
+        );
+        assert_eq!(
+            attempt(Some(3), false, 0, &state(0, None), 4),
+            (Attempt::Refuse, AttemptChange::None)
+        );
     }
 
     #[test]
     fn admins_are_locked_for_growing_windows_never_suspended() {
-        let lock = |a: (Attempt, AttemptChange)| match a.1 {
-            AttemptChange::Count {
-                lock_until_ms,
-                suspend: false,
-            } => (a.0, lock_until_ms),
-            other => panic!("{other:?}"),
-        };
+        let lock = |until_ms| AttemptChange::Lock { until_ms };
+        // The attempt that meets the limit is refused and locks for a minute.
         assert_eq!(
-            lock(attempt(Some(3), true, 0, &state(3, None))),
-            (Attempt::Refuse, Some(60_000))
+            attempt(Some(3), true, 0, &state(3, None), 1),
+            (Attempt::Refuse, lock(60_000))
         );
-        // Inside the window: refused without counting.
+        // Inside the window: refused without a change.
         assert_eq!(
-            attempt(Some(3), true, 59_999, &state(4, Some(60_000))),
+            attempt(Some(3), true, 59_999, &state(3, Some(60_000)), 1),
             (Attempt::Refuse, AttemptChange::None)
         );
-        // After it: one checked attempt, and a window twice as long.
+        // After it: one checked attempt, under a lock twice as long.
         assert_eq!(
-            lock(attempt(Some(3), true, 60_000, &state(4, Some(60_000)))),
-            (Attempt::Check { seen: 5 }, Some(180_000))
+            attempt(Some(3), true, 60_000, &state(3, Some(60_000)), 1),
+            (Attempt::Check { seen: 3 }, lock(180_000))
+        );
+        assert_eq!(
+            attempt(Some(3), true, 180_000, &state(4, Some(180_000)), 1),
+            (Attempt::Check { seen: 4 }, lock(420_000))
         );
         assert_eq!(lock_window_ms(3), 240_000);
         assert_eq!(lock_window_ms(40), LOCK_MAX_MS);
         let mut s = state(0, None);
         s.status = "suspended".into();
         assert_eq!(
-            attempt(Some(3), true, 0, &s),
+            attempt(Some(3), true, 0, &s, 1),
             (Attempt::Refuse, AttemptChange::None)
         );
+    }
+
+    #[test]
+    fn in_flight_counts_enter_and_leave() {
+        let f = InFlight::default();
+        let u = Uuid::new_v4();
+        let a = f.enter(u);
+        let b = f.enter(u);
+        assert_eq!((a.count, b.count), (1, 2));
+        drop(a);
+        assert_eq!(f.enter(u).count, 2);
+        drop(b);
+        assert_eq!(f.enter(u).count, 1);
+        assert!(f.0.lock().unwrap().is_empty());
     }
 }

@@ -22,6 +22,9 @@ use crate::query::Fields;
 #[derive(Clone)]
 pub struct Caches {
     generation: Arc<AtomicU64>,
+    /// Moved by every write to one session family, so that such writes (a refresh each) do
+    /// not keep the other caches from filling.
+    family_generation: Arc<AtomicU64>,
     pub(crate) static_tokens: Cache<String, Option<Principal>>,
     pub(crate) access: Cache<(Option<Uuid>, Option<Uuid>), Arc<AccessTree>>,
     pub(crate) sessions: Cache<Uuid, Option<Family>>,
@@ -53,6 +56,7 @@ impl Caches {
         let ttl = Duration::from_secs(5);
         Self {
             generation: Arc::new(AtomicU64::new(0)),
+            family_generation: Arc::new(AtomicU64::new(0)),
             static_tokens: cache(ttl),
             access: cache(ttl),
             sessions: cache(short),
@@ -74,6 +78,31 @@ impl Caches {
         self.me.invalidate_all();
     }
 
+    /// Forgets one session family, after a write to it committed. Moving the family
+    /// generation keeps a read of a family that started before the write from caching what it
+    /// read.
+    pub(crate) fn forget_family(&self, family: Uuid) {
+        self.family_generation.fetch_add(1, Ordering::SeqCst);
+        self.sessions.invalidate(&family);
+    }
+
+    /// Forgets every session family (after some ended without their ids being known).
+    pub(crate) fn forget_families(&self) {
+        self.family_generation.fetch_add(1, Ordering::SeqCst);
+        self.sessions.invalidate_all();
+    }
+
+    /// The cached family `id`, or `load`'s, cached unless a write to any family or an
+    /// invalidation ran meanwhile.
+    pub(crate) async fn family(
+        &self,
+        id: Uuid,
+        load: impl Future<Output = Result<Option<Family>>>,
+    ) -> Result<Option<Family>> {
+        self.load(&self.sessions, Some(&self.family_generation), id, load)
+            .await
+    }
+
     /// Forgets one user's record (after a login or refresh moved its `last_access`).
     pub(crate) fn invalidate_user(&self, user: Uuid) {
         self.users.invalidate(&user.to_string());
@@ -90,13 +119,33 @@ impl Caches {
         K: Hash + Eq + Send + Sync + Clone + 'static,
         V: Clone + Send + Sync + 'static,
     {
+        self.load(cache, None, key, load).await
+    }
+
+    async fn load<K, V>(
+        &self,
+        cache: &Cache<K, V>,
+        local: Option<&AtomicU64>,
+        key: K,
+        load: impl Future<Output = Result<V>>,
+    ) -> Result<V>
+    where
+        K: Hash + Eq + Send + Sync + Clone + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
         if let Some(v) = cache.get(&key) {
             return Ok(v);
         }
-        let before = self.generation.load(Ordering::SeqCst);
+        let stamp = || {
+            (
+                self.generation.load(Ordering::SeqCst),
+                local.map(|g| g.load(Ordering::SeqCst)),
+            )
+        };
+        let before = stamp();
         let value = load.await?;
         cache.insert(key.clone(), value.clone());
-        if self.generation.load(Ordering::SeqCst) != before {
+        if stamp() != before {
             cache.invalidate(&key);
         }
         Ok(value)
@@ -106,6 +155,22 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_family_read_racing_its_rotation_is_not_kept() {
+        let c = Caches::new();
+        let family = Uuid::new_v4();
+        let v = c
+            .family(family, async {
+                // The rotation commits and forgets the family while this read is in flight.
+                c.forget_family(family);
+                Ok(None)
+            })
+            .await
+            .unwrap();
+        assert!(v.is_none());
+        assert!(c.sessions.get(&family).is_none());
+    }
 
     #[tokio::test]
     async fn a_load_racing_an_invalidation_is_not_kept() {

@@ -7,11 +7,11 @@
 //! as a wrong password.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, AssociatedData, ParamsBuilder, PasswordVerifier, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::probe::{NoProbe, Point, Probe};
@@ -84,7 +84,8 @@ pub struct HashStats {
     pub hashed: u64,
     /// Requests refused because the queue was full.
     pub refused: u64,
-    /// Requests waiting for a hashing thread now.
+    /// Requests holding a place in the queue now (waiting for a thread, or for the work that
+    /// leads to their hash).
     pub waiting: usize,
 }
 
@@ -100,7 +101,8 @@ pub struct Passwords {
     queue_limit: usize,
     counters: Arc<Counters>,
     probe: Arc<dyn Probe>,
-    dummy: Arc<OnceCell<String>>,
+    /// A hash of a random password, made on a hashing thread the first time it is needed.
+    dummy: Arc<OnceLock<String>>,
 }
 
 /// Nice value of the hashing threads: request handling preempts them, so a login storm
@@ -127,12 +129,19 @@ fn hash_worker(queue: Arc<Mutex<std::sync::mpsc::Receiver<HashJob>>>) {
     }
 }
 
-/// Takes a caller's place in the queue back when it stops waiting, however it stops.
-struct Waiting<'a>(&'a AtomicUsize);
+/// A place in the hashing queue. Taken before the work that leads to a hash (a login takes
+/// it first of all), so that a full queue refuses before anything else happens; dropped, it
+/// leaves the queue, whether it was used, refused, or its caller went away.
+pub struct Ticket {
+    passwords: Passwords,
+}
 
-impl Drop for Waiting<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.passwords
+            .counters
+            .waiting
+            .fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,7 +180,7 @@ impl Passwords {
             queue_limit,
             counters: Arc::new(Counters::default()),
             probe,
-            dummy: Arc::new(OnceCell::new()),
+            dummy: Arc::new(OnceLock::new()),
         })
     }
 
@@ -189,30 +198,49 @@ impl Passwords {
         }
     }
 
-    /// Runs `f` on a hashing thread once one is free. A full queue is refused at once with
-    /// 503; a caller dropped while waiting leaves the queue and `f` never runs. Once started,
-    /// a hash runs to its end and keeps its thread until then, even if the caller goes.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
+    /// A place in the queue, or 503 "Under pressure" at once when the queue is full: when
+    /// `queue_limit` callers wait beyond the hashing threads that are free.
+    pub fn ticket(&self) -> Result<Ticket> {
         let ahead = self.counters.waiting.fetch_add(1, Ordering::SeqCst);
-        let waiting = Waiting(&self.counters.waiting);
-        if ahead >= self.queue_limit {
+        let ticket = Ticket {
+            passwords: self.clone(),
+        };
+        if ahead >= self.queue_limit + self.threads.available_permits() {
             self.counters.refused.fetch_add(1, Ordering::SeqCst);
             return Err(Error::under_pressure());
         }
-        let permit = self
+        Ok(ticket)
+    }
+
+    /// Hashes a new password with the configured settings.
+    pub async fn hash(&self, password: String) -> Result<String> {
+        self.ticket()?.hash(password).await
+    }
+
+    /// Whether `password` matches `phc` (see [`Ticket::verify`]).
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
+        self.ticket()?.verify(password, phc).await
+    }
+}
+
+impl Ticket {
+    /// Runs `f` on a hashing thread once one is free. A caller dropped while waiting leaves the
+    /// queue and `f` never runs. Once started, a hash runs to its end and keeps its thread
+    /// until then, even if the caller goes.
+    async fn run<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let passwords = self.passwords.clone();
+        let permit = passwords
             .threads
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("hash pool closed".into()))?;
-        drop(waiting);
-        self.probe.reached(Point::Hashing).await;
+        drop(self);
+        passwords.probe.reached(Point::Hashing).await;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let counters = self.counters.clone();
-        self.jobs
+        let counters = passwords.counters.clone();
+        passwords
+            .jobs
             .send(Box::new(move || {
                 let _thread = permit;
                 if reply.is_closed() {
@@ -229,41 +257,42 @@ impl Passwords {
     }
 
     /// Hashes a new password with the configured settings.
-    pub async fn hash(&self, password: String) -> Result<String> {
-        let settings = self.settings.clone();
-        self.blocking(move || {
-            let argon = settings.hasher().map_err(Error::Internal)?;
-            argon
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))
-        })
-        .await?
+    pub async fn hash(self, password: String) -> Result<String> {
+        let settings = self.passwords.settings.clone();
+        self.run(move || hash_with(&settings, &password)).await?
     }
 
     /// Whether `password` matches `phc`. With no stored hash the password is checked against
-    /// a dummy hash, so the answer (false) takes the same time.
-    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
-        let (phc, real) = match phc {
-            Some(p) => (p, true),
-            None => (self.dummy_hash().await?, false),
-        };
-        let ok = self
-            .blocking(move || {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), phc.as_str())
-                    .is_ok()
-            })
-            .await?;
-        Ok(ok && real)
+    /// a dummy hash of the same cost, so the answer (false) takes as long.
+    pub async fn verify(self, password: String, phc: Option<String>) -> Result<bool> {
+        let settings = self.passwords.settings.clone();
+        let dummy = self.passwords.dummy.clone();
+        self.run(move || {
+            let (phc, real) = match phc {
+                Some(p) => (p, true),
+                None => {
+                    let made = dummy.get_or_init(|| {
+                        hash_with(&settings, &crate::tokens::random_token()).unwrap_or_default()
+                    });
+                    (made.clone(), false)
+                }
+            };
+            let ok = Argon2::default()
+                .verify_password(password.as_bytes(), phc.as_str())
+                .is_ok();
+            ok && real
+        })
+        .await
     }
+}
 
-    async fn dummy_hash(&self) -> Result<String> {
-        self.dummy
-            .get_or_try_init(|| self.hash(crate::tokens::random_token()))
-            .await
-            .cloned()
-    }
+/// A PHC string for `password` under `settings`.
+fn hash_with(settings: &HashSettings, password: &str) -> Result<String> {
+    let argon = settings.hasher().map_err(Error::Internal)?;
+    argon
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))
 }
 
 #[cfg(test)]

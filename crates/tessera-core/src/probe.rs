@@ -9,6 +9,9 @@ use async_trait::async_trait;
 pub enum Point {
     /// A hashing slot is held and the hash is about to run.
     Hashing,
+    /// A login attempt has been judged against the attempt limit (let through to a password
+    /// check or refused); nothing has been hashed for it yet.
+    AttemptJudged,
     /// A login's password matched; its session is not opened yet.
     PasswordVerified,
 }

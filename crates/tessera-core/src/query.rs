@@ -90,6 +90,20 @@ const MAX_FILTER_CONDITIONS: usize = 500;
 /// PostgreSQL 65535).
 const MAX_FILTER_VALUES: usize = 10_000;
 
+/// The longest text a filter value or `search` may be (SQLite refuses LIKE patterns over
+/// 50 000 bytes; escaping can double a value).
+const MAX_VALUE_BYTES: usize = 4_096;
+
+/// Refuses a text longer than [`MAX_VALUE_BYTES`].
+fn short_enough(what: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(Error::InvalidQuery(format!(
+            "{what} may be at most {MAX_VALUE_BYTES} bytes long"
+        )));
+    }
+    Ok(())
+}
+
 /// A parsed, not yet schema-checked read query.
 #[derive(Debug, Clone, Default)]
 pub struct ReadQuery {
@@ -164,7 +178,10 @@ impl ReadQuery {
                 "offset" => q.offset = Some(number("offset", &v)?),
                 "page" => q.page = Some(number("page", &v)?),
                 "meta" => q.meta.extend(v.split(',').map(|s| s.trim().to_owned())),
-                "search" => q.search = Some(v.into_owned()).filter(|s| !s.is_empty()),
+                "search" => {
+                    short_enough("\"search\"", &v)?;
+                    q.search = Some(v.into_owned()).filter(|s| !s.is_empty());
+                }
                 _ if key.starts_with("filter[") => {
                     let path: Vec<String> = key["filter".len()..]
                         .split(']')
@@ -434,6 +451,14 @@ fn condition(
                         );
                     }
                     budget.spend(1, value.as_array().map_or(1, Vec::len))?;
+                    for text in value
+                        .as_array()
+                        .map_or(std::slice::from_ref(&value), Vec::as_slice)
+                        .iter()
+                        .filter_map(Value::as_str)
+                    {
+                        short_enough("A filter value", text)?;
+                    }
                     // `_null: false` means the opposite check.
                     let op = match (op, &value) {
                         (Op::Null, Value::Bool(false)) => Op::NotNull,

@@ -307,6 +307,8 @@ impl Config {
             session_ttl_ms: v.duration("SESSION_COOKIE_TTL", 86_400_000)?,
             grace_ms: v.duration("SESSION_REFRESH_GRACE_PERIOD", 10_000)?,
             revoke_on_reuse: v.boolean("SESSION_REFRESH_REVOKE_ON_REUSE", true)?,
+            max_sessions_per_user: u32::try_from(v.positive("SESSION_MAX_PER_USER", 100)?)
+                .map_err(|_| bad("SESSION_MAX_PER_USER", "is too large"))?,
             login_stall: Duration::from_millis(
                 u64::try_from(v.duration("LOGIN_STALL_TIME", 500)?).unwrap_or(500),
             ),

@@ -38,7 +38,7 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
     let (stop, stopping) = watch::channel(false);
     let (open, open_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -74,6 +74,35 @@ pub async fn serve(
     drop(open_rx);
     open.closed().await;
     Ok(())
+}
+
+/// File descriptors kept free for everything but connections: the database, its readers,
+/// the WAL, the listener, logs.
+const RESERVED_DESCRIPTORS: usize = 64;
+
+/// `SERVER_MAX_CONNECTIONS`, lowered to what the process's open-file limit allows: above it,
+/// accepts would fail instead of waiting, and the database could not open a reader.
+fn connection_cap(configured: usize) -> usize {
+    let Some(soft) = descriptor_limit() else {
+        return configured;
+    };
+    let allowed = soft.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    if configured > allowed {
+        tracing::warn!(
+            configured,
+            allowed,
+            "SERVER_MAX_CONNECTIONS is above what the open-file limit allows; using the lower value"
+        );
+        return allowed;
+    }
+    configured
+}
+
+/// The soft limit on open files, where the system tells it (Linux's `/proc/self/limits`).
+fn descriptor_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A failed accept: a connection reset before it was accepted is nothing; anything else (out
@@ -261,5 +290,18 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_under_the_open_file_limit() {
+        if let Some(soft) = descriptor_limit() {
+            assert!(connection_cap(usize::MAX) < soft);
+            assert_eq!(connection_cap(1), 1);
+        }
     }
 }

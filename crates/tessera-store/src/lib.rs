@@ -50,6 +50,7 @@ impl Principal {
 #[derive(Clone)]
 pub struct LoginUser {
     pub id: Uuid,
+    pub email: Option<String>,
     pub role: Option<Uuid>,
     pub status: String,
     pub provider: String,
@@ -72,23 +73,22 @@ impl std::fmt::Debug for LoginUser {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginState {
     pub status: String,
-    /// Failed (or not yet successful) attempts since the last success.
+    /// Failed password checks since the last success.
     pub failed_logins: i64,
-    /// Password logins are refused until then (the lockout of admins).
+    /// Password logins are refused until then (the lockout of admins); kept once passed, as
+    /// the mark that a lock happened.
     pub locked_until_ms: Option<i64>,
 }
 
-/// What a login attempt writes, as the core decided it.
+/// What a login attempt writes before its password is checked, as the core decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptChange {
     /// Write nothing.
     None,
-    /// Count the attempt; optionally lock password logins until a time, or suspend the user
-    /// (which also ends all their sessions).
-    Count {
-        lock_until_ms: Option<i64>,
-        suspend: bool,
-    },
+    /// Refuse password logins until this time.
+    Lock { until_ms: i64 },
+    /// Suspend the user, which also ends all their sessions.
+    Suspend,
 }
 
 /// The core's decision for a login attempt, run inside the store's transaction.
@@ -157,6 +157,17 @@ pub struct NewSession {
     pub now_ms: i64,
     pub expires_ms: i64,
     pub meta: ClientMeta,
+    /// The user keeps at most this many families: the least recently used beyond it end.
+    pub keep_at_most: u32,
+}
+
+/// A session just opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The user as it was when the session opened.
+    pub user: Principal,
+    /// How many of the user's older families ended to stay within `keep_at_most`.
+    pub evicted: u64,
 }
 
 /// A session family: one login and the chain of refresh tokens its refreshes issued, kept as
@@ -310,18 +321,21 @@ pub trait Store: Send + Sync + 'static {
         user: Uuid,
         decide: AttemptDecision,
     ) -> StoreResult<Option<LoginState>>;
+    /// Counts one failed password check.
+    async fn record_login_failure(&self, user: Uuid) -> StoreResult<()>;
     /// Forgets a user's failed logins and lifts any login lock.
     async fn clear_login_failures(&self, user: Uuid) -> StoreResult<()>;
     /// Every user with their login bookkeeping, ordered by e-mail.
     async fn user_summaries(&self) -> StoreResult<Vec<UserSummary>>;
 
     /// Opens a session family if `admit`, shown the user as it is inside the transaction,
-    /// admits it; also forgives attempts and sets `last_access`. Returns the user then.
+    /// admits it; also forgives failures, lifts a login lock, sets `last_access`, and ends the
+    /// user's families beyond `keep_at_most`.
     async fn open_session(
         &self,
         s: NewSession,
         admit: AdmitDecision,
-    ) -> StoreResult<Option<Principal>>;
+    ) -> StoreResult<Option<Opened>>;
     /// The family with this id, with its user.
     async fn family(&self, id: Uuid) -> StoreResult<Option<Family>>;
     /// Reads the family and applies `decide`'s change, in one transaction; returns the family

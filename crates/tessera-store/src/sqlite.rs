@@ -17,7 +17,7 @@ use crate::schema::{Alias, Collection, Field, Kind, USERS};
 use crate::{
     AccessTree, Admission, AdmitDecision, AttemptChange, AttemptDecision, Bootstrap, Condition,
     EndSessions, Family, FamilyChange, FamilyDecision, LoginState, LoginUser, NewSession, Op,
-    PolicyGrant, Principal, Query, Record, Store, StoreError, StoreResult, UserSummary,
+    Opened, PolicyGrant, Principal, Query, Record, Store, StoreError, StoreResult, UserSummary,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -557,11 +557,13 @@ fn principal_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
 /// The login view of the one user matching `condition` (which takes `?1`).
 fn login_user_by(conn: &Connection, condition: &str, arg: &str) -> StoreResult<Option<LoginUser>> {
     let sql = format!(
-        "SELECT id, role, status, provider, password, tfa_secret FROM directus_users WHERE {condition}"
+        "SELECT id, role, status, provider, password, tfa_secret, email
+         FROM directus_users WHERE {condition}"
     );
     Ok(query_one(conn, &sql, [arg], |r| {
         Ok(LoginUser {
             id: uuid_col(r, 0)?.unwrap_or_default(),
+            email: r.get(6)?,
             role: uuid_col(r, 1)?,
             status: r.get(2)?,
             provider: r.get(3)?,
@@ -831,24 +833,37 @@ impl Store for SqliteStore {
             )
             .optional()?;
             let Some(state) = state else { return Ok(None) };
-            if let AttemptChange::Count {
-                lock_until_ms,
-                suspend,
-            } = decide(&state)
-            {
-                exec(
-                    tx,
-                    "UPDATE directus_users SET failed_logins = failed_logins + 1,
-                       login_locked_until = coalesce(?2, login_locked_until),
-                       status = CASE WHEN ?3 THEN 'suspended' ELSE status END
-                     WHERE id = ?1",
-                    params![id, lock_until_ms, suspend],
-                )?;
-                if suspend {
+            match decide(&state) {
+                AttemptChange::None => {}
+                AttemptChange::Lock { until_ms } => {
+                    exec(
+                        tx,
+                        "UPDATE directus_users SET login_locked_until = ?2 WHERE id = ?1",
+                        params![id, until_ms],
+                    )?;
+                }
+                AttemptChange::Suspend => {
+                    exec(
+                        tx,
+                        "UPDATE directus_users SET status = 'suspended' WHERE id = ?1",
+                        [&id],
+                    )?;
                     delete_user_sessions(tx, &id, &EndSessions::All)?;
                 }
             }
             Ok(Some(state))
+        })
+        .await
+    }
+
+    async fn record_login_failure(&self, user: Uuid) -> StoreResult<()> {
+        self.write(move |tx| {
+            exec(
+                tx,
+                "UPDATE directus_users SET failed_logins = failed_logins + 1 WHERE id = ?1",
+                [user.to_string()],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -892,7 +907,7 @@ impl Store for SqliteStore {
         &self,
         s: NewSession,
         admit: AdmitDecision,
-    ) -> StoreResult<Option<Principal>> {
+    ) -> StoreResult<Option<Opened>> {
         self.write(move |tx| {
             let user = s.user.to_string();
             let Some(found) = login_user_by(tx, "id = ?1", &user)? else {
@@ -924,10 +939,20 @@ impl Store for SqliteStore {
                  WHERE id = ?1",
                 params![user, forgive, s.now_ms],
             )?;
-            Ok(Some(Principal {
-                id: found.id,
-                role: found.role,
-                status: found.status,
+            let evicted = exec(
+                tx,
+                "DELETE FROM directus_sessions WHERE user = ?1 AND family NOT IN
+                   (SELECT family FROM directus_sessions WHERE user = ?1
+                    ORDER BY coalesce(rotated_at, created) DESC, family LIMIT ?2)",
+                params![user, s.keep_at_most],
+            )?;
+            Ok(Some(Opened {
+                user: Principal {
+                    id: found.id,
+                    role: found.role,
+                    status: found.status,
+                },
+                evicted: evicted as u64,
             }))
         })
         .await
@@ -1120,6 +1145,7 @@ mod tests {
                 user_agent: Some("test".into()),
                 origin: None,
             },
+            keep_at_most: 2,
         }
     }
 
@@ -1136,7 +1162,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(opened.map(|p| p.id), Some(b.user_id));
+        assert_eq!(opened.map(|o| o.user.id), Some(b.user_id));
         let advance = |now: i64| -> FamilyDecision {
             Box::new(move |_| FamilyChange::Advance {
                 now_ms: now,
@@ -1181,6 +1207,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_user_keeps_at_most_its_most_recently_used_families() {
+        let (_d, s) = store();
+        let b = boot();
+        s.bootstrap(b.clone()).await.unwrap();
+        let families: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let open = |family: Uuid, now_ms: i64| {
+            let s = s.clone();
+            let new = NewSession {
+                now_ms,
+                ..session(b.user_id, family)
+            };
+            async move {
+                s.open_session(new, Box::new(|_| Admission::Admit { forgive: 0 }))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        assert_eq!(open(families[0], 1_000).await.evicted, 0);
+        assert_eq!(open(families[1], 2_000).await.evicted, 0);
+        // The oldest family was refreshed since: the middle one is the least recently used.
+        s.change_family(
+            families[0],
+            Box::new(|_| FamilyChange::Extend {
+                now_ms: 2_500,
+                expires_ms: 9_000,
+            }),
+        )
+        .await
+        .unwrap();
+        s.change_family(
+            families[0],
+            Box::new(|_| FamilyChange::Advance {
+                now_ms: 2_600,
+                expires_ms: 9_000,
+                token_hash: "t1".into(),
+                meta: ClientMeta::default(),
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(open(families[2], 3_000).await.evicted, 1);
+        assert!(s.family(families[0]).await.unwrap().is_some());
+        assert!(s.family(families[1]).await.unwrap().is_none());
+        assert!(s.family(families[2]).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
     async fn refused_admission_opens_nothing_and_attempts_count() {
         let (_d, s) = store();
         let b = boot();
@@ -1193,23 +1267,21 @@ mod tests {
         assert!(refused.is_none());
         assert!(s.family(fam).await.unwrap().is_none());
         for _ in 0..3 {
-            s.login_attempt(
-                b.user_id,
-                Box::new(|_| AttemptChange::Count {
-                    lock_until_ms: Some(99),
-                    suspend: false,
-                }),
-            )
-            .await
-            .unwrap();
+            s.record_login_failure(b.user_id).await.unwrap();
         }
+        s.login_attempt(
+            b.user_id,
+            Box::new(|_| AttemptChange::Lock { until_ms: 99 }),
+        )
+        .await
+        .unwrap();
         let state = s
             .login_attempt(b.user_id, Box::new(|_| AttemptChange::None))
             .await
             .unwrap()
             .unwrap();
         assert_eq!((state.failed_logins, state.locked_until_ms), (3, Some(99)));
-        // A success forgives the attempts up to its own, not those counted after it.
+        // A success forgives the failures it was told of, lifts the lock, and nothing else.
         s.open_session(
             session(b.user_id, fam),
             Box::new(|_| Admission::Admit { forgive: 2 }),
@@ -1217,13 +1289,7 @@ mod tests {
         .await
         .unwrap();
         let state = s
-            .login_attempt(
-                b.user_id,
-                Box::new(|_| AttemptChange::Count {
-                    lock_until_ms: None,
-                    suspend: true,
-                }),
-            )
+            .login_attempt(b.user_id, Box::new(|_| AttemptChange::Suspend))
             .await
             .unwrap()
             .unwrap();
@@ -1233,7 +1299,7 @@ mod tests {
         let summary = &s.user_summaries().await.unwrap()[0];
         assert_eq!(
             (summary.status.as_str(), summary.failed_logins),
-            ("suspended", 2)
+            ("suspended", 1)
         );
         s.clear_login_failures(b.user_id).await.unwrap();
         assert_eq!(s.user_summaries().await.unwrap()[0].failed_logins, 0);

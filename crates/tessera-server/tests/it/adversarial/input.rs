@@ -173,11 +173,24 @@ async fn queries_too_large_for_the_database_are_refused_as_invalid() {
         &r,
         "Invalid query. \"fields\" may name at most 1000 fields.",
     );
+    // Patterns past SQLite's LIKE limit, however they are asked for.
+    for q in [
+        format!("search={}", "a".repeat(50_001)),
+        format!("search={}", "%25".repeat(20_000)),
+        format!("filter[email][_contains]={}", "a".repeat(50_001)),
+        format!("filter[email][_in]=a,{}", "b".repeat(5_000)),
+    ] {
+        let r = s.admin("GET", &format!("/users?{q}"), None).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.code(), "INVALID_QUERY", "{}", r.text);
+    }
     // Just under the limits, the same shapes work.
     for q in [
         format!("filter[id][_in]={}", ints(5_000)),
         format!("filter={}", or(400)),
         format!("sort={}", vec!["email"; 100].join(",")),
+        format!("search={}", "%25".repeat(4_096)),
+        format!("filter[email][_contains]={}", "a".repeat(4_096)),
     ] {
         let r = s.admin("GET", &format!("/users?{q}&fields=id"), None).await;
         assert_eq!(r.status, 200, "{}", r.text);

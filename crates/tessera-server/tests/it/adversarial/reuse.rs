@@ -1,6 +1,8 @@
 //! Replayed refresh tokens and session cookies: reuse detection in every mode, the grace
 //! window that never hands out a spent token, and the switch that keeps the family alive.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::*;
@@ -139,6 +141,74 @@ async fn with_revocation_off_a_replay_fails_but_the_family_lives() {
     // …and the live successors keep working.
     assert_eq!(s.refresh_json(&s1).await.status, 200);
     assert_eq!(me_by_cookie(&s, &b).await.status, 200);
+}
+
+#[tokio::test]
+async fn with_revocation_off_a_logout_with_a_stale_token_spares_the_live_one() {
+    let clock = manual_clock();
+    let s = TestServer::spawn_with(
+        &[("SESSION_REFRESH_REVOKE_ON_REUSE", "false")],
+        with_clock(&clock),
+    )
+    .await;
+    let (_, t) = s.admin_tokens().await;
+    let live = refresh_of(&s.refresh_json(&t).await);
+    clock.advance_ms(PAST_GRACE_MS);
+    // A job logging out with the token it stored long ago: answered, but the session lives.
+    assert_eq!(s.logout_json(&t).await.status, 204);
+    let live = refresh_of(&s.refresh_json(&live).await);
+    // The live token ends it.
+    assert_eq!(s.logout_json(&live).await.status, 204);
+    assert_eq!(s.refresh_json(&live).await.status, 401);
+}
+
+#[tokio::test]
+async fn with_revocation_on_a_logout_with_a_stale_token_ends_the_session() {
+    let clock = manual_clock();
+    let s = TestServer::spawn_with(&[], with_clock(&clock)).await;
+    let (_, t) = s.admin_tokens().await;
+    let live = refresh_of(&s.refresh_json(&t).await);
+    clock.advance_ms(PAST_GRACE_MS);
+    assert_eq!(s.logout_json(&t).await.status, 204);
+    assert_eq!(s.refresh_json(&live).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_checked_while_its_session_rotates_is_never_refused() {
+    let s = Arc::new(TestServer::spawn(&[]).await);
+    let mut cookie = session_login(&s, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (latest, watch) = tokio::sync::watch::channel(cookie.clone());
+    // Readers keep checking the newest cookie while it rotates under them; a read that
+    // loaded the family just before a rotation must not make the newer cookie look stale.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                let mut refused = 0;
+                loop {
+                    let c = watch.borrow().clone();
+                    if c.is_empty() {
+                        break;
+                    }
+                    if me_by_cookie(&s, &c).await.status != 200 {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        let r = refresh_session(&s, &cookie).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        cookie = r.cookie(SESSION).unwrap();
+        latest.send_replace(cookie.clone());
+    }
+    latest.send_replace(String::new());
+    for r in readers {
+        assert_eq!(r.await.unwrap(), 0, "a live cookie was refused");
+    }
 }
 
 #[tokio::test]

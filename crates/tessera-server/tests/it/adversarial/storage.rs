@@ -1,15 +1,9 @@
 //! Bounded storage: a client refreshing in a loop, with a huge user agent, keeps one row and
-//! a database that stops growing.
+//! a database that stops growing; a client logging in in a loop keeps a bounded number.
 
 use serde_json::json;
 
 use super::*;
-
-fn db(s: &TestServer) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(s.dir.path().join("data.db")).unwrap();
-    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    c
-}
 
 fn one(c: &rusqlite::Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
@@ -43,7 +37,7 @@ async fn a_client_refreshing_in_a_loop_keeps_one_row_and_a_flat_database() {
     for _ in 0..50 {
         token = refresh(&token).await;
     }
-    let c = db(&s);
+    let c = database(&s);
     let after_warmup = pages(&c);
     for _ in 0..500 {
         token = refresh(&token).await;
@@ -66,6 +60,22 @@ async fn logins_and_logouts_leave_no_rows_behind() {
         let next = refresh_of(&s.refresh_json(&rt).await);
         assert_eq!(s.logout_json(&next).await.status, 204);
     }
-    let c = db(&s);
+    let c = database(&s);
     assert_eq!(one(&c, "SELECT COUNT(*) FROM directus_sessions"), 0);
+}
+
+#[tokio::test]
+async fn a_client_logging_in_in_a_loop_keeps_a_bounded_number_of_sessions() {
+    let s = TestServer::spawn(&[("SESSION_MAX_PER_USER", "3")]).await;
+    let mut tokens = Vec::new();
+    for _ in 0..10 {
+        tokens.push(s.admin_tokens().await.1);
+    }
+    let c = database(&s);
+    assert_eq!(one(&c, "SELECT COUNT(*) FROM directus_sessions"), 3);
+    // The least recently used went first: the oldest logins are over, the latest work.
+    assert_eq!(s.refresh_json(&tokens[0]).await.status, 401);
+    for t in &tokens[7..] {
+        assert_eq!(s.refresh_json(t).await.status, 200);
+    }
 }
