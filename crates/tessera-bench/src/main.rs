@@ -448,9 +448,12 @@ async fn main() -> Result<()> {
     )?;
 
     eprintln!("tessera: refresh…");
+    // The prepared sessions belong to a user of their own, so that they do not count against
+    // the admin's SESSION_MAX_PER_USER in the login scenario that follows.
     let user: Value = http
-        .get(format!("{}/users/me?fields=id", t.url))
+        .post(format!("{}/users?fields=id", t.url))
         .bearer_auth(&jwt)
+        .json(&json!({"email": "refresh@bench.example.com", "status": "active"}))
         .send()
         .await?
         .json()
@@ -462,7 +465,8 @@ async fn main() -> Result<()> {
     let tokens = work.path().join("tokens.txt");
     let refresh_script = work.path().join("refresh.lua");
     std::fs::write(&refresh_script, REFRESH_LUA)?;
-    let token_count = (sqlite_rate as usize * secs as usize).clamp(50_000, 400_000);
+    // More tokens than the raw update rate could spend, so that none runs out.
+    let token_count = (2 * sqlite_rate as usize * secs as usize).clamp(50_000, 2_000_000);
     prepare_refresh_tokens(&db, &user_id, token_count, &tokens)?;
     let refresh = wrk(
         &t.url,
