@@ -294,16 +294,32 @@ fn attempt(
 #[derive(Default)]
 struct InFlight(std::sync::Mutex<std::collections::HashMap<Uuid, i64>>);
 
-/// One check in flight; leaves the count when dropped.
-struct Flight<'a> {
-    all: &'a InFlight,
+/// One attempt in flight; leaves the count when dropped.
+struct Flight {
+    all: Arc<InFlight>,
     user: Uuid,
     /// The user's checks in flight when this one entered, itself included.
     count: i64,
+    /// Set while a password check runs: if the attempt is dropped before the check's verdict
+    /// is written (its client hung up), the check counts as a failure, so that hanging up
+    /// neither guesses for free nor holds a place in flight at no cost.
+    unsettled: Option<Arc<dyn Store>>,
+}
+
+impl Flight {
+    /// The attempt's password check starts.
+    fn checking(&mut self, store: &Arc<dyn Store>) {
+        self.unsettled = Some(store.clone());
+    }
+
+    /// The check's verdict is written (or needs no writing).
+    fn settle(&mut self) {
+        self.unsettled = None;
+    }
 }
 
 impl InFlight {
-    fn enter(&self, user: Uuid) -> Flight<'_> {
+    fn enter(self: &Arc<Self>, user: Uuid) -> Flight {
         let mut map = self
             .0
             .lock()
@@ -311,26 +327,48 @@ impl InFlight {
         let count = map.entry(user).or_insert(0);
         *count += 1;
         Flight {
-            all: self,
+            all: self.clone(),
             user,
             count: *count,
+            unsettled: None,
         }
     }
 }
 
-impl Drop for Flight<'_> {
-    fn drop(&mut self) {
+impl InFlight {
+    fn leave(&self, user: Uuid) {
         let mut map = self
-            .all
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.user) {
+        if let Some(n) = map.get_mut(&user) {
             *n -= 1;
             if *n <= 0 {
-                map.remove(&self.user);
+                map.remove(&user);
             }
         }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let user = self.user;
+        if let Some(store) = self.unsettled.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // The place in flight is left only once the failure is written, so that no
+            // further check slips in between.
+            tracing::debug!(%user, "login abandoned during its password check: counted as failed");
+            let all = self.all.clone();
+            runtime.spawn(async move {
+                if let Err(e) = store.record_login_failure(user).await {
+                    tracing::warn!(error = %e, %user, "recording an abandoned login failed");
+                }
+                all.leave(user);
+            });
+            return;
+        }
+        self.all.leave(user);
     }
 }
 
@@ -468,7 +506,7 @@ impl Auth {
             .global_access(user.role, Some(user.id), None)
             .await?
             .admin;
-        let flight = self.in_flight.enter(user.id);
+        let mut flight = self.in_flight.enter(user.id);
         let in_flight = flight.count;
         let now = self.clock.now_ms();
         let decide = move |s: &LoginState| attempt(limit, admin, now, s, in_flight).1;
@@ -477,21 +515,28 @@ impl Auth {
         self.probe.reached(Point::AttemptJudged).await;
         let seen = match outcome {
             Some(Attempt::Check { seen }) => seen,
+            // A refused attempt leaves the count in flight before its (dummy) hash: only real
+            // checks hold a place there.
             Some(Attempt::Suspend) => {
+                drop(flight);
                 self.caches.invalidate();
                 tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
                 ticket.verify(password, None).await?;
                 return Err(Error::InvalidCredentials);
             }
             Some(Attempt::Refuse) | None => {
+                drop(flight);
                 ticket.verify(password, None).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
+        flight.checking(&self.store);
         if !ticket.verify(password, user.password.clone()).await? {
             self.store.record_login_failure(user.id).await?;
+            flight.settle();
             return Err(Error::InvalidCredentials);
         }
+        flight.settle();
         if user.tfa_secret.is_some() {
             // TOTP verification is not available yet: a TFA account cannot log in (fail closed).
             return Err(Error::InvalidOtp);
@@ -534,8 +579,8 @@ impl Auth {
             .await?
             .ok_or(Error::InvalidCredentials)?;
         drop(flight);
-        if opened.evicted > 0 {
-            self.caches.forget_families();
+        for family in opened.evicted {
+            self.caches.forget_family(family);
         }
         let principal = opened.user;
         self.store.purge_expired_sessions(now).await?;
@@ -694,15 +739,18 @@ impl Auth {
     /// is off), judging it again inside the transaction.
     async fn end_replayed(&self, p: Presented, now: i64) -> Result<()> {
         let family_id = p.id.family;
+        if !self.settings.revoke_on_reuse {
+            self.replayed(family_id);
+            return Ok(());
+        }
         let grace = self.settings.grace_ms;
-        let revoke = self.settings.revoke_on_reuse;
         let judged = p.clone();
         let seen = self
             .store
             .change_family(
                 family_id,
                 Box::new(move |f| match verdict(f, &judged, now, grace) {
-                    Verdict::Replayed if revoke => FamilyChange::End,
+                    Verdict::Replayed => FamilyChange::End,
                     _ => FamilyChange::None,
                 }),
             )
@@ -817,8 +865,11 @@ impl Auth {
             // A refusal is never taken from the cache alone: the family may have moved on
             // since it was cached (a refresh on another connection). Read it again.
             _ => {
-                let fresh = self.store.family(family_id).await?;
-                self.caches.forget_family(family_id);
+                self.caches.sessions.invalidate(&family_id);
+                let fresh = self
+                    .caches
+                    .family(family_id, async { Ok(self.store.family(family_id).await?) })
+                    .await?;
                 judge(fresh)
             }
         };
@@ -1049,7 +1100,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_enter_and_leave() {
-        let f = InFlight::default();
+        let f = Arc::new(InFlight::default());
         let u = Uuid::new_v4();
         let a = f.enter(u);
         let b = f.enter(u);

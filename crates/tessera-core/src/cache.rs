@@ -86,12 +86,6 @@ impl Caches {
         self.sessions.invalidate(&family);
     }
 
-    /// Forgets every session family (after some ended without their ids being known).
-    pub(crate) fn forget_families(&self) {
-        self.family_generation.fetch_add(1, Ordering::SeqCst);
-        self.sessions.invalidate_all();
-    }
-
     /// The cached family `id`, or `load`'s, cached unless a write to any family or an
     /// invalidation ran meanwhile.
     pub(crate) async fn family(

@@ -451,13 +451,28 @@ fn condition(
                         );
                     }
                     budget.spend(1, value.as_array().map_or(1, Vec::len))?;
-                    for text in value
-                        .as_array()
-                        .map_or(std::slice::from_ref(&value), Vec::as_slice)
-                        .iter()
-                        .filter_map(Value::as_str)
-                    {
-                        short_enough("A filter value", text)?;
+                    // Operands are single values (a list of them for `_in` and `_nin`); an
+                    // object or a nested list is no value any operator compares with.
+                    let list = matches!(op, Op::In | Op::Nin);
+                    let values = match &value {
+                        Value::Array(items) if list => items.as_slice(),
+                        other => std::slice::from_ref(other),
+                    };
+                    for v in values {
+                        match v {
+                            Value::String(text) => short_enough("A filter value", text)?,
+                            Value::Array(_) | Value::Object(_) => {
+                                return Err(Error::InvalidQuery(format!(
+                                    "\"{op_name}\" takes {}",
+                                    if list {
+                                        "a list of values"
+                                    } else {
+                                        "a single value"
+                                    }
+                                )));
+                            }
+                            _ => {}
+                        }
                     }
                     // `_null: false` means the opposite check.
                     let op = match (op, &value) {

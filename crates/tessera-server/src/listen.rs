@@ -76,9 +76,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// File descriptors kept free for everything but connections: the database, its readers,
-/// the WAL, the listener, logs.
-const RESERVED_DESCRIPTORS: usize = 64;
+/// File descriptors kept free for everything but connections: the database's reader, writer
+/// and checkpoint connections (three files each), the listener, logs, and a margin.
+const RESERVED_DESCRIPTORS: usize = 3 * (tessera_store::MAX_READERS + 2) + 64;
 
 /// `SERVER_MAX_CONNECTIONS`, lowered to what the process's open-file limit allows: above it,
 /// accepts would fail instead of waiting, and the database could not open a reader.

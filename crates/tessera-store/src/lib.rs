@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use schema::{Alias, Collection, Field, Kind, Nulls};
-pub use sqlite::SqliteStore;
+pub use sqlite::{MAX_READERS, SqliteStore};
 
 /// One item of a collection, keyed by field name, values as stored (timestamps in Unix ms,
 /// digests and hashes unconcealed: the core decides what a reader sees).
@@ -166,8 +166,8 @@ pub struct NewSession {
 pub struct Opened {
     /// The user as it was when the session opened.
     pub user: Principal,
-    /// How many of the user's older families ended to stay within `keep_at_most`.
-    pub evicted: u64,
+    /// The user's older families that ended to stay within `keep_at_most`.
+    pub evicted: Vec<Uuid>,
 }
 
 /// A session family: one login and the chain of refresh tokens its refreshes issued, kept as

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 const MAX_IDLE_READERS: usize = 8;
 
+/// Reader connections open at once at most (each holds three files: database, WAL, index);
+/// further reads wait for one.
+pub const MAX_READERS: usize = 16;
+
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -40,6 +44,8 @@ struct Inner {
     path: PathBuf,
     writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per reader connection that may be open.
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 /// WAL size (in frames) past which the writer restarts the WAL once the background
@@ -268,6 +274,7 @@ impl SqliteStore {
             path,
             writer: jobs,
             readers: Mutex::new(Vec::new()),
+            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
         });
         let watched = Arc::downgrade(&inner);
         let checkpoints = open(&inner.path)?;
@@ -284,7 +291,14 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let permit = inner
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("the store is closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _reader = permit;
             let pooled = inner.readers.lock().map_err(poisoned)?.pop();
             let conn = match pooled {
                 Some(c) => c,
@@ -939,20 +953,23 @@ impl Store for SqliteStore {
                  WHERE id = ?1",
                 params![user, forgive, s.now_ms],
             )?;
-            let evicted = exec(
-                tx,
+            let mut evict = tx.prepare_cached(
                 "DELETE FROM directus_sessions WHERE user = ?1 AND family NOT IN
                    (SELECT family FROM directus_sessions WHERE user = ?1
-                    ORDER BY coalesce(rotated_at, created) DESC, family LIMIT ?2)",
-                params![user, s.keep_at_most],
+                    ORDER BY coalesce(rotated_at, created) DESC, family LIMIT ?2)
+                 RETURNING family",
             )?;
+            let evicted = evict
+                .query_map(params![user, s.keep_at_most], |r| uuid_col(r, 0))?
+                .filter_map(|r| r.transpose())
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(Opened {
                 user: Principal {
                     id: found.id,
                     role: found.role,
                     status: found.status,
                 },
-                evicted: evicted as u64,
+                evicted,
             }))
         })
         .await
@@ -1225,8 +1242,8 @@ mod tests {
                     .unwrap()
             }
         };
-        assert_eq!(open(families[0], 1_000).await.evicted, 0);
-        assert_eq!(open(families[1], 2_000).await.evicted, 0);
+        assert!(open(families[0], 1_000).await.evicted.is_empty());
+        assert!(open(families[1], 2_000).await.evicted.is_empty());
         // The oldest family was refreshed since: the middle one is the least recently used.
         s.change_family(
             families[0],
@@ -1248,7 +1265,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(open(families[2], 3_000).await.evicted, 1);
+        assert_eq!(open(families[2], 3_000).await.evicted, [families[1]]);
         assert!(s.family(families[0]).await.unwrap().is_some());
         assert!(s.family(families[1]).await.unwrap().is_none());
         assert!(s.family(families[2]).await.unwrap().is_some());

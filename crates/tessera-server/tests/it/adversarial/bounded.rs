@@ -96,14 +96,14 @@ async fn logins_refused_under_pressure_are_not_counted() {
     let threads = s.state.auth.passwords().concurrency();
     gate.close();
     let arrived = gate.arrived();
-    // Strangers' logins take every hashing thread and the one place in the queue…
-    let flood: Vec<_> = (0..=threads)
-        .map(|_| {
-            let s = s.clone();
-            tokio::spawn(async move { s.login("ghost@example.com", "x", None).await.status })
-        })
-        .collect();
+    // Strangers' logins take every hashing thread, then the one place in the queue…
+    let stranger = |s: &Arc<TestServer>| {
+        let s = s.clone();
+        tokio::spawn(async move { s.login("ghost@example.com", "x", None).await.status })
+    };
+    let mut flood: Vec<_> = (0..threads).map(|_| stranger(&s)).collect();
     gate.arrivals(arrived + threads).await;
+    flood.push(stranger(&s));
     let passwords = s.state.auth.passwords().clone();
     eventually(|| passwords.stats().waiting == 1).await;
     // …so the owner's logins are refused at once, before they are counted.
@@ -116,6 +116,30 @@ async fn logins_refused_under_pressure_are_not_counted() {
     }
     assert_eq!(failed_logins(&s, EMAIL), 0);
     assert_eq!(s.login(EMAIL, PASSWORD, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_guess_abandoned_during_its_check_counts_as_failed() {
+    let gate = Gate::new(Point::Hashing);
+    gate.open();
+    let s = Arc::new(TestServer::spawn_with(&[], with_gate(&gate)).await);
+    attempt_limit(&s, 3).await;
+    s.user(EMAIL, PASSWORD).await;
+    gate.close();
+    let arrived = gate.arrived();
+    // A guess whose client hangs up while its password is being checked…
+    let guess = {
+        let s = s.clone();
+        tokio::spawn(async move { s.login(EMAIL, "a-guess", None).await })
+    };
+    gate.arrivals(arrived + 1).await;
+    guess.abort();
+    // …is counted all the same: hanging up neither guesses for free nor holds the user's
+    // allowance of checks in flight.
+    eventually(|| failed_logins(&s, EMAIL) == 1).await;
+    gate.open();
+    assert_eq!(s.login(EMAIL, PASSWORD, None).await.status, 200);
+    assert_eq!(failed_logins(&s, EMAIL), 0);
 }
 
 #[tokio::test]

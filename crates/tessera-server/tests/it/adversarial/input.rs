@@ -107,6 +107,21 @@ async fn null_for_a_not_null_field_is_a_failed_validation_and_saves_nothing() {
 }
 
 #[tokio::test]
+async fn the_attempt_limit_cannot_be_negative() {
+    let s = TestServer::spawn(&[]).await;
+    for v in [json!(-1), json!("-1"), json!(-0.5), json!(1e300)] {
+        let r = s
+            .admin(
+                "PATCH",
+                "/settings",
+                Some(json!({"auth_login_attempts": v})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{v}: {}", r.text);
+    }
+}
+
+#[tokio::test]
 async fn a_role_needs_a_name_at_creation() {
     let s = TestServer::spawn(&[]).await;
     let r = s.admin("POST", "/roles", Some(json!({}))).await;
@@ -179,6 +194,17 @@ async fn queries_too_large_for_the_database_are_refused_as_invalid() {
         format!("search={}", "%25".repeat(20_000)),
         format!("filter[email][_contains]={}", "a".repeat(50_001)),
         format!("filter[email][_in]=a,{}", "b".repeat(5_000)),
+    ] {
+        let r = s.admin("GET", &format!("/users?{q}"), None).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.code(), "INVALID_QUERY", "{}", r.text);
+    }
+    // Operands that are no single value: objects and nested lists.
+    for q in [
+        format!("filter[email][_contains][x]={}", "_".repeat(26_000)),
+        r#"filter={"email":{"_contains":{"x":"y"}}}"#.to_owned(),
+        r#"filter={"email":{"_eq":["a"]}}"#.to_owned(),
+        r#"filter={"email":{"_in":[["a"]]}}"#.to_owned(),
     ] {
         let r = s.admin("GET", &format!("/users?{q}"), None).await;
         assert_eq!(r.status, 400, "{}", r.text);
