@@ -25,60 +25,43 @@ fn login_in_background(s: &Arc<TestServer>, mode: &'static str) -> tokio::task::
     tokio::spawn(async move { s.login(EMAIL, PASSWORD, Some(mode)).await })
 }
 
-#[tokio::test]
-async fn a_login_in_flight_when_the_user_is_suspended_gets_no_session() {
+/// Holds a session-mode login after its password check, applies `change` to the user as the
+/// admin, lets the login go on, and returns its answer (and the server).
+async fn login_across(change: serde_json::Value) -> (Reply, Arc<TestServer>) {
     let (gate, s, id) = held_logins().await;
     let login = login_in_background(&s, "session");
     gate.arrivals(1).await;
     let r = s
-        .admin(
-            "PATCH",
-            &format!("/users/{id}"),
-            Some(json!({"status": "suspended"})),
-        )
+        .admin("PATCH", &format!("/users/{id}"), Some(change))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     gate.open();
     let r = login.await.unwrap();
+    assert!(r.cookie(SESSION).is_none(), "{:?}", r.set_cookies());
+    (r, s)
+}
+
+#[tokio::test]
+async fn a_login_in_flight_when_the_user_is_suspended_gets_no_session() {
+    let (r, _) = login_across(json!({"status": "suspended"})).await;
     assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
-    assert!(r.cookie(SESSION).is_none());
 }
 
 #[tokio::test]
 async fn a_login_in_flight_when_the_password_changes_gets_no_session() {
-    let (gate, s, id) = held_logins().await;
-    let login = login_in_background(&s, "json");
-    gate.arrivals(1).await;
-    let r = s
-        .admin(
-            "PATCH",
-            &format!("/users/{id}"),
-            Some(json!({"password": "Changed-Password-2"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    gate.open();
-    assert_eq!(login.await.unwrap().text, INVALID_CREDENTIALS_BODY);
+    let (r, s) = login_across(json!({"password": "Changed-Password-2"})).await;
+    assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
     assert_eq!(s.login(EMAIL, "Changed-Password-2", None).await.status, 200);
 }
 
 #[tokio::test]
 async fn a_login_in_flight_when_the_email_changes_gets_no_session() {
-    let (gate, s, id) = held_logins().await;
-    let login = login_in_background(&s, "session");
-    gate.arrivals(1).await;
-    let r = s
-        .admin(
-            "PATCH",
-            &format!("/users/{id}"),
-            Some(json!({"email": "moved@example.com"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    gate.open();
-    let r = login.await.unwrap();
+    let (r, s) = login_across(json!({"email": "moved@example.com"})).await;
     assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
-    assert!(r.cookie(SESSION).is_none());
+    assert_eq!(
+        s.login("moved@example.com", PASSWORD, None).await.status,
+        200
+    );
 }
 
 #[tokio::test]
