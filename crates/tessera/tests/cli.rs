@@ -100,13 +100,20 @@ fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn json_out(o: &Output) -> Value {
+/// Asserts that a command exited with success, showing its standard error if not.
+#[track_caller]
+fn succeeded(o: &Output) {
     assert!(
         o.status.success(),
         "exit {:?}, stderr: {}",
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[track_caller]
+fn json_out(o: &Output) -> Value {
+    succeeded(o);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout not JSON ({e}): {}",
@@ -346,11 +353,7 @@ async fn login_status(url: &str, email: &str, password: &str) -> u16 {
 async fn users_commands_on_a_stopped_server() {
     let dir = tempfile::tempdir().unwrap();
     let out = server_command(dir.path(), &["bootstrap"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let all = listed(dir.path());
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["email"], EMAIL);
@@ -362,11 +365,7 @@ async fn users_commands_on_a_stopped_server() {
         &["create-admin", "ops@example.com", "--password-stdin"],
         Some("Ops-Password-1\n"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let again = users(
         dir.path(),
         &["create-admin", "OPS@example.com", "--password-stdin"],
@@ -379,11 +378,7 @@ async fn users_commands_on_a_stopped_server() {
         &["reset-password", EMAIL, "--password-stdin"],
         Some("Reset-Password-2\n"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = users(dir.path(), &["unlock", "nobody@example.com"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody@example.com"));
@@ -444,11 +439,7 @@ async fn users_commands_on_a_running_server() {
     assert_eq!(row("locked@example.com")["status"], "suspended");
     // The operator unlocks both while the server runs; the next logins work.
     let out = users(&dir, &["unlock", EMAIL], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = users(&dir, &["unlock", "locked@example.com"], None);
     assert!(String::from_utf8_lossy(&out.stdout).contains("active again"));
     assert_eq!(login_status(&s.url, EMAIL, PASSWORD).await, 200);
@@ -472,11 +463,7 @@ async fn users_commands_on_a_running_server() {
         &["reset-password", "locked@example.com", "--password-stdin"],
         Some("Locked-2"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let r = http
         .post(format!("{}/auth/refresh", s.url))
         .json(&serde_json::json!({"refresh_token": refresh}))
