@@ -98,7 +98,7 @@ impl TestServer {
         Self::spawn_in_with(dir, db, vars, Hooks::default()).await
     }
 
-    async fn spawn_in_with(
+    pub async fn spawn_in_with(
         dir: tempfile::TempDir,
         db: &str,
         vars: &[(&str, &str)],

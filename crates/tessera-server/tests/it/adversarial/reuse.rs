@@ -120,14 +120,19 @@ async fn session_mode_grace_answers_with_the_live_session() {
     assert_eq!(me_by_cookie(&s, &c).await.status, 200);
 }
 
+/// A server whose replays are refused without ending their session.
+async fn spawn_without_revocation(clock: &tessera_core::clock::ManualClock) -> TestServer {
+    TestServer::spawn_with(
+        &[("SESSION_REFRESH_REVOKE_ON_REUSE", "false")],
+        with_clock(clock),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn with_revocation_off_a_replay_fails_but_the_family_lives() {
     let clock = manual_clock();
-    let s = TestServer::spawn_with(
-        &[("SESSION_REFRESH_REVOKE_ON_REUSE", "false")],
-        with_clock(&clock),
-    )
-    .await;
+    let s = spawn_without_revocation(&clock).await;
     let (_, t) = s.admin_tokens().await;
     let s1 = refresh_of(&s.refresh_json(&t).await);
     let a = session_login(&s, ADMIN_EMAIL, ADMIN_PASSWORD).await;
@@ -146,11 +151,7 @@ async fn with_revocation_off_a_replay_fails_but_the_family_lives() {
 #[tokio::test]
 async fn with_revocation_off_a_logout_with_a_stale_token_spares_the_live_one() {
     let clock = manual_clock();
-    let s = TestServer::spawn_with(
-        &[("SESSION_REFRESH_REVOKE_ON_REUSE", "false")],
-        with_clock(&clock),
-    )
-    .await;
+    let s = spawn_without_revocation(&clock).await;
     let (_, t) = s.admin_tokens().await;
     let live = refresh_of(&s.refresh_json(&t).await);
     clock.advance_ms(PAST_GRACE_MS);
@@ -258,4 +259,31 @@ async fn a_new_secret_keeps_live_refresh_tokens_but_not_spent_ones() {
     assert_eq!(s.refresh_json(&t).await.status, 401);
     let next = refresh_of(&s.refresh_json(&live).await);
     assert_eq!(s.refresh_json(&next).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_database_agrees_on_every_verdict() {
+    const SECRET: &str = "shared-secret-0123456789abcdef0123456789";
+    let clock = manual_clock();
+    let a = TestServer::spawn_with(&[("SECRET", SECRET)], with_clock(&clock)).await;
+    let db = a.dir.path().join("data.db").display().to_string();
+    let b = TestServer::spawn_in_with(
+        tempfile::tempdir().unwrap(),
+        &db,
+        &[("SECRET", SECRET)],
+        with_clock(&clock),
+    )
+    .await;
+    let (_, t) = a.admin_tokens().await;
+    let s1 = refresh_of(&a.refresh_json(&t).await);
+    // Inside the window the other instance hands out the same live token…
+    assert_eq!(refresh_of(&b.refresh_json(&t).await), s1);
+    // …and after it, a replay on one instance ends the session on both.
+    clock.advance_ms(PAST_GRACE_MS);
+    assert_eq!(b.refresh_json(&t).await.text, INVALID_CREDENTIALS_BODY);
+    assert_eq!(a.refresh_json(&s1).await.text, INVALID_CREDENTIALS_BODY);
+    // A logout on one instance ends a session the other refreshes.
+    let (_, u) = b.admin_tokens().await;
+    assert_eq!(a.logout_json(&u).await.status, 204);
+    assert_eq!(b.refresh_json(&u).await.status, 401);
 }
