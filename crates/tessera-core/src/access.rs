@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
-use tessera_store::AccessTree;
+use tessera_store::{
+    AccessRows, AccessTree, PolicyGrant, PolicyRow, Reads, Store, StoreError, StoreResult,
+};
 use uuid::Uuid;
 
 /// The identity and global rights of one request.
@@ -28,6 +30,57 @@ impl Accountability {
             ..Self::default()
         }
     }
+}
+
+/// Composes the access rows of a principal with direct role `role` into its tree: the roles
+/// root first; their policies root first, each role's in access-row order, then the user's own.
+/// A principal without a role gets the public policy in place of role policies. A cycle in the
+/// role parents is an error (writes refuse to make one).
+pub fn compose(rows: AccessRows, role: Option<Uuid>) -> StoreResult<AccessTree> {
+    let mut roles = Vec::with_capacity(rows.chain.len());
+    for id in rows.chain.iter().rev() {
+        if roles.contains(id) {
+            return Err(StoreError::Backend("role tree has a cycle".into()));
+        }
+        roles.push(*id);
+    }
+    let grant = |p: PolicyRow, direct: bool| PolicyGrant {
+        id: p.id,
+        admin_access: p.admin_access,
+        app_access: p.app_access,
+        enforce_tfa: p.enforce_tfa,
+        ip_access: p.ip_access,
+        on_direct_role: direct,
+    };
+    let mut policies = Vec::new();
+    if roles.is_empty() {
+        policies.extend(rows.public.into_iter().map(|p| grant(p, false)));
+    } else {
+        for (id, attached) in rows.chain.iter().zip(rows.by_role).rev() {
+            let direct = Some(*id) == role;
+            policies.extend(attached.into_iter().map(|p| grant(p, direct)));
+        }
+    }
+    policies.extend(rows.of_user.into_iter().map(|p| grant(p, false)));
+    Ok(AccessTree { roles, policies })
+}
+
+/// Reads and composes the access tree of a principal.
+pub async fn tree(
+    store: &dyn Store,
+    role: Option<Uuid>,
+    user: Option<Uuid>,
+) -> StoreResult<AccessTree> {
+    compose(store.access_rows(role, user).await?, role)
+}
+
+/// The access tree of a principal, read inside a transaction.
+pub fn tree_in(
+    r: &mut dyn Reads,
+    role: Option<Uuid>,
+    user: Option<Uuid>,
+) -> StoreResult<AccessTree> {
+    compose(r.access_rows(role, user)?, role)
 }
 
 /// The flags a principal's policies grant.

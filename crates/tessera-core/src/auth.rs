@@ -810,7 +810,9 @@ impl Auth {
     async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> Result<Arc<AccessTree>> {
         self.caches
             .get_or_load(&self.caches.access, (role, user), async {
-                Ok(Arc::new(self.store.access_tree(role, user).await?))
+                Ok(Arc::new(
+                    crate::access::tree(&*self.store, role, user).await?,
+                ))
             })
             .await
     }

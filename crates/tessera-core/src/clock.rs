@@ -60,9 +60,30 @@ pub fn iso8601(ms: i64) -> String {
     }
 }
 
+/// Reads an RFC 3339 time (`2026-12-02T10:00:00Z`, with any offset or fraction), a time
+/// without offset (taken as UTC), or a date (its midnight UTC), as Unix milliseconds.
+pub fn parse_ms(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let text = text.trim();
+    let at = time::OffsetDateTime::parse(text, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339))
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339))
+        .ok()?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_parse_as_milliseconds() {
+        assert_eq!(parse_ms("1970-01-01T00:00:01.5Z"), Some(1_500));
+        assert_eq!(parse_ms("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_ms("1970-01-02T00:00:00"), Some(86_400_000));
+        assert_eq!(parse_ms("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_ms("yesterday"), None);
+    }
 
     #[test]
     fn iso_format() {

@@ -222,6 +222,16 @@ impl From<StoreError> for Error {
             StoreError::MissingReference { field } => Error::InvalidPayload(format!(
                 "Field \"{field}\" references an item that doesn't exist"
             )),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                Error::ServiceUnavailable {
+                    service: "database",
+                    reason: "Database is unreachable".into(),
+                }
+            }
+            StoreError::Refused => {
+                Error::Internal("a guard refused a write without a reason".into())
+            }
             StoreError::Backend(msg) => Error::Internal(msg),
         }
     }

@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use tessera_proto::CONCEALED;
 use tessera_store::schema::{ROLES, SETTINGS, USERS};
 use tessera_store::{
-    Collection, Condition, EndSessions, Field, Kind, Nulls, Op, Query, Record, Store, StoreError,
+    Collection, Condition, EndSessions, Field, Guard, Kind, Nulls, Op, Query, Reads, Record, Store,
+    StoreError, Write,
 };
 use uuid::Uuid;
 
@@ -489,106 +490,6 @@ impl Items {
         }
     }
 
-    /// Whether `id` names an active user with admin access.
-    async fn is_admin_user(&self, id: &str) -> Result<bool> {
-        let Ok(uid) = Uuid::parse_str(id) else {
-            return Ok(false);
-        };
-        match self.store.principal(uid).await? {
-            Some(p) if p.is_active() => {
-                let tree = self.store.access_tree(p.role, Some(uid)).await?;
-                Ok(global_access(&tree, None).admin)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// Whether an update to user `id` takes away its admin access (deactivation or a role
-    /// without it).
-    async fn loses_admin(&self, id: &str, values: &[(&'static Field, Value)]) -> Result<bool> {
-        let status = values
-            .iter()
-            .find(|(f, _)| f.name == "status")
-            .map(|(_, v)| v);
-        let role = values
-            .iter()
-            .find(|(f, _)| f.name == "role")
-            .map(|(_, v)| v);
-        if status.is_none() && role.is_none() || !self.is_admin_user(id).await? {
-            return Ok(false);
-        }
-        if status.is_some_and(|s| s.as_str() != Some("active")) {
-            return Ok(true);
-        }
-        let Some(role) = role else { return Ok(false) };
-        let new_role = role.as_str().and_then(|r| Uuid::parse_str(r).ok());
-        let tree = self
-            .store
-            .access_tree(new_role, Uuid::parse_str(id).ok())
-            .await?;
-        if new_role.is_some() && tree.roles.is_empty() {
-            // A role that does not exist: the write fails on its reference instead.
-            return Ok(false);
-        }
-        Ok(!global_access(&tree, None).admin)
-    }
-
-    /// Whether an active admin remains when user `except_user` is gone and role `without_role`
-    /// no longer counts.
-    async fn admin_remains(
-        &self,
-        except_user: Option<&str>,
-        without_role: Option<&str>,
-    ) -> Result<bool> {
-        let status = USERS.field("status").ok_or(Error::Forbidden(None))?;
-        let q = Query {
-            filter: Some(Condition::Compare {
-                field: status,
-                op: Op::Eq,
-                value: "active".into(),
-            }),
-            ..Query::default()
-        };
-        for user in self.store.read_items(&USERS, &q).await? {
-            let Some(uid) = user.get("id").and_then(Value::as_str) else {
-                continue;
-            };
-            if Some(uid) == except_user {
-                continue;
-            }
-            let role = user
-                .get("role")
-                .and_then(Value::as_str)
-                .and_then(|r| Uuid::parse_str(r).ok());
-            let tree = self
-                .store
-                .access_tree(role, Uuid::parse_str(uid).ok())
-                .await?;
-            if without_role.is_some_and(|r| tree.roles.iter().any(|t| t.to_string() == r)) {
-                continue;
-            }
-            if global_access(&tree, None).admin {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Refuses a change that would leave no active admin, as Directus does.
-    async fn ensure_admin_remains(
-        &self,
-        except_user: Option<&str>,
-        without_role: Option<&str>,
-    ) -> Result<()> {
-        if self.admin_remains(except_user, without_role).await? {
-            Ok(())
-        } else {
-            Err(Error::UnprocessableContent(
-                "Cannot remove the last admin user from the system".into(),
-            ))
-        }
-    }
-
     /// Refuses a `parent` that is the role itself or one of its descendants.
     async fn check_no_cycle(&self, id: &str, values: &[(&'static Field, Value)]) -> Result<()> {
         let Some(parent) = values
@@ -599,7 +500,9 @@ impl Items {
         else {
             return Ok(());
         };
-        let ancestors = self.store.access_tree(Some(parent), None).await?.roles;
+        let ancestors = crate::access::tree(&*self.store, Some(parent), None)
+            .await?
+            .roles;
         if parent.to_string() == id || ancestors.iter().any(|a| a.to_string() == id) {
             return Err(Error::payload(
                 "\"parent\" can't be the role itself or one of its descendants",
@@ -655,6 +558,9 @@ impl Items {
                     value,
                 }
             }
+            StoreError::Refused => Error::UnprocessableContent(
+                "Cannot remove the last admin user from the system".into(),
+            ),
             other => other.into(),
         }
     }
@@ -679,8 +585,12 @@ impl Items {
                 id
             }
         };
+        let insert = Write::Insert {
+            c,
+            values: values.clone(),
+        };
         self.store
-            .insert_item(c, values.clone())
+            .write(vec![insert], None)
             .await
             .map_err(|e| Self::map_conflict(c, &values, e))?;
         self.caches.invalidate();
@@ -722,9 +632,6 @@ impl Items {
         let mut end = EndSessions::None;
         if c.name == "directus_users" {
             Self::check_user_values(&values)?;
-            if self.loses_admin(id, &values).await? {
-                self.ensure_admin_remains(Some(id), None).await?;
-            }
             let changes = |n: &str| values.iter().any(|(f, _)| f.name == n);
             let deactivates = values
                 .iter()
@@ -740,12 +647,19 @@ impl Items {
                 };
             }
         }
+        let guard = admin_guard(c, &values);
+        let update = Write::Update {
+            c,
+            id: id.to_owned(),
+            values: values.clone(),
+            end,
+        };
         let found = self
             .store
-            .update_item(c, id, values.clone(), end)
+            .write(vec![update], guard)
             .await
             .map_err(|e| Self::map_conflict(c, &values, e))?;
-        if !found {
+        if found.first() != Some(&true) {
             return Err(Error::Forbidden(None));
         }
         // Whoever (re)activates a user forgives its failed logins and lifts a login lock.
@@ -771,17 +685,10 @@ impl Items {
         id: &str,
     ) -> Result<()> {
         Self::require_admin(c, acc)?;
-        match c.name {
-            "directus_users" if self.is_admin_user(id).await? => {
-                self.ensure_admin_remains(Some(id), None).await?;
-            }
-            "directus_roles" if self.admin_remains(None, None).await? => {
-                self.ensure_admin_remains(None, Some(id)).await?;
-            }
-            _ => {}
-        }
+        let mut writes = Vec::new();
         if c.name == "directus_roles" {
             let role = USERS.field("role").ok_or(Error::Forbidden(None))?;
+            let status = USERS.field("status").ok_or(Error::Forbidden(None))?;
             let q = Query {
                 filter: Some(Condition::Compare {
                     field: role,
@@ -792,12 +699,22 @@ impl Items {
             };
             for user in self.store.read_items(&USERS, &q).await? {
                 if let Some(uid) = user.get("id").and_then(Value::as_str) {
-                    let body = serde_json::json!({"status": "suspended", "role": null});
-                    self.update_unchecked(&USERS, acc, uid, &body).await?;
+                    writes.push(Write::Update {
+                        c: &USERS,
+                        id: uid.to_owned(),
+                        values: vec![(status, "suspended".into()), (role, Value::Null)],
+                        end: EndSessions::All,
+                    });
                 }
             }
         }
-        if !self.store.delete_item(c, id).await? {
+        writes.push(Write::Delete { c, id: id.into() });
+        let found = self
+            .store
+            .write(writes, admin_guard(c, &[]))
+            .await
+            .map_err(|e| Self::map_conflict(c, &[], e))?;
+        if found.last() != Some(&true) {
             return Err(Error::Forbidden(None));
         }
         self.caches.invalidate();
@@ -832,10 +749,79 @@ impl Items {
                 _ => {}
             }
         }
-        self.store
-            .update_item(&SETTINGS, "1", values, EndSessions::None)
-            .await?;
+        let update = Write::Update {
+            c: &SETTINGS,
+            id: "1".into(),
+            values,
+            end: EndSessions::None,
+        };
+        self.store.write(vec![update], None).await?;
         Ok(())
+    }
+}
+
+/// The guard of a write that may take admin access away from someone: deleting a user, role
+/// or policy, or changing a user's status or role, a role's parent, or a policy's admin flag.
+fn admin_guard(
+    c: &'static Collection,
+    values: &[(&'static Field, Value)],
+) -> Option<Box<dyn Guard>> {
+    let touches =
+        |names: &[&str]| values.is_empty() || values.iter().any(|(f, _)| names.contains(&f.name));
+    let guarded = match c.name {
+        "directus_users" => touches(&["status", "role"]),
+        "directus_roles" => touches(&["parent"]),
+        "directus_policies" => touches(&["admin_access"]),
+        _ => false,
+    };
+    guarded.then(|| Box::new(AdminRemains { before: false }) as Box<dyn Guard>)
+}
+
+/// Refuses a write after which no active admin remains where one did before (as Directus
+/// refuses to remove the last admin). Runs inside the write's transaction, serialised with
+/// every other guarded write, so two demotions racing cannot both pass.
+struct AdminRemains {
+    before: bool,
+}
+
+impl AdminRemains {
+    fn any_admin(r: &mut dyn Reads) -> tessera_store::StoreResult<bool> {
+        let Some(status) = USERS.field("status") else {
+            return Ok(false);
+        };
+        let q = Query {
+            filter: Some(Condition::Compare {
+                field: status,
+                op: Op::Eq,
+                value: "active".into(),
+            }),
+            ..Query::default()
+        };
+        for user in r.read_items(&USERS, &q)? {
+            let uid = user
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|u| Uuid::parse_str(u).ok());
+            let role = user
+                .get("role")
+                .and_then(Value::as_str)
+                .and_then(|r| Uuid::parse_str(r).ok());
+            if global_access(&crate::access::tree_in(r, role, uid)?, None).admin {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Guard for AdminRemains {
+    fn before(&mut self, r: &mut dyn Reads) -> tessera_store::StoreResult<()> {
+        self.before = Self::any_admin(r)?;
+        Ok(())
+    }
+
+    fn after(self: Box<Self>, r: &mut dyn Reads) -> tessera_store::StoreResult<bool> {
+        Ok(!self.before || Self::any_admin(r)?)
     }
 }
 

@@ -18,7 +18,9 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use tessera_store::{Bootstrap, Store};
+use serde_json::{Value, json};
+use tessera_store::schema::{ACCESS, Collection, POLICIES, ROLES, USERS};
+use tessera_store::{Store, Values, Write};
 use uuid::Uuid;
 
 pub use error::{Error, Result};
@@ -54,18 +56,57 @@ pub async fn bootstrap(
             (p.clone(), Some(p))
         }
     };
-    store
-        .bootstrap(Bootstrap {
-            role_id: Uuid::new_v4(),
-            policy_id: Uuid::new_v4(),
-            access_id: Uuid::new_v4(),
-            user_id: Uuid::new_v4(),
-            email: seed.email,
-            password_hash: passwords.hash(password).await?,
-            token_hash: seed.token.as_deref().map(tokens::digest),
-        })
-        .await?;
+    let hash = passwords.hash(password).await?;
+    let token = seed.token.as_deref().map(tokens::digest);
+    let (_, writes) = first_admin(&seed.email, &hash, token.as_deref())?;
+    store.write(writes, None).await?;
     Ok(Bootstrapped::Created {
         generated_password: generated,
     })
+}
+
+/// The writes that create role and policy "Administrator", attach one to the other, and create
+/// an active admin user in that role; the new user's id.
+pub(crate) fn first_admin(
+    email: &str,
+    password_hash: &str,
+    token_hash: Option<&str>,
+) -> Result<(Uuid, Vec<Write>)> {
+    let role = Uuid::new_v4().to_string();
+    let policy = Uuid::new_v4().to_string();
+    let user = Uuid::new_v4();
+    let item = |c: &'static Collection, v: Value| -> Result<Write> {
+        let mut values: Values = Vec::new();
+        for (name, value) in v.as_object().into_iter().flatten() {
+            let field = c
+                .field(name)
+                .ok_or_else(|| Error::Internal(format!("{} has no field {name}", c.name)))?;
+            values.push((field, value.clone()));
+        }
+        Ok(Write::Insert { c, values })
+    };
+    let writes = vec![
+        item(
+            &ROLES,
+            json!({"id": role, "name": "Administrator", "icon": "verified",
+                   "description": "$t:admin_description"}),
+        )?,
+        item(
+            &POLICIES,
+            json!({"id": policy, "name": "Administrator", "icon": "verified",
+                   "description": "$t:admin_description", "admin_access": true,
+                   "app_access": true}),
+        )?,
+        item(
+            &ACCESS,
+            json!({"id": Uuid::new_v4().to_string(), "role": role, "policy": policy, "sort": 1}),
+        )?,
+        item(
+            &USERS,
+            json!({"id": user.to_string(), "first_name": "Admin", "last_name": "User",
+                   "email": email, "password": password_hash, "role": role,
+                   "status": "active", "token": token_hash}),
+        )?,
+    ];
+    Ok((user, writes))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tessera_store::schema::{ROLES, USERS};
-use tessera_store::{Bootstrap, LoginUser, Query, Store};
+use tessera_store::{LoginUser, Query, Store};
 use uuid::Uuid;
 
 use crate::access::{Accountability, global_access};
@@ -83,7 +83,7 @@ impl Operator {
         };
         let mut out = Vec::new();
         for u in self.store.user_summaries().await? {
-            let tree = self.store.access_tree(u.role, Some(u.id)).await?;
+            let tree = crate::access::tree(&*self.store, u.role, Some(u.id)).await?;
             out.push(UserLine {
                 id: u.id,
                 email: u.email,
@@ -143,7 +143,12 @@ impl Operator {
                 continue;
             };
             let id = id.map_err(|e| Error::Internal(format!("role id: {e}")))?;
-            if global_access(&self.store.access_tree(Some(id), None).await?, None).admin {
+            if global_access(
+                &crate::access::tree(&*self.store, Some(id), None).await?,
+                None,
+            )
+            .admin
+            {
                 admin_role = Some(id);
                 break;
             }
@@ -156,18 +161,9 @@ impl Operator {
                     "Value has to be a valid email address.",
                 ));
             }
-            let user_id = Uuid::new_v4();
-            self.store
-                .bootstrap(Bootstrap {
-                    role_id: Uuid::new_v4(),
-                    policy_id: Uuid::new_v4(),
-                    access_id: Uuid::new_v4(),
-                    user_id,
-                    email: email.to_owned(),
-                    password_hash: self.passwords.hash(password.to_owned()).await?,
-                    token_hash: None,
-                })
-                .await?;
+            let hash = self.passwords.hash(password.to_owned()).await?;
+            let (user_id, writes) = crate::first_admin(email, &hash, None)?;
+            self.store.write(writes, None).await?;
             return Ok(user_id);
         };
         let body = json!({

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use tessera_store::{Collection, Condition, Kind, Op, Query};
+use tessera_store::{Collection, Condition, Field, Kind, Op, Query};
 
 use crate::access::Accountability;
 use crate::error::{Error, Result};
@@ -286,7 +286,7 @@ fn search(c: &'static Collection, text: &str) -> Condition {
             .filter_map(|field| match field.kind {
                 Kind::String => Some(Condition::Compare {
                     field,
-                    op: Op::Contains,
+                    op: Op::IContains,
                     value: text.into(),
                 }),
                 Kind::Uuid if is_uuid => Some(Condition::Compare {
@@ -308,10 +308,14 @@ fn operator(name: &str) -> Option<Op> {
         "_nin" => Op::Nin,
         "_null" => Op::Null,
         "_nnull" => Op::NotNull,
-        "_contains" | "_icontains" => Op::Contains,
-        "_ncontains" | "_nicontains" => Op::NotContains,
-        "_starts_with" | "_istarts_with" => Op::StartsWith,
-        "_ends_with" | "_iends_with" => Op::EndsWith,
+        "_contains" => Op::Contains,
+        "_icontains" => Op::IContains,
+        "_ncontains" => Op::NotContains,
+        "_nicontains" => Op::NotIContains,
+        "_starts_with" => Op::StartsWith,
+        "_istarts_with" => Op::IStartsWith,
+        "_ends_with" => Op::EndsWith,
+        "_iends_with" => Op::IEndsWith,
         "_gt" => Op::Gt,
         "_gte" => Op::Gte,
         "_lt" => Op::Lt,
@@ -331,6 +335,73 @@ fn type_name(kind: Kind) -> &'static str {
         Kind::Timestamp => "timestamp",
         Kind::Hash => "hash",
         Kind::String | Kind::Digest | Kind::Concealed => "string",
+    }
+}
+
+/// Checks an operand against its field's kind and brings it to the form the field stores, so
+/// that every engine compares the same values: numbers for integers, Unix milliseconds for
+/// timestamps, booleans for booleans. Text operators apply to text fields only.
+fn coerce(field: &Field, op: Op, op_name: &str, value: Value) -> Result<Value> {
+    let textual = matches!(
+        op,
+        Op::Contains
+            | Op::IContains
+            | Op::NotContains
+            | Op::NotIContains
+            | Op::StartsWith
+            | Op::IStartsWith
+            | Op::EndsWith
+            | Op::IEndsWith
+    );
+    let numeric = matches!(field.kind, Kind::Integer | Kind::Timestamp | Kind::Boolean);
+    if textual && numeric {
+        return Err(Error::InvalidQuery(format!(
+            "\"{}\" field type does not contain the \"{op_name}\" filter operator",
+            type_name(field.kind)
+        )));
+    }
+    if matches!(op, Op::Null | Op::NotNull | Op::Empty | Op::NotEmpty) || !numeric {
+        return Ok(value);
+    }
+    let one = |v: Value| -> Result<Value> {
+        let coerced = match (field.kind, &v) {
+            (_, Value::Null) => Some(v.clone()),
+            (Kind::Boolean, Value::Bool(_)) => Some(v.clone()),
+            (Kind::Boolean, Value::Number(n)) => match n.as_i64() {
+                Some(0) => Some(Value::Bool(false)),
+                Some(1) => Some(Value::Bool(true)),
+                _ => None,
+            },
+            (Kind::Boolean, Value::String(s)) => match s.as_str() {
+                "0" => Some(Value::Bool(false)),
+                "1" => Some(Value::Bool(true)),
+                _ => None,
+            },
+            (_, Value::Number(_)) => Some(v.clone()),
+            (Kind::Integer, Value::String(s)) => {
+                s.trim().parse::<i64>().ok().map(Value::from).or_else(|| {
+                    s.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+                })
+            }
+            (Kind::Timestamp, Value::String(s)) => crate::clock::parse_ms(s).map(Value::from),
+            _ => None,
+        };
+        coerced.ok_or_else(|| {
+            Error::InvalidQuery(format!(
+                "Invalid {} value {v} for field \"{}\"",
+                type_name(field.kind),
+                field.name
+            ))
+        })
+    };
+    match value {
+        Value::Array(items) => Ok(Value::Array(
+            items.into_iter().map(one).collect::<Result<_>>()?,
+        )),
+        v => one(v),
     }
 }
 
@@ -482,6 +553,7 @@ fn condition(
                         (Op::NotEmpty, Value::Bool(false)) => Op::Empty,
                         (op, _) => op,
                     };
+                    let value = coerce(field, op, op_name, value)?;
                     parts.push(Condition::Compare { field, op, value });
                 }
             }

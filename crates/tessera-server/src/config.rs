@@ -55,9 +55,10 @@ pub struct CookieSettings {
 }
 
 /// Which database backs the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Database {
     Sqlite { filename: PathBuf },
+    Postgres(tessera_postgres::Settings),
 }
 
 /// Limits on connections, so that slow or idle clients cannot hold the server.
@@ -277,6 +278,57 @@ impl Vars<'_> {
     }
 }
 
+/// `DB_CONNECTION_STRING`, or `DB_HOST`, `DB_PORT`, `DB_DATABASE`, `DB_USER`, `DB_PASSWORD`
+/// (the string wins where both are given), and `DB_POOL__MAX` / `DB_POOL__MIN`.
+fn postgres_settings(v: &Vars<'_>) -> Result<tessera_postgres::Settings, ConfigError> {
+    if let Some(key) = v.0.keys().find(|k| k.starts_with("DB_SSL")) {
+        return Err(bad(
+            key,
+            "TLS to PostgreSQL is not built in; reach the database over a local socket, a \
+             private network or a TLS tunnel",
+        ));
+    }
+    let mut config = match v.string("DB_CONNECTION_STRING") {
+        Some(url) => url.parse::<postgres::Config>().map_err(|e| {
+            bad(
+                "DB_CONNECTION_STRING",
+                format!("is not a PostgreSQL connection string ({e})"),
+            )
+        })?,
+        None => {
+            let mut c = postgres::Config::new();
+            c.host(&v.string("DB_HOST").unwrap_or_else(|| "127.0.0.1".into()));
+            c.port(v.number("DB_PORT", 5432u16)?);
+            c.dbname(&v.string("DB_DATABASE").unwrap_or_else(|| "directus".into()));
+            c.user(&v.string("DB_USER").unwrap_or_else(|| "postgres".into()));
+            if let Some(p) = v.string("DB_PASSWORD") {
+                c.password(p);
+            }
+            c
+        }
+    };
+    if config.get_hosts().is_empty() {
+        config.host("127.0.0.1");
+    }
+    if config.get_user().is_none() {
+        config.user("postgres");
+    }
+    config.application_name("tessera");
+    let pool_max = v.positive("DB_POOL__MAX", 10)?;
+    let pool_min = v.number("DB_POOL__MIN", 2usize)?;
+    if pool_min > pool_max {
+        return Err(bad(
+            "DB_POOL__MIN",
+            format!("must not exceed DB_POOL__MAX ({pool_max})"),
+        ));
+    }
+    Ok(tessera_postgres::Settings {
+        config,
+        pool_max,
+        pool_min,
+    })
+}
+
 impl Config {
     /// Builds the configuration from a map of variables.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
@@ -293,10 +345,11 @@ impl Config {
                     .string("DB_FILENAME")
                     .map_or_else(|| PathBuf::from("./data/data.db"), PathBuf::from),
             },
+            Some("pg" | "postgres" | "postgresql") => Database::Postgres(postgres_settings(&v)?),
             Some(other) => {
                 return Err(bad(
                     "DB_CLIENT",
-                    format!("{other:?} is not supported (supported: sqlite3)"),
+                    format!("{other:?} is not supported (supported: sqlite3, pg)"),
                 ));
             }
         };

@@ -27,7 +27,9 @@ use tessera_core::items::Items;
 use tessera_core::password::Passwords;
 use tessera_core::probe::{NoProbe, Probe};
 use tessera_core::{AdminSeed, Bootstrapped};
-use tessera_store::{SqliteStore, Store};
+use tessera_postgres::Postgres;
+use tessera_sqlite::Sqlite;
+use tessera_store::Store;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Database};
@@ -105,25 +107,44 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Opens (creating it and its directory if needed) the configured database, with its schema
 /// up to date; also returns the directory that holds it.
-pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, std::path::PathBuf)> {
-    let Database::Sqlite { filename } = &config.database;
-    let dir = filename
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    create_private_dir(&dir)?;
-    let store = SqliteStore::open(filename)
-        .with_context(|| format!("opening database {}", filename.display()))?;
-    Ok((Arc::new(store), dir))
+pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std::path::PathBuf>)> {
+    match &config.database {
+        Database::Sqlite { filename } => {
+            let dir = filename
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            create_private_dir(&dir)?;
+            let store = Sqlite::open(filename)
+                .with_context(|| format!("opening database {}", filename.display()))?;
+            Ok((Arc::new(store), Some(dir)))
+        }
+        Database::Postgres(settings) => {
+            if config.secret.is_none() {
+                anyhow::bail!(
+                    "SECRET is required with DB_CLIENT=pg: every instance sharing the database \
+                     must sign and check tokens with the same secret"
+                );
+            }
+            // The synchronous driver runs its own runtime: keep it off the async workers.
+            let settings = settings.clone();
+            let store = std::thread::spawn(move || Postgres::open(settings))
+                .join()
+                .map_err(|_| anyhow::anyhow!("opening PostgreSQL panicked"))?
+                .context("opening the PostgreSQL database")?;
+            Ok((Arc::new(store), None))
+        }
+    }
 }
 
 /// Opens the database, settles the secret, and bootstraps the first admin if needed.
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
     let (store, dir) = open_store(&config)?;
-    let secret = match &config.secret {
-        Some(s) => s.clone(),
-        None => persistent_secret(&dir)?,
+    let secret = match (&config.secret, &dir) {
+        (Some(s), _) => s.clone(),
+        (None, Some(dir)) => persistent_secret(dir)?,
+        (None, None) => anyhow::bail!("SECRET is required with this database"),
     };
     if secret.len() < 32 {
         tracing::warn!("SECRET is shorter than 32 bytes");
@@ -299,7 +320,8 @@ pub async fn serve(
         }
     });
     let limits = state.config.http.clone();
-    let out = listen::serve(listener, router(state), limits, shutdown).await;
+    let descriptors = state.store.descriptors();
+    let out = listen::serve(listener, router(state), limits, descriptors, shutdown).await;
     purge.abort();
     out
 }

@@ -36,9 +36,14 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    store_descriptors: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
+    let reserved = store_descriptors + RESERVED_DESCRIPTORS;
+    let slots = Arc::new(Semaphore::new(connection_cap(
+        limits.max_connections,
+        reserved,
+    )));
     let (stop, stopping) = watch::channel(false);
     let (open, open_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -76,17 +81,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// File descriptors kept free for everything but connections: the database's reader, writer
-/// and checkpoint connections (three files each), the listener, logs, and a margin.
-const RESERVED_DESCRIPTORS: usize = 3 * (tessera_store::MAX_READERS + 2) + 64;
+/// File descriptors kept free, beside the store's own, for the listener, logs and a margin.
+const RESERVED_DESCRIPTORS: usize = 64;
 
 /// `SERVER_MAX_CONNECTIONS`, lowered to what the process's open-file limit allows: above it,
 /// accepts would fail instead of waiting, and the database could not open a reader.
-fn connection_cap(configured: usize) -> usize {
+fn connection_cap(configured: usize, reserved: usize) -> usize {
     let Some(soft) = descriptor_limit() else {
         return configured;
     };
-    let allowed = soft.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    let allowed = soft.saturating_sub(reserved).max(1);
     if configured > allowed {
         tracing::warn!(
             configured,
@@ -300,8 +304,8 @@ mod tests {
     #[test]
     fn the_cap_stays_under_the_open_file_limit() {
         if let Some(soft) = descriptor_limit() {
-            assert!(connection_cap(usize::MAX) < soft);
-            assert_eq!(connection_cap(1), 1);
+            assert!(connection_cap(usize::MAX, 100) < soft);
+            assert_eq!(connection_cap(1, 100), 1);
         }
     }
 }

@@ -1,16 +1,16 @@
-//! Persistence for Tessera: the [`Store`] trait the core depends on, the row models it trades
-//! in, the collection schema, and the SQLite implementation with its migrations. A PostgreSQL
-//! implementation drops in behind the same trait; nothing above this crate writes SQL.
+//! The storage port: the [`Store`] trait the core depends on, the row models it trades in, the
+//! decisions and guards the core hands a backend to run inside its transactions, and the
+//! collection schema. It links no database driver; the SQL lives in `tessera-sql` and the
+//! engines in `tessera-sqlite` and `tessera-postgres`.
 
+pub mod conformance;
 pub mod schema;
-mod sqlite;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use schema::{Alias, Collection, Field, Kind, Nulls};
-pub use sqlite::{MAX_READERS, SqliteStore};
 
 /// One item of a collection, keyed by field name, values as stored (timestamps in Unix ms,
 /// digests and hashes unconcealed: the core decides what a reader sees).
@@ -25,6 +25,13 @@ pub enum StoreError {
     /// A foreign key points nowhere.
     #[error("field {field} references a missing item")]
     MissingReference { field: &'static str },
+    /// A guard the core attached to a write refused it; nothing was written.
+    #[error("the write was refused by its guard")]
+    Refused,
+    /// The database cannot be reached (down, restarting, or every connection broken); the
+    /// operation may succeed once it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed (I/O, corruption, a bug).
     #[error("database error: {0}")]
     Backend(String),
@@ -118,6 +125,31 @@ pub struct UserSummary {
     pub failed_logins: i64,
     pub locked_until_ms: Option<i64>,
     pub last_access_ms: Option<i64>,
+}
+
+/// A policy as an access row attaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRow {
+    pub id: Uuid,
+    pub admin_access: bool,
+    pub app_access: bool,
+    pub enforce_tfa: bool,
+    pub ip_access: Option<String>,
+}
+
+/// What the access tables hold for one principal, as stored; the core composes it into an
+/// [`AccessTree`]. Policy lists are in access-row order (`sort`, then id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRows {
+    /// The role chain from the asked role up through its parents, the role itself first;
+    /// it stops after 64 steps, and names a role twice when the parents form a cycle.
+    pub chain: Vec<Uuid>,
+    /// The policies attached to each role of the chain, in chain order.
+    pub by_role: Vec<Vec<PolicyRow>>,
+    /// The policies attached to the user.
+    pub of_user: Vec<PolicyRow>,
+    /// The policies attached to nobody (the public policy).
+    pub public: Vec<PolicyRow>,
 }
 
 /// A policy attached to a principal, directly or through its role tree.
@@ -229,9 +261,14 @@ pub enum Op {
     Null,
     NotNull,
     Contains,
+    /// `_contains`, ignoring ASCII case.
+    IContains,
     NotContains,
+    NotIContains,
     StartsWith,
+    IStartsWith,
     EndsWith,
+    IEndsWith,
     Gt,
     Gte,
     Lt,
@@ -263,16 +300,43 @@ pub struct Query {
     pub offset: u64,
 }
 
-/// What `bootstrap` creates on an empty database, in one transaction.
+/// Field values of one item to write.
+pub type Values = Vec<(&'static Field, Value)>;
+
+/// One write of [`Store::write`].
 #[derive(Debug, Clone)]
-pub struct Bootstrap {
-    pub role_id: Uuid,
-    pub policy_id: Uuid,
-    pub access_id: Uuid,
-    pub user_id: Uuid,
-    pub email: String,
-    pub password_hash: String,
-    pub token_hash: Option<String>,
+pub enum Write {
+    /// Inserts an item; `values` include its primary key.
+    Insert {
+        c: &'static Collection,
+        values: Values,
+    },
+    /// Updates item `id`; `end` names the sessions of user `id` that end with it.
+    Update {
+        c: &'static Collection,
+        id: String,
+        values: Values,
+        end: EndSessions,
+    },
+    /// Deletes item `id` (and, by cascade, what hangs off it).
+    Delete { c: &'static Collection, id: String },
+}
+
+/// Reads a guard may make inside the transaction it guards.
+pub trait Reads {
+    /// Items of a collection, as [`Store::read_items`].
+    fn read_items(&mut self, c: &'static Collection, q: &Query) -> StoreResult<Vec<Record>>;
+    /// The access rows of a principal, as [`Store::access_rows`].
+    fn access_rows(&mut self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessRows>;
+}
+
+/// An invariant the core attaches to a write: `before` looks at the data before the write,
+/// `after` after it, both inside the write's transaction; `after` returning false rolls the
+/// write back ([`StoreError::Refused`]). Guarded writes run one at a time, across every
+/// instance sharing the database.
+pub trait Guard: Send {
+    fn before(&mut self, r: &mut dyn Reads) -> StoreResult<()>;
+    fn after(self: Box<Self>, r: &mut dyn Reads) -> StoreResult<bool>;
 }
 
 /// The persistence contract. Every method is one transaction.
@@ -286,22 +350,13 @@ pub trait Store: Send + Sync + 'static {
         c: &'static Collection,
         filter: Option<&Condition>,
     ) -> StoreResult<u64>;
-    /// Inserts one item; `values` includes its primary key.
-    async fn insert_item(
+    /// Applies `writes` in order, in one transaction, under `guard` if given; says for each
+    /// whether it found its item (an insert always does). A failing write undoes them all.
+    async fn write(
         &self,
-        c: &'static Collection,
-        values: Vec<(&'static Field, Value)>,
-    ) -> StoreResult<()>;
-    /// Updates one item; false if it does not exist. `end` applies to `directus_users` only.
-    async fn update_item(
-        &self,
-        c: &'static Collection,
-        id: &str,
-        values: Vec<(&'static Field, Value)>,
-        end: EndSessions,
-    ) -> StoreResult<bool>;
-    /// Deletes one item (and, by cascade, what hangs off it); false if it did not exist.
-    async fn delete_item(&self, c: &'static Collection, id: &str) -> StoreResult<bool>;
+        writes: Vec<Write>,
+        guard: Option<Box<dyn Guard>>,
+    ) -> StoreResult<Vec<bool>>;
     /// The values making up an alias list for one item.
     async fn alias_values(&self, alias: &'static Alias, id: &str) -> StoreResult<Vec<Value>>;
 
@@ -311,9 +366,9 @@ pub trait Store: Send + Sync + 'static {
     async fn principal(&self, id: Uuid) -> StoreResult<Option<Principal>>;
     /// The user whose static token has this SHA-256 digest.
     async fn principal_by_token(&self, digest: &str) -> StoreResult<Option<Principal>>;
-    /// The role tree from `role` up to its root, and the policies of those roles and of `user`
-    /// (or the public policy when the tree is empty).
-    async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessTree>;
+    /// The role chain from `role` up, the policies attached to its roles, to `user`, and to
+    /// nobody.
+    async fn access_rows(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessRows>;
     /// Reads the user's login state and applies `decide`'s change, in one transaction;
     /// returns the state as read (`None` if the user is gone).
     async fn login_attempt(
@@ -355,11 +410,15 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// How many users exist.
-    async fn user_count(&self) -> StoreResult<u64>;
-    /// Creates the first role, policy, access row and admin user.
-    async fn bootstrap(&self, b: Bootstrap) -> StoreResult<()>;
+    async fn user_count(&self) -> StoreResult<u64> {
+        self.count_items(&schema::USERS, None).await
+    }
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+    /// The engine's name in health reports, as Directus's `DB_CLIENT` spells it.
+    fn engine(&self) -> &'static str;
+    /// File descriptors the store may hold open at once (connections, files).
+    fn descriptors(&self) -> usize;
 }
 
 /// The fixed id of the public policy, which anonymous and role-less callers get.

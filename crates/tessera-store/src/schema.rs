@@ -222,6 +222,20 @@ pub static POLICIES: Collection = Collection {
     aliases: &[],
 };
 
+/// `directus_access`: which role or user (or, with neither, everybody) a policy applies to.
+pub static ACCESS: Collection = Collection {
+    name: "directus_access",
+    table: "directus_access",
+    fields: &[
+        ro("id", Kind::Uuid),
+        f("role", Kind::Uuid),
+        f("user", Kind::Uuid),
+        required("policy", Kind::Uuid),
+        f("sort", Kind::Integer),
+    ],
+    aliases: &[],
+};
+
 /// `directus_settings`: a single row with id 1.
 pub static SETTINGS: Collection = Collection {
     name: "directus_settings",

@@ -1,6 +1,12 @@
-//! The one way tests start a server: [`TestServer::spawn`] with extra env-style settings.
+//! The one way tests start a server: [`TestServer::spawn`] with extra env-style settings, on
+//! the engine the run tests (`TESSERA_TEST_DB=pg` for PostgreSQL, a scratch database per
+//! server; SQLite under a temporary directory otherwise), and [`Db`], the same database as
+//! another writer sees it.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use tessera_postgres::scratch::Scratch;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
@@ -18,6 +24,9 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     /// The running server's services (hashing statistics, the configuration).
     pub state: AppState,
+    /// The SQLite file, or the key of the PostgreSQL scratch database, the server runs on.
+    pub db: String,
+    pg: Option<Arc<Scratch>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -80,6 +89,43 @@ impl Reply {
     }
 }
 
+/// Whether this run tests PostgreSQL (`TESSERA_TEST_DB=pg`).
+pub fn on_postgres() -> bool {
+    std::env::var("TESSERA_TEST_DB").as_deref() == Ok("pg")
+}
+
+/// The secret PostgreSQL servers get unless a test sets one (PostgreSQL requires it).
+const PG_SECRET: &str = "postgres-test-secret-0123456789abcdef";
+
+/// Scratch databases by the database key servers name them with: weakly while servers run on
+/// them, strongly while a stopped server's database waits for its restart.
+type Registry = HashMap<String, (Weak<Scratch>, Option<Arc<Scratch>>)>;
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// The scratch database for `key`: the one servers already use, or a new one.
+fn scratch_for(key: &str) -> Arc<Scratch> {
+    let mut r = registry().lock().unwrap();
+    let entry = r.entry(key.to_owned()).or_insert((Weak::new(), None));
+    if let Some(parked) = entry.1.take() {
+        return parked;
+    }
+    if let Some(live) = entry.0.upgrade() {
+        return live;
+    }
+    // The synchronous driver runs its own runtime: off this one.
+    let made = std::thread::spawn(Scratch::create)
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("TESSERA_TEST_DB=pg: {e}"));
+    let made = Arc::new(made);
+    entry.0 = Arc::downgrade(&made);
+    made
+}
+
 impl TestServer {
     /// Starts a server; `vars` override the test defaults (cheap hashing, no login stall).
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
@@ -104,8 +150,18 @@ impl TestServer {
         vars: &[(&str, &str)],
         hooks: Hooks,
     ) -> Self {
+        let pg = on_postgres().then(|| scratch_for(db));
+        let url = pg.as_ref().map(|p| p.url());
+        let engine: &[(&str, &str)] = match &url {
+            Some(url) => &[
+                ("DB_CLIENT", "pg"),
+                ("DB_CONNECTION_STRING", url),
+                ("SECRET", PG_SECRET),
+                ("DB_POOL__MIN", "1"),
+            ],
+            None => &[("DB_FILENAME", db)],
+        };
         let mut map: HashMap<String, String> = [
-            ("DB_FILENAME", db),
             ("ADMIN_EMAIL", ADMIN_EMAIL),
             ("ADMIN_PASSWORD", ADMIN_PASSWORD),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
@@ -116,6 +172,7 @@ impl TestServer {
             ("LOG_LEVEL", "warn"),
         ]
         .into_iter()
+        .chain(engine.iter().copied())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         for (k, v) in vars {
@@ -144,8 +201,22 @@ impl TestServer {
                 .unwrap(),
             dir,
             state,
+            db: db.to_owned(),
+            pg,
             stop: Some(tx),
             handle: Some(handle),
+        }
+    }
+
+    /// The server's database as another writer (an operator, another instance) sees it.
+    pub fn database(&self) -> Db {
+        match &self.pg {
+            Some(p) => Db::Postgres(p.config()),
+            None => {
+                let c = rusqlite::Connection::open(&self.db).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                Db::Sqlite(c)
+            }
         }
     }
 
@@ -156,6 +227,12 @@ impl TestServer {
         }
         if let Some(h) = self.handle.take() {
             h.await.unwrap();
+        }
+        if let Some(pg) = self.pg.take() {
+            registry()
+                .lock()
+                .unwrap()
+                .insert(self.db.clone(), (Arc::downgrade(&pg), Some(pg)));
         }
         let tmp = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, tmp)
@@ -268,6 +345,60 @@ impl TestServer {
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         r.body["data"]["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A direct connection to a test server's database. Statements take `$1`-style parameters,
+/// which both engines read.
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Config),
+}
+
+impl Db {
+    /// Runs a statement; how many rows it changed.
+    pub fn execute(&self, sql: &str, args: &[&str]) -> u64 {
+        match self {
+            Db::Sqlite(c) => c
+                .execute(sql, rusqlite::params_from_iter(args.iter()))
+                .unwrap() as u64,
+            Db::Postgres(config) => {
+                let (config, sql) = (config.clone(), sql.to_owned());
+                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+                std::thread::spawn(move || {
+                    let mut c = config.connect(postgres::NoTls).unwrap();
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        args.iter().map(|a| a as _).collect();
+                    c.execute(sql.as_str(), &refs).unwrap()
+                })
+                .join()
+                .unwrap()
+            }
+        }
+    }
+
+    /// The one integer a query answers.
+    pub fn one(&self, sql: &str, args: &[&str]) -> i64 {
+        match self {
+            Db::Sqlite(c) => c
+                .query_row(sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+                .unwrap(),
+            Db::Postgres(config) => {
+                let (config, sql) = (config.clone(), sql.to_owned());
+                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+                std::thread::spawn(move || {
+                    let mut c = config.connect(postgres::NoTls).unwrap();
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        args.iter().map(|a| a as _).collect();
+                    let row = c.query_one(sql.as_str(), &refs).unwrap();
+                    row.try_get::<_, i64>(0)
+                        .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+                        .unwrap()
+                })
+                .join()
+                .unwrap()
+            }
+        }
     }
 }
 

@@ -103,21 +103,10 @@ pub async fn status_of(s: &TestServer, id: &str) -> String {
     r.body["data"]["status"].as_str().unwrap().to_owned()
 }
 
-/// A connection to the server's database, as another writer (an operator, another instance)
-/// would open it.
-pub fn database(s: &TestServer) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(s.dir.path().join("data.db")).unwrap();
-    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    c
-}
-
 /// The failed password checks counted for `email` since its last success.
 pub fn failed_logins(s: &TestServer, email: &str) -> i64 {
-    database(s)
-        .query_row(
-            "SELECT failed_logins FROM directus_users WHERE lower(email) = ?1",
-            [email],
-            |r| r.get(0),
-        )
-        .unwrap()
+    s.database().one(
+        "SELECT failed_logins FROM directus_users WHERE lower(email) = $1",
+        &[email],
+    )
 }

@@ -71,12 +71,10 @@ async fn parallel_logins_in_flight_when_another_writer_suspends_get_no_session()
     let logins: Vec<_> = (0..6).map(|_| login_in_background(&s, "session")).collect();
     gate.arrivals(6).await;
     // …while another writer (another instance, an operator) suspends the user.
-    database(&s)
-        .execute(
-            "UPDATE directus_users SET status = 'suspended' WHERE id = ?1",
-            [&id],
-        )
-        .unwrap();
+    s.database().execute(
+        "UPDATE directus_users SET status = 'suspended' WHERE id = $1",
+        &[&id],
+    );
     gate.open();
     for l in logins {
         let r = l.await.unwrap();
@@ -84,10 +82,8 @@ async fn parallel_logins_in_flight_when_another_writer_suspends_get_no_session()
         assert!(r.cookie(SESSION).is_none());
     }
     assert_eq!(
-        database(&s)
-            .query_row("SELECT COUNT(*) FROM directus_sessions", [], |r| r
-                .get::<_, i64>(0))
-            .unwrap(),
+        s.database()
+            .one("SELECT COUNT(*) FROM directus_sessions", &[]),
         0
     );
 }
@@ -121,12 +117,10 @@ async fn a_session_check_reads_the_users_status() {
     // Another writer suspends the user without ending its sessions. The check of the cookie
     // reads the user's status with the session (a change made outside this server is seen
     // once its cache entry, at most 2 s old, is gone; this cookie was never checked before).
-    database(&s)
-        .execute(
-            "UPDATE directus_users SET status = 'suspended' WHERE id = ?1",
-            [&id],
-        )
-        .unwrap();
+    s.database().execute(
+        "UPDATE directus_users SET status = 'suspended' WHERE id = $1",
+        &[&id],
+    );
     let r = me_by_cookie(&s, &cookie).await;
     assert_eq!(r.text, INVALID_CREDENTIALS_BODY);
     assert_eq!(r.cookie(SESSION).as_deref(), Some(""));

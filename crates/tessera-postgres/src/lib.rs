@@ -1,0 +1,440 @@
+//! The PostgreSQL engine: a bounded pool of synchronous connections used from tokio's
+//! blocking threads, each with its own prepared-statement cache; how values cross the wire in
+//! both directions; which failures mean "the database is unreachable"; and the migrations,
+//! applied under an advisory lock so that instances starting together take turns. Every
+//! statement comes from `tessera-sql`.
+
+pub mod scratch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, NoTls, Statement};
+use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, SqlStore, conflict_field};
+use tessera_store::{StoreError, StoreResult};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The advisory lock migrations are applied under.
+const MIGRATION_LOCK: i64 = 0x7465_7373_6572_616d;
+
+/// Prepared statements a connection keeps at most; past it the cache starts over.
+const MAX_STATEMENTS: usize = 256;
+
+/// How to reach the database and how many connections to keep.
+#[derive(Clone)]
+pub struct Settings {
+    pub config: postgres::Config,
+    /// `DB_POOL__MAX`: connections open at once at most; further work waits for one.
+    pub pool_max: usize,
+    /// `DB_POOL__MIN`: connections opened at start and kept idle.
+    pub pool_min: usize,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("user", &self.config.get_user())
+            .field("pool_max", &self.pool_max)
+            .field("pool_min", &self.pool_min)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL engine under a [`SqlStore`].
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Arc<Pool>,
+}
+
+/// The store on PostgreSQL.
+pub type PostgresStore = SqlStore<Postgres>;
+
+struct Pool {
+    settings: Settings,
+    idle: Mutex<Vec<Pooled>>,
+    /// One permit per connection that may be open.
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+struct Pooled {
+    client: Client,
+    statements: HashMap<String, Statement>,
+    /// A transaction on it could not be closed: it must not be used again.
+    broken: bool,
+}
+
+/// Whether an error means the database (or the way to it) is gone rather than the statement
+/// being wrong.
+fn unreachable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        }
+        // No server error: the connection itself failed (refused, reset, timed out).
+        None => true,
+    }
+}
+
+fn err(e: postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        if *db.code() == SqlState::UNIQUE_VIOLATION {
+            return StoreError::Conflict {
+                field: conflict_field(db.constraint().unwrap_or_default()),
+            };
+        }
+        if *db.code() == SqlState::FOREIGN_KEY_VIOLATION {
+            return StoreError::MissingReference { field: "reference" };
+        }
+    }
+    if unreachable(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn connect(settings: &Settings) -> StoreResult<Pooled> {
+    let mut config = settings.config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.keepalives(true);
+    let client = config
+        .connect(NoTls)
+        .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
+    Ok(Pooled {
+        client,
+        statements: HashMap::new(),
+        broken: false,
+    })
+}
+
+fn migrate(conn: &mut Client) -> Result<(), postgres::Error> {
+    conn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS tessera_migrations (
+            version bigint PRIMARY KEY NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = conn.transaction()?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM tessera_migrations WHERE version = $1",
+                &[version],
+            )?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO tessera_migrations (version) VALUES ($1)",
+                &[version],
+            )?;
+            tracing::info!(version, "applied migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Postgres {
+    /// Connects, brings the schema up to date under the migration lock, and opens
+    /// `pool_min` connections. Blocks; call it before serving or from a blocking thread.
+    pub fn open(settings: Settings) -> StoreResult<PostgresStore> {
+        let mut first = connect(&settings)?;
+        let c = &mut first.client;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(err)?;
+        let migrated = migrate(c);
+        let unlocked = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        migrated.map_err(err)?;
+        unlocked.map_err(err)?;
+        let max = settings.pool_max.max(1);
+        let mut idle = vec![first];
+        while idle.len() < settings.pool_min.min(max) {
+            idle.push(connect(&settings)?);
+        }
+        Ok(SqlStore::new(Self {
+            pool: Arc::new(Pool {
+                settings,
+                idle: Mutex::new(idle),
+                permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            }),
+        }))
+    }
+
+    /// Applies the migrations and returns; `tessera migrate`.
+    pub fn migrate(settings: Settings) -> StoreResult<()> {
+        Self::open(Settings {
+            pool_min: 1,
+            ..settings
+        })
+        .map(drop)
+    }
+
+    /// Runs `f` on a pooled connection on a blocking thread; a connection that broke is not
+    /// returned to the pool, so the next use opens a fresh one.
+    async fn with<R, F>(&self, transaction: bool, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("the pool is closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let pooled = pool.idle.lock().map_err(poisoned)?.pop();
+            let mut conn = match pooled {
+                Some(c) if !c.client.is_closed() => c,
+                _ => connect(&pool.settings)?,
+            };
+            let out = run(&mut conn, transaction, f);
+            if !conn.client.is_closed() && !conn.broken {
+                pool.idle.lock().map_err(poisoned)?.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing a synchronous connection blocks on the driver's own runtime, which must not
+        // happen on an async worker: close them on a thread of their own.
+        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
+        if !idle.is_empty() {
+            std::thread::spawn(move || drop(idle));
+        }
+    }
+}
+
+/// Runs `f` on one connection, inside BEGIN … COMMIT when `transaction`.
+fn run<R>(
+    conn: &mut Pooled,
+    transaction: bool,
+    f: impl FnOnce(&mut dyn Conn) -> StoreResult<R>,
+) -> StoreResult<R> {
+    if !transaction {
+        return f(&mut Pgc(conn));
+    }
+    conn.client.batch_execute("BEGIN").map_err(err)?;
+    match f(&mut Pgc(conn)) {
+        Ok(out) => match conn.client.batch_execute("COMMIT") {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                conn.broken = true;
+                Err(err(e))
+            }
+        },
+        Err(e) => {
+            if conn.client.batch_execute("ROLLBACK").is_err() {
+                conn.broken = true;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
+    StoreError::Backend("connection pool lock poisoned".into())
+}
+
+impl Engine for Postgres {
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        self.with(false, f).await
+    }
+
+    async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        self.with(true, f).await
+    }
+
+    fn name(&self) -> &'static str {
+        "pg"
+    }
+
+    fn descriptors(&self) -> usize {
+        self.pool.settings.pool_max.max(1)
+    }
+}
+
+/// A pooled connection speaking for the shared SQL layer.
+struct Pgc<'a>(&'a mut Pooled);
+
+impl Pgc<'_> {
+    fn prepare(&mut self, sql: &str) -> StoreResult<Statement> {
+        if let Some(s) = self.0.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.0.client.prepare(sql).map_err(err)?;
+        if self.0.statements.len() >= MAX_STATEMENTS {
+            self.0.statements.clear();
+        }
+        self.0.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+/// A parameter, bound as whatever type the statement expects of it.
+#[derive(Debug)]
+enum Bound {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+    Bytes(Vec<u8>),
+}
+
+impl From<&Param> for Bound {
+    fn from(p: &Param) -> Self {
+        let int = |v: Option<i64>| v.map_or(Bound::Null, Bound::Int);
+        match p {
+            Param::Bool(v) => v.map_or(Bound::Null, Bound::Bool),
+            Param::TinyInt(v) => int(v.map(i64::from)),
+            Param::SmallInt(v) => int(v.map(i64::from)),
+            Param::Int(v) => int(v.map(i64::from)),
+            Param::BigInt(v) => int(*v),
+            Param::TinyUnsigned(v) => int(v.map(i64::from)),
+            Param::SmallUnsigned(v) => int(v.map(i64::from)),
+            Param::Unsigned(v) => int(v.map(i64::from)),
+            Param::BigUnsigned(v) => int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))),
+            Param::Float(v) => v.map_or(Bound::Null, |f| Bound::Real(f.into())),
+            Param::Double(v) => v.map_or(Bound::Null, Bound::Real),
+            Param::String(v) => v.clone().map_or(Bound::Null, Bound::Text),
+            Param::Char(v) => v.map_or(Bound::Null, |c| Bound::Text(c.to_string())),
+            Param::Bytes(v) => v.clone().map_or(Bound::Null, Bound::Bytes),
+            other => Bound::Text(format!("{other:?}")),
+        }
+    }
+}
+
+impl ToSql for Bound {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let bad = || -> Box<dyn std::error::Error + Sync + Send> {
+            format!("cannot bind {self:?} as {ty}").into()
+        };
+        match (self, ty) {
+            (Bound::Null, _) => Ok(IsNull::Yes),
+            (Bound::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (Bound::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (Bound::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
+            (Bound::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (Bound::Int(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
+            (Bound::Int(i), _) => i.to_string().to_sql(ty, out),
+            (Bound::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (Bound::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
+            (Bound::Real(f), &Type::INT8) if f.fract() == 0.0 => (*f as i64).to_sql(ty, out),
+            (Bound::Real(_), &Type::INT8 | &Type::INT4 | &Type::BOOL) => Err(bad()),
+            (Bound::Real(f), _) => f.to_string().to_sql(ty, out),
+            (Bound::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
+            (Bound::Bool(b), &Type::INT8) => i64::from(*b).to_sql(ty, out),
+            (Bound::Bool(b), _) => b.to_string().to_sql(ty, out),
+            (Bound::Text(s), &Type::INT8) => {
+                s.trim().parse::<i64>().map_err(|_| bad())?.to_sql(ty, out)
+            }
+            (Bound::Text(s), &Type::INT4) => {
+                s.trim().parse::<i32>().map_err(|_| bad())?.to_sql(ty, out)
+            }
+            (Bound::Text(s), &Type::FLOAT8) => {
+                s.trim().parse::<f64>().map_err(|_| bad())?.to_sql(ty, out)
+            }
+            (Bound::Text(s), &Type::BOOL) => match s.as_str() {
+                "true" | "1" => true.to_sql(ty, out),
+                "false" | "0" => false.to_sql(ty, out),
+                _ => Err(bad()),
+            },
+            (Bound::Text(s), _) => s.to_sql(ty, out),
+            (Bound::Bytes(b), _) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn cell(row: &postgres::Row, i: usize) -> StoreResult<Cell> {
+    let ty = row.columns()[i].type_().clone();
+    let got = match ty {
+        Type::BOOL => row.try_get::<_, Option<bool>>(i).map(|v| v.map(Cell::Bool)),
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int)),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|v| Cell::Int(v.into()))),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map(|v| v.map(|v| Cell::Int(v.into()))),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map(|v| v.map(Cell::Real)),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map(|v| v.map(|v| Cell::Real(v.into()))),
+        _ => row
+            .try_get::<_, Option<String>>(i)
+            .map(|v| v.map(Cell::Text)),
+    };
+    Ok(got.map_err(err)?.unwrap_or(Cell::Null))
+}
+
+impl Conn for Pgc<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param]) -> StoreResult<Vec<Row>> {
+        let stmt = self.prepare(sql)?;
+        let bound: Vec<Bound> = params.iter().map(Bound::from).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as _).collect();
+        let rows = self.0.client.query(&stmt, &refs).map_err(err)?;
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
+            .collect()
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param]) -> StoreResult<u64> {
+        let stmt = self.prepare(sql)?;
+        let bound: Vec<Bound> = params.iter().map(Bound::from).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as _).collect();
+        self.0.client.execute(&stmt, &refs).map_err(err)
+    }
+
+    fn serialize(&mut self, key: i64) -> StoreResult<()> {
+        self.0
+            .client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+            .map_err(err)?;
+        Ok(())
+    }
+}

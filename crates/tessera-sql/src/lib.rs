@@ -1,0 +1,299 @@
+//! The one SQL layer both engines share. Every store operation is written here once, as a
+//! synchronous body over a [`Conn`]; its statements are built with sea-query and rendered in
+//! the dialect of the connection it runs on. An engine crate supplies only connections (how to
+//! run a statement, bind a value, read a cell, begin and commit) and its migrations; it decides
+//! nothing. The core's decisions and guards run inside these bodies, inside the engine's
+//! transaction.
+
+mod filter;
+mod ops;
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
+use tessera_store::{
+    AccessRows, AdmitDecision, AttemptDecision, Collection, Condition, Family, FamilyDecision,
+    Guard, LoginState, LoginUser, NewSession, Opened, Principal, Query, Record, Store, StoreError,
+    StoreResult, UserSummary, Write,
+};
+use uuid::Uuid;
+
+pub use sea_query::Value as Param;
+
+/// The SQL dialect a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One value read from a row, whatever the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+}
+
+/// A row as read: its cells in column order.
+pub type Row = Vec<Cell>;
+
+/// A connection (inside a transaction when it writes) of some engine.
+pub trait Conn {
+    fn dialect(&self) -> Dialect;
+    /// Runs a statement that returns rows.
+    fn query(&mut self, sql: &str, params: &[Param]) -> StoreResult<Vec<Row>>;
+    /// Runs a statement; returns how many rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Param]) -> StoreResult<u64>;
+    /// Waits until no other transaction holds `key`, then holds it until this one ends; on an
+    /// engine whose writers already run one at a time, does nothing.
+    fn serialize(&mut self, key: i64) -> StoreResult<()>;
+}
+
+/// Renders a statement in the connection's dialect.
+fn render(c: &dyn Conn, s: &impl QueryStatementWriter) -> (String, Vec<Param>) {
+    let (sql, values) = match c.dialect() {
+        Dialect::Sqlite => s.build(SqliteQueryBuilder),
+        Dialect::Postgres => s.build(PostgresQueryBuilder),
+    };
+    (sql, values.0)
+}
+
+/// Runs a statement that returns rows.
+pub(crate) fn rows(c: &mut dyn Conn, s: &impl QueryStatementWriter) -> StoreResult<Vec<Row>> {
+    let (sql, params) = render(c, s);
+    c.query(&sql, &params)
+}
+
+/// Runs a statement that returns at most one row.
+pub(crate) fn row(c: &mut dyn Conn, s: &impl QueryStatementWriter) -> StoreResult<Option<Row>> {
+    Ok(rows(c, s)?.into_iter().next())
+}
+
+/// Runs a statement; how many rows it changed.
+pub(crate) fn run(c: &mut dyn Conn, s: &impl QueryStatementWriter) -> StoreResult<u64> {
+    let (sql, params) = render(c, s);
+    c.execute(&sql, &params)
+}
+
+impl Cell {
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Cell::Text(s) => Some(s.clone()),
+            Cell::Null => None,
+            Cell::Int(i) => Some(i.to_string()),
+            Cell::Real(r) => Some(r.to_string()),
+            Cell::Bool(b) => Some(b.to_string()),
+        }
+    }
+
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Cell::Int(i) => Some(*i),
+            Cell::Bool(b) => Some(i64::from(*b)),
+            Cell::Text(s) => s.parse().ok(),
+            Cell::Real(_) | Cell::Null => None,
+        }
+    }
+
+    pub fn bool(&self) -> bool {
+        match self {
+            Cell::Bool(b) => *b,
+            Cell::Int(i) => *i != 0,
+            _ => false,
+        }
+    }
+
+    pub fn uuid(&self) -> Option<Uuid> {
+        match self {
+            Cell::Text(s) => Uuid::parse_str(s).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// How an engine runs the shared bodies: reads on any connection, writes in a transaction.
+pub trait Engine: Send + Sync + 'static {
+    /// Runs `f` on a connection; its statements may each see a different moment.
+    fn read<R, F>(&self, f: F) -> impl Future<Output = StoreResult<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static;
+    /// Runs `f` in one transaction, committed if `f` succeeds and rolled back if it fails.
+    fn write<R, F>(&self, f: F) -> impl Future<Output = StoreResult<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static;
+    /// The engine's name, as Directus's `DB_CLIENT` spells it.
+    fn name(&self) -> &'static str;
+    /// File descriptors the engine may hold open at once.
+    fn descriptors(&self) -> usize;
+}
+
+/// The [`Store`] of any engine: each method is one shared body run by the engine.
+pub struct SqlStore<E> {
+    engine: E,
+}
+
+impl<E: Engine> SqlStore<E> {
+    pub fn new(engine: E) -> Self {
+        Self { engine }
+    }
+
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+}
+
+#[async_trait]
+impl<E: Engine> Store for SqlStore<E> {
+    async fn read_items(&self, c: &'static Collection, q: &Query) -> StoreResult<Vec<Record>> {
+        let q = q.clone();
+        self.engine.read(move |x| ops::read_items(x, c, &q)).await
+    }
+
+    async fn count_items(
+        &self,
+        c: &'static Collection,
+        filter: Option<&Condition>,
+    ) -> StoreResult<u64> {
+        let filter = filter.cloned();
+        self.engine
+            .read(move |x| ops::count_items(x, c, filter.as_ref()))
+            .await
+    }
+
+    async fn write(
+        &self,
+        writes: Vec<Write>,
+        guard: Option<Box<dyn Guard>>,
+    ) -> StoreResult<Vec<bool>> {
+        self.engine
+            .write(move |x| ops::write(x, writes, guard))
+            .await
+    }
+
+    async fn alias_values(
+        &self,
+        alias: &'static tessera_store::Alias,
+        id: &str,
+    ) -> StoreResult<Vec<serde_json::Value>> {
+        let id = id.to_owned();
+        self.engine
+            .read(move |x| ops::alias_values(x, alias, &id))
+            .await
+    }
+
+    async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>> {
+        let email = email_lower.to_owned();
+        self.engine
+            .read(move |x| ops::login_user(x, ops::ByUser::Email(email), false))
+            .await
+    }
+
+    async fn principal(&self, id: Uuid) -> StoreResult<Option<Principal>> {
+        self.engine
+            .read(move |x| ops::principal(x, ops::ByUser::Id(id)))
+            .await
+    }
+
+    async fn principal_by_token(&self, digest: &str) -> StoreResult<Option<Principal>> {
+        let digest = digest.to_owned();
+        self.engine
+            .read(move |x| ops::principal(x, ops::ByUser::Token(digest)))
+            .await
+    }
+
+    async fn access_rows(&self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessRows> {
+        self.engine
+            .read(move |x| ops::access_rows(x, role, user))
+            .await
+    }
+
+    async fn login_attempt(
+        &self,
+        user: Uuid,
+        decide: AttemptDecision,
+    ) -> StoreResult<Option<LoginState>> {
+        self.engine
+            .write(move |x| ops::login_attempt(x, user, decide))
+            .await
+    }
+
+    async fn record_login_failure(&self, user: Uuid) -> StoreResult<()> {
+        self.engine
+            .write(move |x| ops::record_login_failure(x, user))
+            .await
+    }
+
+    async fn clear_login_failures(&self, user: Uuid) -> StoreResult<()> {
+        self.engine
+            .write(move |x| ops::clear_login_failures(x, user))
+            .await
+    }
+
+    async fn user_summaries(&self) -> StoreResult<Vec<UserSummary>> {
+        self.engine.read(ops::user_summaries).await
+    }
+
+    async fn open_session(
+        &self,
+        s: NewSession,
+        admit: AdmitDecision,
+    ) -> StoreResult<Option<Opened>> {
+        self.engine
+            .write(move |x| ops::open_session(x, s, admit))
+            .await
+    }
+
+    async fn family(&self, id: Uuid) -> StoreResult<Option<Family>> {
+        self.engine.read(move |x| ops::family(x, id, false)).await
+    }
+
+    async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>> {
+        self.engine
+            .write(move |x| ops::change_family(x, id, decide))
+            .await
+    }
+
+    async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64> {
+        self.engine
+            .write(move |x| ops::purge_expired_sessions(x, now_ms))
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.engine.read(ops::ping).await
+    }
+
+    fn engine(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    fn descriptors(&self) -> usize {
+        self.engine.descriptors()
+    }
+}
+
+/// Maps the text of a unique-constraint failure (SQLite's message, PostgreSQL's constraint
+/// name) onto the field it concerns. Both engines' migrations name their constraints so that
+/// this one reading serves both.
+pub fn conflict_field(text: &str) -> &'static str {
+    if text.contains("token_hash") {
+        "token"
+    } else if text.contains("email") {
+        "email"
+    } else if text.contains("external_identifier") {
+        "external_identifier"
+    } else {
+        "id"
+    }
+}
+
+/// An error an engine could not classify further.
+pub fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}

@@ -1,0 +1,651 @@
+//! Every store operation, written once over a [`Conn`]. Writes run inside the engine's
+//! transaction; rows a decision is made on are read `FOR UPDATE` (a no-op where writers already
+//! run one at a time), so two instances refreshing, suspending or logging in at once serialise
+//! on the row instead of racing.
+
+use sea_query::{
+    Alias, Expr, ExprTrait, Func, LockType, NullOrdering, Order, Query, SelectStatement,
+};
+use serde_json::Value;
+use tessera_store::schema::{Alias as AliasList, Collection, Kind};
+use tessera_store::{
+    AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
+    Family, FamilyChange, FamilyDecision, Guard, LoginState, LoginUser, NewSession, Opened,
+    PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError, StoreResult, UserSummary,
+    Values, Write,
+};
+use uuid::Uuid;
+
+use crate::filter::{apply, bind, col, condition};
+use crate::{Cell, Conn, Row, row, rows, run};
+
+const USERS: &str = "directus_users";
+const SESSIONS: &str = "directus_sessions";
+const ROLES: &str = "directus_roles";
+const ACCESS: &str = "directus_access";
+const POLICIES: &str = "directus_policies";
+
+/// The key guarded writes serialise on.
+const GUARDED_WRITES: i64 = 0x7465_7373_6572_6131;
+
+/// Role chains stop after this many steps.
+const MAX_ROLE_DEPTH: usize = 64;
+
+fn t(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// `table.column`.
+fn tc(table: &str, column: &str) -> Expr {
+    Expr::col((t(table), t(column)))
+}
+
+fn cell(r: &Row, i: usize) -> &Cell {
+    r.get(i).unwrap_or(&Cell::Null)
+}
+
+fn text(r: &Row, i: usize) -> Option<String> {
+    cell(r, i).text()
+}
+
+fn int(r: &Row, i: usize) -> Option<i64> {
+    cell(r, i).int()
+}
+
+fn uuid(r: &Row, i: usize) -> Option<Uuid> {
+    cell(r, i).uuid()
+}
+
+/// A stored value read back as JSON for a field of this kind.
+fn json(kind: Kind, c: &Cell) -> Value {
+    match (kind, c) {
+        (_, Cell::Null) => Value::Null,
+        (Kind::Boolean, c) => Value::Bool(c.bool()),
+        (Kind::Json, Cell::Text(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
+        (_, Cell::Int(i)) => Value::from(*i),
+        (_, Cell::Real(r)) => Value::from(*r),
+        (_, Cell::Text(s)) => Value::String(s.clone()),
+        (_, Cell::Bool(b)) => Value::Bool(*b),
+    }
+}
+
+fn select_items(c: &'static Collection) -> SelectStatement {
+    let mut s = Query::select();
+    s.columns(c.fields.iter().map(|f| t(f.column)))
+        .from(t(c.table));
+    s
+}
+
+pub(crate) fn read_items(
+    x: &mut dyn Conn,
+    c: &'static Collection,
+    q: &ItemQuery,
+) -> StoreResult<Vec<Record>> {
+    let mut s = select_items(c);
+    apply(&mut s, q);
+    Ok(rows(x, &s)?
+        .iter()
+        .map(|r| {
+            c.fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.to_owned(), json(f.kind, cell(r, i))))
+                .collect()
+        })
+        .collect())
+}
+
+pub(crate) fn count_items(
+    x: &mut dyn Conn,
+    c: &'static Collection,
+    filter: Option<&Condition>,
+) -> StoreResult<u64> {
+    let mut s = Query::select();
+    s.expr(Expr::cust("COUNT(*)")).from(t(c.table));
+    if let Some(f) = filter {
+        s.cond_where(condition(f));
+    }
+    let n = row(x, &s)?.and_then(|r| int(&r, 0)).unwrap_or_default();
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
+fn insert(x: &mut dyn Conn, c: &'static Collection, values: &Values) -> StoreResult<()> {
+    let mut s = Query::insert();
+    s.into_table(t(c.table))
+        .columns(values.iter().map(|(f, _)| t(f.column)))
+        .values_panic(values.iter().map(|(f, v)| Expr::val(bind(f.kind, v))));
+    run(x, &s)?;
+    Ok(())
+}
+
+/// A guard's view of the transaction it guards.
+struct TxReads<'a>(&'a mut dyn Conn);
+
+impl Reads for TxReads<'_> {
+    fn read_items(&mut self, c: &'static Collection, q: &ItemQuery) -> StoreResult<Vec<Record>> {
+        read_items(self.0, c, q)
+    }
+
+    fn access_rows(&mut self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessRows> {
+        access_rows(self.0, role, user)
+    }
+}
+
+/// Runs `write` between the guard's two looks, serialised with every other guarded write.
+fn guarded<R>(
+    x: &mut dyn Conn,
+    guard: Option<Box<dyn Guard>>,
+    write: impl FnOnce(&mut dyn Conn) -> StoreResult<R>,
+) -> StoreResult<R> {
+    let Some(mut guard) = guard else {
+        return write(x);
+    };
+    x.serialize(GUARDED_WRITES)?;
+    guard.before(&mut TxReads(x))?;
+    let out = write(x)?;
+    if guard.after(&mut TxReads(x))? {
+        Ok(out)
+    } else {
+        Err(StoreError::Refused)
+    }
+}
+
+fn end_sessions(x: &mut dyn Conn, user: &str, end: &EndSessions) -> StoreResult<()> {
+    let mut s = Query::delete();
+    s.from_table(t(SESSIONS)).and_where(col("user").eq(user));
+    match end {
+        EndSessions::None => return Ok(()),
+        EndSessions::All => {}
+        EndSessions::AllExcept(family) => {
+            s.and_where(col("family").ne(family.to_string()));
+        }
+    }
+    run(x, &s)?;
+    Ok(())
+}
+
+fn update(
+    x: &mut dyn Conn,
+    c: &'static Collection,
+    id: &str,
+    values: &Values,
+    end: &EndSessions,
+) -> StoreResult<bool> {
+    let found = if values.is_empty() {
+        let mut s = Query::select();
+        s.expr(Expr::cust("1"))
+            .from(t(c.table))
+            .and_where(col("id").eq(id));
+        row(x, &s)?.is_some()
+    } else {
+        let mut s = Query::update();
+        s.table(t(c.table))
+            .values(
+                values
+                    .iter()
+                    .map(|(f, v)| (t(f.column), Expr::val(bind(f.kind, v)))),
+            )
+            .and_where(col("id").eq(id));
+        run(x, &s)? > 0
+    };
+    if found {
+        end_sessions(x, id, end)?;
+    }
+    Ok(found)
+}
+
+fn delete(x: &mut dyn Conn, c: &'static Collection, id: &str) -> StoreResult<bool> {
+    let mut s = Query::delete();
+    s.from_table(t(c.table)).and_where(col("id").eq(id));
+    Ok(run(x, &s)? > 0)
+}
+
+pub(crate) fn write(
+    x: &mut dyn Conn,
+    writes: Vec<Write>,
+    guard: Option<Box<dyn Guard>>,
+) -> StoreResult<Vec<bool>> {
+    guarded(x, guard, |x| {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::Insert { c, values } => insert(x, c, values).map(|()| true),
+                Write::Update { c, id, values, end } => update(x, c, id, values, end),
+                Write::Delete { c, id } => delete(x, c, id),
+            })
+            .collect()
+    })
+}
+
+pub(crate) fn alias_values(
+    x: &mut dyn Conn,
+    alias: &'static AliasList,
+    id: &str,
+) -> StoreResult<Vec<Value>> {
+    let mut s = Query::select();
+    s.column(t(alias.value))
+        .from(t(alias.table))
+        .and_where(col(alias.foreign_key).eq(id))
+        .order_by(t(alias.value), Order::Asc);
+    Ok(rows(x, &s)?
+        .iter()
+        .map(|r| json(Kind::Uuid, cell(r, 0)))
+        .collect())
+}
+
+/// Which user a lookup names.
+pub(crate) enum ByUser {
+    Id(Uuid),
+    /// The e-mail, lower-cased in ASCII.
+    Email(String),
+    /// The digest of a static token.
+    Token(String),
+}
+
+fn where_user(s: &mut SelectStatement, by: ByUser) {
+    s.from(t(USERS)).and_where(match by {
+        ByUser::Id(id) => col("id").eq(id.to_string()),
+        ByUser::Email(email) => Expr::from(Func::lower(col("email"))).eq(email),
+        ByUser::Token(digest) => col("token_hash").eq(digest),
+    });
+}
+
+/// The login view of a user, locked for the transaction when `lock`.
+pub(crate) fn login_user(
+    x: &mut dyn Conn,
+    by: ByUser,
+    lock: bool,
+) -> StoreResult<Option<LoginUser>> {
+    let mut s = Query::select();
+    s.columns(
+        [
+            "id",
+            "role",
+            "status",
+            "provider",
+            "password",
+            "tfa_secret",
+            "email",
+        ]
+        .map(t),
+    );
+    where_user(&mut s, by);
+    if lock {
+        s.lock(LockType::Update);
+    }
+    Ok(row(x, &s)?.map(|r| LoginUser {
+        id: uuid(&r, 0).unwrap_or_default(),
+        role: uuid(&r, 1),
+        status: text(&r, 2).unwrap_or_default(),
+        provider: text(&r, 3).unwrap_or_default(),
+        password: text(&r, 4),
+        tfa_secret: text(&r, 5),
+        email: text(&r, 6),
+    }))
+}
+
+pub(crate) fn principal(x: &mut dyn Conn, by: ByUser) -> StoreResult<Option<Principal>> {
+    let mut s = Query::select();
+    s.columns(["id", "role", "status"].map(t));
+    where_user(&mut s, by);
+    Ok(row(x, &s)?.map(|r| Principal {
+        id: uuid(&r, 0).unwrap_or_default(),
+        role: uuid(&r, 1),
+        status: text(&r, 2).unwrap_or_default(),
+    }))
+}
+
+/// Which access rows attach a policy.
+enum Holder {
+    Role(Uuid),
+    User(Uuid),
+    Nobody,
+}
+
+fn policies(x: &mut dyn Conn, holder: Holder) -> StoreResult<Vec<PolicyRow>> {
+    let mut s = Query::select();
+    s.expr(tc(POLICIES, "id"))
+        .expr(tc(POLICIES, "admin_access"))
+        .expr(tc(POLICIES, "app_access"))
+        .expr(tc(POLICIES, "enforce_tfa"))
+        .expr(tc(POLICIES, "ip_access"))
+        .from(t(ACCESS))
+        .inner_join(
+            t(POLICIES),
+            tc(POLICIES, "id").equals((t(ACCESS), t("policy"))),
+        );
+    match holder {
+        Holder::Role(r) => s.and_where(tc(ACCESS, "role").eq(r.to_string())),
+        Holder::User(u) => s.and_where(tc(ACCESS, "user").eq(u.to_string())),
+        Holder::Nobody => s
+            .and_where(tc(ACCESS, "role").is_null())
+            .and_where(tc(ACCESS, "user").is_null()),
+    };
+    s.order_by_with_nulls((t(ACCESS), t("sort")), Order::Asc, NullOrdering::First)
+        .order_by((t(ACCESS), t("id")), Order::Asc);
+    Ok(rows(x, &s)?
+        .iter()
+        .map(|r| PolicyRow {
+            id: uuid(r, 0).unwrap_or_default(),
+            admin_access: cell(r, 1).bool(),
+            app_access: cell(r, 2).bool(),
+            enforce_tfa: cell(r, 3).bool(),
+            ip_access: text(r, 4),
+        })
+        .collect())
+}
+
+pub(crate) fn access_rows(
+    x: &mut dyn Conn,
+    role: Option<Uuid>,
+    user: Option<Uuid>,
+) -> StoreResult<AccessRows> {
+    let mut chain = Vec::new();
+    let mut next = role;
+    while let Some(id) = next {
+        let mut s = Query::select();
+        s.column(t("parent"))
+            .from(t(ROLES))
+            .and_where(col("id").eq(id.to_string()));
+        let Some(r) = row(x, &s)? else { break };
+        let seen = chain.contains(&id);
+        chain.push(id);
+        if seen || chain.len() >= MAX_ROLE_DEPTH {
+            break;
+        }
+        next = uuid(&r, 0);
+    }
+    let by_role = chain
+        .iter()
+        .map(|r| policies(x, Holder::Role(*r)))
+        .collect::<StoreResult<_>>()?;
+    let of_user = match user {
+        Some(u) => policies(x, Holder::User(u))?,
+        None => Vec::new(),
+    };
+    Ok(AccessRows {
+        chain,
+        by_role,
+        of_user,
+        public: policies(x, Holder::Nobody)?,
+    })
+}
+
+pub(crate) fn login_attempt(
+    x: &mut dyn Conn,
+    user: Uuid,
+    decide: AttemptDecision,
+) -> StoreResult<Option<LoginState>> {
+    let id = user.to_string();
+    let mut s = Query::select();
+    s.columns(["status", "failed_logins", "login_locked_until"].map(t))
+        .from(t(USERS))
+        .and_where(col("id").eq(id.as_str()))
+        .lock(LockType::Update);
+    let Some(r) = row(x, &s)? else {
+        return Ok(None);
+    };
+    let state = LoginState {
+        status: text(&r, 0).unwrap_or_default(),
+        failed_logins: int(&r, 1).unwrap_or_default(),
+        locked_until_ms: int(&r, 2),
+    };
+    let mut u = Query::update();
+    u.table(t(USERS)).and_where(col("id").eq(id.as_str()));
+    match decide(&state) {
+        AttemptChange::None => {}
+        AttemptChange::Lock { until_ms } => {
+            u.value(t("login_locked_until"), until_ms);
+            run(x, &u)?;
+        }
+        AttemptChange::Suspend => {
+            u.value(t("status"), "suspended");
+            run(x, &u)?;
+            end_sessions(x, &id, &EndSessions::All)?;
+        }
+    }
+    Ok(Some(state))
+}
+
+pub(crate) fn record_login_failure(x: &mut dyn Conn, user: Uuid) -> StoreResult<()> {
+    let mut u = Query::update();
+    u.table(t(USERS))
+        .value(t("failed_logins"), col("failed_logins").add(1))
+        .and_where(col("id").eq(user.to_string()));
+    run(x, &u)?;
+    Ok(())
+}
+
+pub(crate) fn clear_login_failures(x: &mut dyn Conn, user: Uuid) -> StoreResult<()> {
+    let mut u = Query::update();
+    u.table(t(USERS))
+        .value(t("failed_logins"), 0)
+        .value(t("login_locked_until"), Expr::val(Option::<i64>::None))
+        .and_where(col("id").eq(user.to_string()));
+    run(x, &u)?;
+    Ok(())
+}
+
+pub(crate) fn user_summaries(x: &mut dyn Conn) -> StoreResult<Vec<UserSummary>> {
+    let mut s = Query::select();
+    s.columns(
+        [
+            "id",
+            "email",
+            "status",
+            "role",
+            "failed_logins",
+            "login_locked_until",
+            "last_access",
+        ]
+        .map(t),
+    )
+    .from(t(USERS))
+    .order_by_expr_with_nulls(
+        Func::lower(col("email")).into(),
+        Order::Asc,
+        NullOrdering::First,
+    )
+    .order_by(t("id"), Order::Asc);
+    Ok(rows(x, &s)?
+        .iter()
+        .map(|r| UserSummary {
+            id: uuid(r, 0).unwrap_or_default(),
+            email: text(r, 1),
+            status: text(r, 2).unwrap_or_default(),
+            role: uuid(r, 3),
+            failed_logins: int(r, 4).unwrap_or_default(),
+            locked_until_ms: int(r, 5),
+            last_access_ms: int(r, 6),
+        })
+        .collect())
+}
+
+pub(crate) fn open_session(
+    x: &mut dyn Conn,
+    s: NewSession,
+    admit: AdmitDecision,
+) -> StoreResult<Option<Opened>> {
+    let user = s.user.to_string();
+    let Some(found) = login_user(x, ByUser::Id(s.user), true)? else {
+        return Ok(None);
+    };
+    let Admission::Admit { forgive } = admit(&found) else {
+        return Ok(None);
+    };
+    let mut i = Query::insert();
+    i.into_table(t(SESSIONS))
+        .columns(
+            [
+                "family",
+                "user",
+                "generation",
+                "token_hash",
+                "created",
+                "expires",
+                "ip",
+                "user_agent",
+                "origin",
+            ]
+            .map(t),
+        )
+        .values_panic([
+            s.family.to_string().into(),
+            user.as_str().into(),
+            0i64.into(),
+            s.token_hash.into(),
+            s.now_ms.into(),
+            s.expires_ms.into(),
+            s.meta.ip.into(),
+            s.meta.user_agent.into(),
+            s.meta.origin.into(),
+        ]);
+    run(x, &i)?;
+    let mut u = Query::update();
+    u.table(t(USERS))
+        .value(
+            t("failed_logins"),
+            Func::greatest([Expr::val(0i64), col("failed_logins").sub(forgive)]),
+        )
+        .value(t("login_locked_until"), Expr::val(Option::<i64>::None))
+        .value(t("last_access"), s.now_ms)
+        .and_where(col("id").eq(user.as_str()));
+    run(x, &u)?;
+    let mut kept = Query::select();
+    kept.column(t("family"))
+        .from(t(SESSIONS))
+        .and_where(col("user").eq(user.as_str()))
+        .order_by_expr(
+            Func::coalesce([col("rotated_at"), col("created")]).into(),
+            Order::Desc,
+        )
+        .order_by(t("family"), Order::Asc)
+        .limit(u64::from(s.keep_at_most));
+    let mut evict = Query::delete();
+    evict
+        .from_table(t(SESSIONS))
+        .and_where(col("user").eq(user.as_str()))
+        .and_where(col("family").not_in_subquery(kept))
+        .returning_col(t("family"));
+    let evicted = rows(x, &evict)?.iter().filter_map(|r| uuid(r, 0)).collect();
+    Ok(Some(Opened {
+        user: Principal {
+            id: found.id,
+            role: found.role,
+            status: found.status,
+        },
+        evicted,
+    }))
+}
+
+/// A family with its user, the family's row locked for the transaction when `lock`.
+pub(crate) fn family(x: &mut dyn Conn, id: Uuid, lock: bool) -> StoreResult<Option<Family>> {
+    const S: &str = "s";
+    let mut q = Query::select();
+    q.expr(tc(S, "generation"))
+        .expr(tc(S, "expires"))
+        .expr(tc(S, "rotated_at"))
+        .expr(tc(S, "prev_rotated_at"))
+        .expr(tc(USERS, "id"))
+        .expr(tc(USERS, "role"))
+        .expr(tc(USERS, "status"))
+        .expr(tc(S, "token_hash"))
+        .from_as(t(SESSIONS), t(S))
+        .inner_join(t(USERS), tc(USERS, "id").equals((t(S), t("user"))))
+        .and_where(tc(S, "family").eq(id.to_string()));
+    if lock {
+        q.lock_with_tables(LockType::Update, [t(S)]);
+    }
+    Ok(row(x, &q)?.map(|r| Family {
+        id,
+        generation: int(&r, 0)
+            .and_then(|g| u64::try_from(g).ok())
+            .unwrap_or_default(),
+        token_hash: text(&r, 7).unwrap_or_default(),
+        expires_ms: int(&r, 1).unwrap_or_default(),
+        rotated_at_ms: int(&r, 2),
+        prev_rotated_at_ms: int(&r, 3),
+        user: Principal {
+            id: uuid(&r, 4).unwrap_or_default(),
+            role: uuid(&r, 5),
+            status: text(&r, 6).unwrap_or_default(),
+        },
+    }))
+}
+
+pub(crate) fn change_family(
+    x: &mut dyn Conn,
+    id: Uuid,
+    decide: FamilyDecision,
+) -> StoreResult<Option<Family>> {
+    let Some(found) = family(x, id, true)? else {
+        return Ok(None);
+    };
+    let key = id.to_string();
+    let mut u = Query::update();
+    u.table(t(SESSIONS))
+        .and_where(col("family").eq(key.as_str()));
+    let touched = match decide(&found) {
+        FamilyChange::None => None,
+        FamilyChange::End => {
+            let mut d = Query::delete();
+            d.from_table(t(SESSIONS))
+                .and_where(col("family").eq(key.as_str()));
+            run(x, &d)?;
+            None
+        }
+        FamilyChange::Advance {
+            now_ms,
+            expires_ms,
+            token_hash,
+            meta,
+        } => {
+            u.value(t("generation"), col("generation").add(1))
+                .value(t("token_hash"), token_hash)
+                .value(t("prev_rotated_at"), col("rotated_at"))
+                .value(t("rotated_at"), now_ms)
+                .value(t("expires"), expires_ms)
+                .value(t("ip"), meta.ip)
+                .value(t("user_agent"), meta.user_agent)
+                .value(t("origin"), meta.origin);
+            run(x, &u)?;
+            Some(now_ms)
+        }
+        FamilyChange::Extend { now_ms, expires_ms } => {
+            u.value(t("expires"), expires_ms);
+            run(x, &u)?;
+            Some(now_ms)
+        }
+    };
+    if let Some(now_ms) = touched {
+        // A second's precision is plenty; skipping the write spares the users table a row
+        // write per refresh when one user refreshes often.
+        let mut u = Query::update();
+        u.table(t(USERS))
+            .value(t("last_access"), now_ms)
+            .and_where(col("id").eq(found.user.id.to_string()))
+            .and_where(
+                col("last_access")
+                    .is_null()
+                    .or(col("last_access").lt(now_ms - 1000)),
+            );
+        run(x, &u)?;
+    }
+    Ok(Some(found))
+}
+
+pub(crate) fn purge_expired_sessions(x: &mut dyn Conn, now_ms: i64) -> StoreResult<u64> {
+    let mut d = Query::delete();
+    d.from_table(t(SESSIONS))
+        .and_where(col("expires").lt(now_ms));
+    run(x, &d)
+}
+
+pub(crate) fn ping(x: &mut dyn Conn) -> StoreResult<()> {
+    let mut s = Query::select();
+    s.expr(Expr::cust("1"));
+    row(x, &s)?;
+    Ok(())
+}
