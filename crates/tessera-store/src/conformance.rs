@@ -1,1 +1,915 @@
+//! The store conformance suite: one body of tests every engine must pass, run by each engine
+//! crate through [`conformance_suite!`](crate::conformance_suite). It covers what the core
+//! relies on: users found by e-mail (ASCII case folded, nothing else), families that advance
+//! in place, admission and attempt bookkeeping, conflicts named by field, batches that fail as
+//! one, the filter language with identical answers and order, and the races two instances or
+//! two requests can run: concurrent refreshes of one family and two demotions of the last two
+//! admins.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::schema::{ACCESS, Collection, POLICIES, ROLES, SETTINGS, USERS};
+use crate::{
+    Admission, AttemptChange, ClientMeta, Condition, EndSessions, FamilyChange, FamilyDecision,
+    Guard, NewSession, Op, Query, Reads, Store, StoreError, StoreResult, Values, Write,
+};
+
+/// Generates one `#[tokio::test]` per conformance test. `$make` is an async function that
+/// returns `Option<(keep, Arc<dyn Store>)>`: `None` skips (after saying why), `keep` lives as
+/// long as the test (a temporary directory, a scratch database).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:path) => {
+        $crate::conformance_suite!(@tests $make;
+            public_policy_belongs_to_nobody,
+            users_are_found_by_ascii_folded_email_token_and_id,
+            only_ascii_case_is_folded,
+            families_advance_extend_and_end_in_place,
+            a_user_keeps_at_most_its_most_recently_used_families,
+            refused_admission_opens_nothing_and_attempts_count,
+            conflicts_name_their_field,
+            a_failing_write_undoes_its_whole_batch,
+            concurrent_writes_fail_alone,
+            concurrent_refreshes_each_see_the_last_generation,
+            of_refreshes_racing_on_one_generation_one_advances,
+            a_refusing_guard_undoes_the_write,
+            two_demotions_racing_cannot_remove_the_last_admin,
+            text_operators_fold_ascii_case_only_where_asked,
+            order_is_bytewise_with_nulls_smallest,
+            values_keep_their_kind,
+            windows_and_counts_agree,
+            settings_update_by_their_id,
+            expired_sessions_are_purged,
+        );
+    };
+    (@tests $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some((_keep, store)) = $make().await else { return };
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn field(c: &'static Collection, name: &str) -> &'static crate::Field {
+    c.field(name)
+        .unwrap_or_else(|| panic!("{} has no {name}", c.name))
+}
+
+fn values(c: &'static Collection, v: Value) -> Values {
+    v.as_object()
+        .expect("an object")
+        .iter()
+        .map(|(k, v)| (field(c, k), v.clone()))
+        .collect()
+}
+
+fn insert(c: &'static Collection, v: Value) -> Write {
+    Write::Insert {
+        c,
+        values: values(c, v),
+    }
+}
+
+fn update(c: &'static Collection, id: &str, v: Value) -> Write {
+    Write::Update {
+        c,
+        id: id.to_owned(),
+        values: values(c, v),
+        end: EndSessions::None,
+    }
+}
+
+/// An admin role with an admin policy, and users in it.
+struct Seed {
+    role: Uuid,
+    admins: Vec<Uuid>,
+}
+
+async fn seed(s: &Arc<dyn Store>, emails: &[&str]) -> Seed {
+    let role = Uuid::new_v4();
+    let policy = Uuid::new_v4();
+    let mut writes = vec![
+        insert(
+            &ROLES,
+            json!({"id": role.to_string(), "name": "Administrator"}),
+        ),
+        insert(
+            &POLICIES,
+            json!({"id": policy.to_string(), "name": "Administrator", "admin_access": true,
+                   "app_access": true}),
+        ),
+        insert(
+            &ACCESS,
+            json!({"id": Uuid::new_v4().to_string(), "role": role.to_string(),
+                   "policy": policy.to_string(), "sort": 1}),
+        ),
+    ];
+    let mut admins = Vec::new();
+    for (i, email) in emails.iter().enumerate() {
+        let id = Uuid::new_v4();
+        admins.push(id);
+        writes.push(insert(
+            &USERS,
+            json!({"id": id.to_string(), "email": email, "password": "$argon2id$x",
+                   "role": role.to_string(), "status": "active",
+                   "token": format!("digest-{i}")}),
+        ));
+    }
+    s.write(writes, None).await.expect("seed");
+    Seed { role, admins }
+}
+
+fn session(user: Uuid, family: Uuid, now_ms: i64) -> NewSession {
+    NewSession {
+        family,
+        token_hash: "t0".into(),
+        user,
+        now_ms,
+        expires_ms: now_ms + 10_000,
+        meta: ClientMeta {
+            ip: Some("127.0.0.1".into()),
+            user_agent: Some("test".into()),
+            origin: None,
+        },
+        keep_at_most: 2,
+    }
+}
+
+fn admit() -> crate::AdmitDecision {
+    Box::new(|_| Admission::Admit { forgive: 0 })
+}
+
+fn advance(now_ms: i64) -> FamilyDecision {
+    Box::new(move |_| FamilyChange::Advance {
+        now_ms,
+        expires_ms: now_ms + 10_000,
+        token_hash: format!("t{now_ms}"),
+        meta: ClientMeta::default(),
+    })
+}
+
+fn compare(c: &'static Collection, name: &str, op: Op, value: Value) -> Condition {
+    Condition::Compare {
+        field: field(c, name),
+        op,
+        value,
+    }
+}
+
+async fn names(s: &Arc<dyn Store>, q: Query) -> Vec<Value> {
+    s.read_items(&USERS, &q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r["first_name"].clone())
+        .collect()
+}
+
+fn filtered(cond: Condition) -> Query {
+    Query {
+        filter: Some(cond),
+        ..Query::default()
+    }
+}
+
+pub async fn public_policy_belongs_to_nobody(s: Arc<dyn Store>) {
+    let rows = s.access_rows(None, None).await.unwrap();
+    assert!(rows.chain.is_empty() && rows.by_role.is_empty() && rows.of_user.is_empty());
+    assert_eq!(rows.public.len(), 1);
+    assert_eq!(rows.public[0].id.to_string(), crate::PUBLIC_POLICY_ID);
+    assert!(!rows.public[0].admin_access && !rows.public[0].app_access);
+}
+
+pub async fn users_are_found_by_ascii_folded_email_token_and_id(s: Arc<dyn Store>) {
+    let seed = seed(&s, &["Admin@Example.COM"]).await;
+    let id = seed.admins[0];
+    let u = s.login_user("admin@example.com").await.unwrap().unwrap();
+    assert_eq!(u.id, id);
+    assert_eq!(u.email.as_deref(), Some("Admin@Example.COM"));
+    assert_eq!(u.role, Some(seed.role));
+    let p = s.principal_by_token("digest-0").await.unwrap().unwrap();
+    assert_eq!((p.id, p.status.as_str()), (id, "active"));
+    assert_eq!(s.principal(id).await.unwrap(), Some(p));
+    assert!(s.principal_by_token("digest-1").await.unwrap().is_none());
+    let rows = s.access_rows(Some(seed.role), Some(id)).await.unwrap();
+    assert_eq!(rows.chain, vec![seed.role]);
+    assert!(rows.by_role[0][0].admin_access);
+    assert!(rows.of_user.is_empty());
+    assert_eq!(s.user_count().await.unwrap(), 1);
+}
+
+pub async fn only_ascii_case_is_folded(s: Arc<dyn Store>) {
+    seed(&s, &["Émile@Example.com"]).await;
+    assert!(s.login_user("Émile@example.com").await.unwrap().is_some());
+    assert!(s.login_user("émile@example.com").await.unwrap().is_none());
+    // The unique e-mail folds ASCII case only, as lookups do.
+    let twin = |email: &str| {
+        insert(
+            &USERS,
+            json!({"id": Uuid::new_v4().to_string(), "email": email}),
+        )
+    };
+    let err = s
+        .write(vec![twin("ÉMILE@example.COM")], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { field: "email" }),
+        "{err:?}"
+    );
+    s.write(vec![twin("émile@example.com")], None)
+        .await
+        .unwrap();
+}
+
+pub async fn families_advance_extend_and_end_in_place(s: Arc<dyn Store>) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    let fam = Uuid::new_v4();
+    let opened = s
+        .open_session(session(user, fam, 1_000), admit())
+        .await
+        .unwrap();
+    assert_eq!(opened.map(|o| o.user.id), Some(user));
+    let before = s.change_family(fam, advance(2_000)).await.unwrap().unwrap();
+    assert_eq!((before.generation, before.rotated_at_ms), (0, None));
+    assert_eq!(before.token_hash, "t0");
+    s.change_family(fam, advance(3_000)).await.unwrap();
+    let f = s.family(fam).await.unwrap().unwrap();
+    assert_eq!(f.generation, 2);
+    assert_eq!(f.token_hash, "t3000");
+    assert_eq!(f.rotated_at_ms, Some(3_000));
+    assert_eq!(f.prev_rotated_at_ms, Some(2_000));
+    assert_eq!(f.expires_ms, 13_000);
+    assert_eq!((f.user.id, f.user.status.as_str()), (user, "active"));
+    s.change_family(
+        fam,
+        Box::new(|_| FamilyChange::Extend {
+            now_ms: 4_500,
+            expires_ms: 20_000,
+        }),
+    )
+    .await
+    .unwrap();
+    let f = s.family(fam).await.unwrap().unwrap();
+    assert_eq!((f.generation, f.expires_ms), (2, 20_000));
+    // The user's last access follows, to the second.
+    let last = s.user_summaries().await.unwrap()[0].last_access_ms;
+    assert_eq!(last, Some(4_500));
+    s.change_family(fam, Box::new(|_| FamilyChange::End))
+        .await
+        .unwrap();
+    assert!(s.family(fam).await.unwrap().is_none());
+    assert!(
+        s.change_family(fam, advance(5_000))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn a_user_keeps_at_most_its_most_recently_used_families(s: Arc<dyn Store>) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    let families: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let open = |family: Uuid, now_ms: i64| {
+        let s = s.clone();
+        async move {
+            s.open_session(session(user, family, now_ms), admit())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert!(open(families[0], 1_000).await.evicted.is_empty());
+    assert!(open(families[1], 2_000).await.evicted.is_empty());
+    // The oldest family was refreshed since: the middle one is the least recently used.
+    s.change_family(families[0], advance(2_600)).await.unwrap();
+    assert_eq!(open(families[2], 3_000).await.evicted, [families[1]]);
+    assert!(s.family(families[0]).await.unwrap().is_some());
+    assert!(s.family(families[1]).await.unwrap().is_none());
+    assert!(s.family(families[2]).await.unwrap().is_some());
+}
+
+pub async fn refused_admission_opens_nothing_and_attempts_count(s: Arc<dyn Store>) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    let fam = Uuid::new_v4();
+    let refused = s
+        .open_session(session(user, fam, 1_000), Box::new(|_| Admission::Refuse))
+        .await
+        .unwrap();
+    assert!(refused.is_none());
+    assert!(s.family(fam).await.unwrap().is_none());
+    for _ in 0..3 {
+        s.record_login_failure(user).await.unwrap();
+    }
+    s.login_attempt(user, Box::new(|_| AttemptChange::Lock { until_ms: 99 }))
+        .await
+        .unwrap();
+    let state = s
+        .login_attempt(user, Box::new(|_| AttemptChange::None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((state.failed_logins, state.locked_until_ms), (3, Some(99)));
+    // A success forgives the failures it was told of, lifts the lock, and nothing else.
+    s.open_session(
+        session(user, fam, 1_000),
+        Box::new(|_| Admission::Admit { forgive: 2 }),
+    )
+    .await
+    .unwrap();
+    let state = s
+        .login_attempt(user, Box::new(|_| AttemptChange::Suspend))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((state.failed_logins, state.locked_until_ms), (1, None));
+    // Forgiving more than was counted leaves none, not fewer than none.
+    s.open_session(
+        session(user, Uuid::new_v4(), 1_000),
+        Box::new(|_| Admission::Admit { forgive: 5 }),
+    )
+    .await
+    .unwrap();
+    // Suspension ended the user's sessions in its own transaction.
+    assert!(s.family(fam).await.unwrap().is_none());
+    let summary = &s.user_summaries().await.unwrap()[0];
+    assert_eq!(
+        (summary.status.as_str(), summary.failed_logins),
+        ("suspended", 0)
+    );
+    s.record_login_failure(user).await.unwrap();
+    s.clear_login_failures(user).await.unwrap();
+    assert_eq!(s.user_summaries().await.unwrap()[0].failed_logins, 0);
+    assert!(
+        s.login_attempt(Uuid::new_v4(), Box::new(|_| AttemptChange::Suspend))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn conflicts_name_their_field(s: Arc<dyn Store>) {
+    let seed = seed(&s, &["admin@example.com"]).await;
+    let user = |v: Value| insert(&USERS, v);
+    let cases = [
+        (
+            user(json!({"id": Uuid::new_v4().to_string(), "email": "ADMIN@example.com"})),
+            "email",
+        ),
+        (
+            user(json!({"id": Uuid::new_v4().to_string(), "token": "digest-0"})),
+            "token",
+        ),
+        (user(json!({"id": seed.admins[0].to_string()})), "id"),
+        (
+            insert(
+                &ROLES,
+                json!({"id": seed.role.to_string(), "name": "Again"}),
+            ),
+            "id",
+        ),
+    ];
+    for (write, expected) in cases {
+        let err = s.write(vec![write], None).await.unwrap_err();
+        match err {
+            StoreError::Conflict { field } => assert_eq!(field, expected),
+            other => panic!("expected a conflict on {expected}, got {other:?}"),
+        }
+    }
+    let dangling = update(
+        &USERS,
+        &seed.admins[0].to_string(),
+        json!({"role": Uuid::new_v4().to_string()}),
+    );
+    assert!(matches!(
+        s.write(vec![dangling], None).await.unwrap_err(),
+        StoreError::MissingReference { .. }
+    ));
+}
+
+pub async fn a_failing_write_undoes_its_whole_batch(s: Arc<dyn Store>) {
+    seed(&s, &["admin@example.com"]).await;
+    let fresh = Uuid::new_v4().to_string();
+    let err = s
+        .write(
+            vec![
+                insert(&USERS, json!({"id": fresh, "email": "new@example.com"})),
+                insert(
+                    &USERS,
+                    json!({"id": Uuid::new_v4().to_string(), "email": "admin@example.com"}),
+                ),
+            ],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { field: "email" }));
+    assert!(s.login_user("new@example.com").await.unwrap().is_none());
+    assert_eq!(s.user_count().await.unwrap(), 1);
+    // Missing items are reported, not failed.
+    let found = s
+        .write(
+            vec![
+                update(&USERS, &Uuid::new_v4().to_string(), json!({"title": "x"})),
+                Write::Delete {
+                    c: &ROLES,
+                    id: Uuid::new_v4().to_string(),
+                },
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, [false, false]);
+}
+
+pub async fn concurrent_writes_fail_alone(s: Arc<dyn Store>) {
+    seed(&s, &["admin@example.com"]).await;
+    let writes: Vec<_> = (0..20)
+        .map(|i| {
+            let mail = if i % 2 == 0 {
+                "admin@example.com".to_owned()
+            } else {
+                format!("u{i}@example.com")
+            };
+            let s = s.clone();
+            let w = insert(
+                &USERS,
+                json!({"id": Uuid::new_v4().to_string(), "email": mail}),
+            );
+            tokio::spawn(async move { s.write(vec![w], None).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for w in writes {
+        match w.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(
+                matches!(e, StoreError::Conflict { field: "email" }),
+                "{e:?}"
+            ),
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(s.user_count().await.unwrap(), 11);
+}
+
+pub async fn concurrent_refreshes_each_see_the_last_generation(s: Arc<dyn Store>) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    let fam = Uuid::new_v4();
+    s.open_session(session(user, fam, 1_000), admit())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.change_family(fam, advance(2_000 + i)).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap().unwrap().unwrap().generation);
+    }
+    seen.sort_unstable();
+    // Each decision saw the family as the previous one left it: no two read the same row.
+    assert_eq!(seen, (0..24).collect::<Vec<u64>>());
+    assert_eq!(s.family(fam).await.unwrap().unwrap().generation, 24);
+}
+
+pub async fn of_refreshes_racing_on_one_generation_one_advances(s: Arc<dyn Store>) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    let fam = Uuid::new_v4();
+    s.open_session(session(user, fam, 1_000), admit())
+        .await
+        .unwrap();
+    let advanced = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (s, advanced) = (s.clone(), advanced.clone());
+            tokio::spawn(async move {
+                let decide: FamilyDecision = Box::new(move |f| {
+                    if f.generation == 0 {
+                        advanced.fetch_add(1, Ordering::SeqCst);
+                        FamilyChange::Advance {
+                            now_ms: 2_000,
+                            expires_ms: 12_000,
+                            token_hash: "t1".into(),
+                            meta: ClientMeta::default(),
+                        }
+                    } else {
+                        FamilyChange::None
+                    }
+                });
+                s.change_family(fam, decide).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(advanced.load(Ordering::SeqCst), 1);
+    assert_eq!(s.family(fam).await.unwrap().unwrap().generation, 1);
+}
+
+/// Counts active users with an admin policy through their role, as the guard sees them.
+fn active_admins(r: &mut dyn Reads) -> StoreResult<usize> {
+    let active = filtered(compare(&USERS, "status", Op::Eq, json!("active")));
+    let mut n = 0;
+    for u in r.read_items(&USERS, &active)? {
+        let role = u["role"].as_str().and_then(|r| Uuid::parse_str(r).ok());
+        let rows = r.access_rows(role, None)?;
+        if rows.by_role.iter().flatten().any(|p| p.admin_access) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A guard keeping at least one admin, that can hold its write at a known point.
+struct KeepsAnAdmin {
+    before: usize,
+    /// Set while this guard holds its write, after the write, before the commit.
+    holding: Option<Arc<AtomicBool>>,
+    release: Option<std::sync::mpsc::Receiver<()>>,
+    /// Set if this guard looked while another guarded write was held.
+    overlapped: Arc<AtomicBool>,
+    other_holding: Option<Arc<AtomicBool>>,
+}
+
+impl Guard for KeepsAnAdmin {
+    fn before(&mut self, r: &mut dyn Reads) -> StoreResult<()> {
+        if let Some(other) = &self.other_holding
+            && other.load(Ordering::SeqCst)
+        {
+            self.overlapped.store(true, Ordering::SeqCst);
+        }
+        self.before = active_admins(r)?;
+        Ok(())
+    }
+
+    fn after(self: Box<Self>, r: &mut dyn Reads) -> StoreResult<bool> {
+        let after = active_admins(r)?;
+        if let (Some(holding), Some(release)) = (&self.holding, &self.release) {
+            holding.store(true, Ordering::SeqCst);
+            let _ = release.recv_timeout(Duration::from_secs(10));
+            holding.store(false, Ordering::SeqCst);
+        }
+        Ok(self.before == 0 || after > 0)
+    }
+}
+
+pub async fn a_refusing_guard_undoes_the_write(s: Arc<dyn Store>) {
+    let seed = seed(&s, &["a@example.com"]).await;
+    let id = seed.admins[0].to_string();
+    let guard = KeepsAnAdmin {
+        before: 0,
+        holding: None,
+        release: None,
+        overlapped: Arc::default(),
+        other_holding: None,
+    };
+    let err = s
+        .write(
+            vec![update(&USERS, &id, json!({"status": "suspended"}))],
+            Some(Box::new(guard)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused), "{err:?}");
+    assert_eq!(
+        s.principal(seed.admins[0]).await.unwrap().unwrap().status,
+        "active"
+    );
+}
+
+pub async fn two_demotions_racing_cannot_remove_the_last_admin(s: Arc<dyn Store>) {
+    let seed = seed(&s, &["a@example.com", "b@example.com"]).await;
+    let a_holding = Arc::new(AtomicBool::new(false));
+    let overlapped = Arc::new(AtomicBool::new(false));
+    let (release, held) = std::sync::mpsc::channel();
+    let demote = |id: Uuid, guard: KeepsAnAdmin| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.write(
+                vec![update(
+                    &USERS,
+                    &id.to_string(),
+                    json!({"status": "suspended"}),
+                )],
+                Some(Box::new(guard)),
+            )
+            .await
+        })
+    };
+    // A demotes the first admin and is held inside its transaction, after its write…
+    let a = demote(
+        seed.admins[0],
+        KeepsAnAdmin {
+            before: 0,
+            holding: Some(a_holding.clone()),
+            release: Some(held),
+            overlapped: overlapped.clone(),
+            other_holding: None,
+        },
+    );
+    while !a_holding.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // …while B demotes the second. B must not look before A is done.
+    let b = demote(
+        seed.admins[1],
+        KeepsAnAdmin {
+            before: 0,
+            holding: None,
+            release: None,
+            overlapped: overlapped.clone(),
+            other_holding: Some(a_holding.clone()),
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.send(()).unwrap();
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(
+        !overlapped.load(Ordering::SeqCst),
+        "B looked while A was held"
+    );
+    assert!(a.is_ok(), "{a:?}");
+    assert!(matches!(b, Err(StoreError::Refused)), "{b:?}");
+    assert_eq!(
+        s.principal(seed.admins[1]).await.unwrap().unwrap().status,
+        "active"
+    );
+}
+
+/// Users with these first names (and e-mails derived from them).
+async fn people(s: &Arc<dyn Store>, first_names: &[Option<&str>]) {
+    let writes = first_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            insert(
+                &USERS,
+                json!({"id": format!("00000000-0000-4000-8000-{i:012}"), "first_name": n,
+                       "email": format!("p{i}@example.com")}),
+            )
+        })
+        .collect();
+    s.write(writes, None).await.unwrap();
+}
+
+pub async fn text_operators_fold_ascii_case_only_where_asked(s: Arc<dyn Store>) {
+    people(
+        &s,
+        &[
+            Some("alpha"),
+            Some("Alpha"),
+            Some("ÄLPHA"),
+            Some("beta"),
+            Some("50%_off"),
+            Some("500 off"),
+            None,
+        ],
+    )
+    .await;
+    let q = |op, v: &str| filtered(compare(&USERS, "first_name", op, json!(v)));
+    assert_eq!(names(&s, q(Op::Contains, "Alp")).await, [json!("Alpha")]);
+    assert_eq!(
+        names(&s, q(Op::IContains, "ALP")).await,
+        [json!("alpha"), json!("Alpha")]
+    );
+    assert_eq!(
+        names(&s, q(Op::IStartsWith, "al")).await,
+        [json!("alpha"), json!("Alpha")]
+    );
+    assert_eq!(
+        names(&s, q(Op::IEndsWith, "PHA")).await,
+        [json!("alpha"), json!("Alpha"), json!("ÄLPHA")]
+    );
+    assert_eq!(names(&s, q(Op::StartsWith, "Ä")).await, [json!("ÄLPHA")]);
+    assert_eq!(names(&s, q(Op::EndsWith, "ta")).await, [json!("beta")]);
+    // Wildcards in operands are literal.
+    assert_eq!(names(&s, q(Op::Contains, "%_")).await, [json!("50%_off")]);
+    // Negations keep nulls out, as SQL's NOT LIKE does on both engines.
+    assert_eq!(
+        names(&s, q(Op::NotIContains, "a")).await,
+        [json!("50%_off"), json!("500 off")]
+    );
+    assert_eq!(
+        names(&s, q(Op::NotContains, "a")).await,
+        [json!("ÄLPHA"), json!("50%_off"), json!("500 off")]
+    );
+    let empty = filtered(compare(&USERS, "title", Op::Empty, Value::Null));
+    assert_eq!(
+        s.count_items(&USERS, empty.filter.as_ref()).await.unwrap(),
+        7
+    );
+}
+
+pub async fn order_is_bytewise_with_nulls_smallest(s: Arc<dyn Store>) {
+    people(
+        &s,
+        &[
+            Some("beta"),
+            None,
+            Some("ÄLPHA"),
+            Some("alpha"),
+            Some("Alpha"),
+        ],
+    )
+    .await;
+    let sorted = |desc| Query {
+        sort: vec![(field(&USERS, "first_name"), desc)],
+        ..Query::default()
+    };
+    assert_eq!(
+        names(&s, sorted(false)).await,
+        [
+            Value::Null,
+            json!("Alpha"),
+            json!("alpha"),
+            json!("beta"),
+            json!("ÄLPHA")
+        ]
+    );
+    assert_eq!(
+        names(&s, sorted(true)).await,
+        [
+            json!("ÄLPHA"),
+            json!("beta"),
+            json!("alpha"),
+            json!("Alpha"),
+            Value::Null
+        ]
+    );
+    // Without a sort, items come in primary-key order.
+    let ids: Vec<Value> = s
+        .read_items(&USERS, &Query::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort_by_key(|v| v.as_str().unwrap_or_default().to_owned());
+    assert_eq!(ids, sorted_ids);
+    let summaries: Vec<_> = s
+        .user_summaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(summaries[0].as_deref(), Some("p0@example.com"));
+}
+
+pub async fn values_keep_their_kind(s: Arc<dyn Store>) {
+    people(&s, &[Some("a"), Some("b"), Some("c")]).await;
+    let id = |i: u32| format!("00000000-0000-4000-8000-{i:012}");
+    s.write(
+        vec![
+            update(
+                &USERS,
+                &id(0),
+                json!({"last_access": 1_795_000_000_123i64, "email_notifications": false,
+                       "tags": ["x", {"y": 1}], "auth_data": null}),
+            ),
+            update(
+                &USERS,
+                &id(1),
+                json!({"last_access": 0, "email_notifications": true}),
+            ),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let rows = s.read_items(&USERS, &Query::default()).await.unwrap();
+    assert_eq!(rows[0]["last_access"], json!(1_795_000_000_123i64));
+    assert_eq!(rows[0]["email_notifications"], json!(false));
+    assert_eq!(rows[0]["tags"], json!(["x", {"y": 1}]));
+    assert_eq!(rows[1]["email_notifications"], json!(true));
+    assert_eq!(rows[2]["last_access"], Value::Null);
+    let after = filtered(compare(&USERS, "last_access", Op::Gt, json!(1_000)));
+    assert_eq!(names(&s, after).await, [json!("a")]);
+    let off = filtered(compare(&USERS, "email_notifications", Op::Eq, json!(false)));
+    assert_eq!(names(&s, off).await, [json!("a")]);
+    let listed = filtered(compare(
+        &USERS,
+        "last_access",
+        Op::In,
+        json!([0, 1_795_000_000_123i64]),
+    ));
+    assert_eq!(names(&s, listed).await, [json!("a"), json!("b")]);
+    let none = filtered(compare(&USERS, "first_name", Op::In, json!([])));
+    assert!(names(&s, none).await.is_empty());
+    let all = filtered(compare(&USERS, "first_name", Op::Nin, json!([])));
+    assert_eq!(names(&s, all).await.len(), 3);
+    let no_time = filtered(compare(&USERS, "last_access", Op::Empty, Value::Null));
+    assert_eq!(names(&s, no_time).await, [json!("c")]);
+}
+
+pub async fn windows_and_counts_agree(s: Arc<dyn Store>) {
+    people(&s, &[Some("a"), Some("b"), Some("c"), Some("d"), Some("e")]).await;
+    let window = |limit, offset| Query {
+        limit,
+        offset,
+        ..Query::default()
+    };
+    assert_eq!(
+        names(&s, window(Some(2), 1)).await,
+        [json!("b"), json!("c")]
+    );
+    assert_eq!(names(&s, window(None, 3)).await, [json!("d"), json!("e")]);
+    assert!(names(&s, window(Some(0), 0)).await.is_empty());
+    let either = Condition::Or(vec![
+        compare(&USERS, "first_name", Op::Eq, json!("a")),
+        Condition::And(vec![
+            compare(&USERS, "first_name", Op::Gte, json!("c")),
+            compare(&USERS, "first_name", Op::Neq, json!("d")),
+        ]),
+    ]);
+    assert_eq!(s.count_items(&USERS, Some(&either)).await.unwrap(), 3);
+    assert_eq!(s.count_items(&USERS, None).await.unwrap(), 5);
+    assert_eq!(
+        s.count_items(&USERS, Some(&Condition::Or(vec![])))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.count_items(&USERS, Some(&Condition::And(vec![])))
+            .await
+            .unwrap(),
+        5
+    );
+}
+
+pub async fn settings_update_by_their_id(s: Arc<dyn Store>) {
+    let before = s.settings().await.unwrap();
+    assert_eq!(before["project_name"], json!("Directus"));
+    assert_eq!(before["public_registration"], json!(false));
+    let found = s
+        .write(
+            vec![update(
+                &SETTINGS,
+                "1",
+                json!({"project_name": "Tessera", "auth_login_attempts": 3}),
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, [true]);
+    let after = s.settings().await.unwrap();
+    assert_eq!(after["project_name"], json!("Tessera"));
+    assert_eq!(after["auth_login_attempts"], json!(3));
+    let role = seed(&s, &[]).await.role;
+    let aliases = ROLES.alias("users").unwrap();
+    assert!(
+        s.alias_values(aliases, &role.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.ping().await.unwrap();
+}
+
+pub async fn expired_sessions_are_purged(s: Arc<dyn Store>) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+    s.open_session(session(user, old, 1_000), admit())
+        .await
+        .unwrap();
+    s.open_session(session(user, new, 50_000), admit())
+        .await
+        .unwrap();
+    assert_eq!(s.purge_expired_sessions(11_001).await.unwrap(), 1);
+    assert!(s.family(old).await.unwrap().is_none());
+    assert!(s.family(new).await.unwrap().is_some());
+    // Ending a user's sessions with a write spares the one named.
+    let third = Uuid::new_v4();
+    s.open_session(session(user, third, 60_000), admit())
+        .await
+        .unwrap();
+    s.write(
+        vec![Write::Update {
+            c: &USERS,
+            id: user.to_string(),
+            values: values(&USERS, json!({"title": "t"})),
+            end: EndSessions::AllExcept(third),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(s.family(new).await.unwrap().is_none());
+    assert!(s.family(third).await.unwrap().is_some());
+}

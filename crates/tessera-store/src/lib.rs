@@ -3,6 +3,7 @@
 //! collection schema. It links no database driver; the SQL lives in `tessera-sql` and the
 //! engines in `tessera-sqlite` and `tessera-postgres`.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod schema;
 
