@@ -12,10 +12,14 @@
 //
 // Set TESSERA_DEBUG=1 to mirror the server's stderr to this process' stderr.
 //
+// With TESSERA_TEST_DB=pg each server runs on a fresh PostgreSQL database, created and
+// dropped with psql on the server TESSERA_TEST_PG names (a libpq connection string; by
+// default the local one, user postgres).
+//
 // Note: on Node 20, `node --test test/` also runs this module as a "test file";
 // it defines no tests and exits immediately, so it shows up as a passing entry.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -101,6 +105,33 @@ function buildEnv(base, overrides) {
 	return env;
 }
 
+const PG_ADMIN = process.env.TESSERA_TEST_PG || 'host=127.0.0.1 port=5432 user=postgres dbname=postgres';
+
+/** Runs one statement on the PostgreSQL server as its administrator. */
+function psql(sql) {
+	execFileSync('psql', [PG_ADMIN, '-v', 'ON_ERROR_STOP=1', '-q', '-c', sql], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * The database settings for a fresh server: a new PostgreSQL database under
+ * TESSERA_TEST_DB=pg, else a SQLite file in `dir`. `drop` removes what was made.
+ */
+function freshDatabase(dir) {
+	if (process.env.TESSERA_TEST_DB !== 'pg') {
+		return { env: { DB_FILENAME: path.join(dir, 'data.db') }, drop: () => {} };
+	}
+	const name = `tessera_sdk_${randomBytes(8).toString('hex')}`;
+	psql(`CREATE DATABASE ${name}`);
+	const conninfo = PG_ADMIN.split(/\s+/)
+		.filter((part) => part && !part.startsWith('dbname='))
+		.concat([`dbname=${name}`])
+		.join(' ');
+	return {
+		env: { DB_CLIENT: 'pg', DB_CONNECTION_STRING: conninfo, DB_POOL__MIN: '1' },
+		drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+	};
+}
+
 /**
  * Spawn `$TESSERA_BIN serve` on a random port with a fresh database.
  *
@@ -115,11 +146,12 @@ export async function startServer(overrides = {}) {
 
 	const adminEmail = 'admin@example.com';
 	const adminPassword = randomString(24);
+	const database = freshDatabase(dir);
 	const env = buildEnv(
 		{
 			HOST: '127.0.0.1',
 			PORT: '0',
-			DB_FILENAME: path.join(dir, 'data.db'),
+			...database.env,
 			SECRET: randomString(48),
 			ADMIN_EMAIL: adminEmail,
 			ADMIN_PASSWORD: adminPassword,
@@ -140,6 +172,7 @@ export async function startServer(overrides = {}) {
 		child = spawn(bin, ['serve'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
 	} catch (err) {
 		await rm(dir, { recursive: true, force: true });
+		database.drop();
 		throw err;
 	}
 
@@ -169,6 +202,7 @@ export async function startServer(overrides = {}) {
 			clearTimeout(timer);
 		}
 		await rm(dir, { recursive: true, force: true });
+		database.drop();
 	};
 
 	const describeFailure = (what) =>
