@@ -8,7 +8,7 @@ pub mod scratch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -20,6 +20,12 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/00
 
 /// The advisory lock migrations are applied under.
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_616d;
+
+/// An idle connection unused for this long is checked before use.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
+
+/// How long that check may take before the connection counts as dead.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Prepared statements a connection keeps at most; past it the cache starts over.
 const MAX_STATEMENTS: usize = 256;
@@ -67,6 +73,8 @@ struct Pooled {
     statements: HashMap<String, Statement>,
     /// A transaction on it could not be closed: it must not be used again.
     broken: bool,
+    /// When it was last given back to the pool.
+    used: Instant,
 }
 
 /// Whether an error means the database (or the way to it) is gone rather than the statement
@@ -118,6 +126,7 @@ fn connect(settings: &Settings) -> StoreResult<Pooled> {
         client,
         statements: HashMap::new(),
         broken: false,
+        used: Instant::now(),
     })
 }
 
@@ -200,19 +209,40 @@ impl Postgres {
             .map_err(|_| StoreError::Backend("the pool is closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let pooled = pool.idle.lock().map_err(poisoned)?.pop();
-            let mut conn = match pooled {
-                Some(c) if !c.client.is_closed() => c,
-                _ => connect(&pool.settings)?,
-            };
+            let mut conn = pool.checkout()?;
             let out = run(&mut conn, transaction, f);
+            if matches!(out, Err(StoreError::Unavailable(_))) {
+                // The database went away: the idle connections went with it. Dropping them
+                // now spares the next requests a failure each once it is back.
+                let stale = std::mem::take(&mut *pool.idle.lock().map_err(poisoned)?);
+                drop(stale);
+            }
             if !conn.client.is_closed() && !conn.broken {
+                conn.used = Instant::now();
                 pool.idle.lock().map_err(poisoned)?.push(conn);
             }
             out
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+impl Pool {
+    /// An idle connection that still works, or a new one. One idle for longer than
+    /// [`CHECK_AFTER_IDLE`] is asked first: the server may have restarted meanwhile.
+    fn checkout(&self) -> StoreResult<Pooled> {
+        loop {
+            let Some(mut c) = self.idle.lock().map_err(poisoned)?.pop() else {
+                return connect(&self.settings);
+            };
+            if c.client.is_closed() {
+                continue;
+            }
+            if c.used.elapsed() < CHECK_AFTER_IDLE || c.client.is_valid(CHECK_TIMEOUT).is_ok() {
+                return Ok(c);
+            }
+        }
     }
 }
 

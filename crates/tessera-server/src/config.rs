@@ -58,7 +58,7 @@ pub struct CookieSettings {
 #[derive(Debug, Clone)]
 pub enum Database {
     Sqlite { filename: PathBuf },
-    Postgres(tessera_postgres::Settings),
+    Postgres(Box<tessera_postgres::Settings>),
 }
 
 /// Limits on connections, so that slow or idle clients cannot hold the server.
@@ -345,7 +345,9 @@ impl Config {
                     .string("DB_FILENAME")
                     .map_or_else(|| PathBuf::from("./data/data.db"), PathBuf::from),
             },
-            Some("pg" | "postgres" | "postgresql") => Database::Postgres(postgres_settings(&v)?),
+            Some("pg" | "postgres" | "postgresql") => {
+                Database::Postgres(Box::new(postgres_settings(&v)?))
+            }
             Some(other) => {
                 return Err(bad(
                     "DB_CLIENT",

@@ -107,7 +107,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Opens (creating it and its directory if needed) the configured database, with its schema
 /// up to date; also returns the directory that holds it.
-pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std::path::PathBuf>)> {
+pub async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<std::path::PathBuf>)> {
     match &config.database {
         Database::Sqlite { filename } => {
             let dir = filename
@@ -127,11 +129,11 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
                      must sign and check tokens with the same secret"
                 );
             }
-            // The synchronous driver runs its own runtime: keep it off the async workers.
-            let settings = settings.clone();
-            let store = std::thread::spawn(move || Postgres::open(settings))
-                .join()
-                .map_err(|_| anyhow::anyhow!("opening PostgreSQL panicked"))?
+            // Connecting and migrating block: keep them off the async workers.
+            let settings = (**settings).clone();
+            let store = tokio::task::spawn_blocking(move || Postgres::open(settings))
+                .await
+                .context("opening PostgreSQL")?
                 .context("opening the PostgreSQL database")?;
             Ok((Arc::new(store), None))
         }
@@ -140,7 +142,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std
 
 /// Opens the database, settles the secret, and bootstraps the first admin if needed.
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
-    let (store, dir) = open_store(&config)?;
+    let (store, dir) = open_store(&config).await?;
     let secret = match (&config.secret, &dir) {
         (Some(s), _) => s.clone(),
         (None, Some(dir)) => persistent_secret(dir)?,
@@ -210,6 +212,13 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
             .await
         {
             Ok(acc) => acc,
+            Err(Error::ServiceUnavailable {
+                service: "database",
+                ..
+            }) if req.uri().path() == "/server/health" && s.config.healthcheck_enabled => {
+                // Who asks cannot be told without the database; that it is down can.
+                return routes::server::database_unreachable();
+            }
             Err(e) => {
                 let clear = matches!(token, Some((_, TokenSource::Cookie)))
                     && matches!(e, Error::InvalidCredentials | Error::InvalidToken);

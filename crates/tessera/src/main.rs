@@ -134,7 +134,7 @@ async fn run(flags: ServerFlags, action: ServerAction) -> anyhow::Result<()> {
         return users::run(config, command, json).await;
     }
     if action == ServerAction::Migrate {
-        tessera_server::open_store(&config)?;
+        tessera_server::open_store(&config).await?;
         println!("database schema is up to date");
         return Ok(());
     }

@@ -82,7 +82,7 @@ pub async fn run(config: Config, command: UsersCommand, json: bool) -> anyhow::R
 }
 
 async fn execute(config: Config, command: UsersCommand, json: bool) -> anyhow::Result<()> {
-    let (store, _) = tessera_server::open_store(&config)?;
+    let (store, _) = tessera_server::open_store(&config).await?;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let passwords = Passwords::new(config.hash.clone(), cores, config.hash_queue_limit)?;
     let operator = Operator::new(store, passwords);

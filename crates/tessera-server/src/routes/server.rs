@@ -69,6 +69,16 @@ pub async fn health(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    Ok(health_response(code, body))
+}
+
+/// The health report when the database is unreachable before the caller could even be
+/// identified: the bare status, as any authenticated caller would see it.
+pub fn database_unreachable() -> Response {
+    health_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "error"}))
+}
+
+fn health_response(code: StatusCode, body: Value) -> Response {
     let mut res = (code, axum::Json(body)).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -76,7 +86,7 @@ pub async fn health(
     );
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(res)
+    res
 }
 
 /// What an admin's health report says of a failed database check: the kind of failure, never

@@ -4,6 +4,7 @@
 //! of sleeping. Later features add their files here.
 
 mod bounded;
+mod database;
 mod files;
 mod input;
 mod lockout;
