@@ -1,7 +1,9 @@
 //! `tessera-bench`: runs Tessera's scenarios with wrk on loopback next to baselines measured
-//! in the same run (an axum hello-world, a bare JWT-verifying server, raw SQLite updates, raw
-//! argon2 verification), and prints each figure as a ratio of the ceiling it should approach.
-//! Built and started by `scripts/bench`.
+//! in the same run (an axum hello-world, a bare JWT-verifying server, raw SQLite and PostgreSQL
+//! updates, raw argon2 verification), and prints each figure as a ratio of the ceiling it
+//! should approach, with both engines side by side. Built and started by `scripts/bench`.
+
+mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -219,18 +221,23 @@ fn bins() -> Result<PathBuf> {
     Ok(exe.parent().context("no bin dir")?.to_path_buf())
 }
 
-fn tessera_env(db: &Path) -> Vec<(&'static str, String)> {
-    vec![
+fn tessera_env(database: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut env = database.to_vec();
+    env.extend([
         ("PORT", "0".into()),
         ("HOST", "127.0.0.1".into()),
-        ("DB_FILENAME", db.display().to_string()),
         ("SECRET", SECRET.into()),
         ("ADMIN_EMAIL", EMAIL.into()),
         ("ADMIN_PASSWORD", PASSWORD.into()),
         ("ADMIN_TOKEN", STATIC_TOKEN.into()),
         ("LOGIN_STALL_TIME", "0".into()),
         ("LOG_LEVEL", "error".into()),
-    ]
+    ]);
+    env
+}
+
+fn sqlite_env(db: &Path) -> Vec<(&'static str, String)> {
+    tessera_env(&[("DB_FILENAME", db.display().to_string())])
 }
 
 async fn login(http: &reqwest::Client, url: &str, mode: &str) -> Result<reqwest::Response> {
@@ -245,16 +252,16 @@ async fn login(http: &reqwest::Client, url: &str, mode: &str) -> Result<reqwest:
     Ok(res)
 }
 
-/// Inserts `n` live sessions straight into the database and writes their refresh tokens,
-/// one per line, for the refresh scenario (each request spends a fresh token).
-fn prepare_refresh_tokens(db: &Path, user: &str, n: usize, out: &Path) -> Result<()> {
+/// Inserts `n` live sessions straight into the database and returns their refresh tokens, for
+/// the refresh scenario (each request spends a fresh token).
+fn prepare_refresh_tokens(db: &Path, user: &str, n: usize) -> Result<Vec<String>> {
     let mut conn = rusqlite::Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let tx = conn.transaction()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut tokens = Vec::with_capacity(n);
     {
         let mut stmt = tx.prepare(
             "INSERT INTO directus_sessions (family, user, generation, token_hash, created, expires)
@@ -274,12 +281,11 @@ fn prepare_refresh_tokens(db: &Path, user: &str, n: usize, out: &Path) -> Result
                 now,
                 now + 86_400_000
             ])?;
-            writeln!(file, "{token}")?;
+            tokens.push(token);
         }
     }
     tx.commit()?;
-    file.flush()?;
-    Ok(())
+    Ok(tokens)
 }
 
 const REFRESH_LUA: &str = r#"
@@ -305,6 +311,115 @@ function request()
     '{"refresh_token":"' .. t .. '"}')
 end
 "#;
+
+/// The loads both engines run: `/users/me` with each token kind, and refresh.
+struct EngineLoads {
+    /// `Authorization: Bearer <access token>` of an admin login.
+    bearer: String,
+    me_jwt: Load,
+    me_static: Load,
+    me_session: Load,
+    refresh: Load,
+}
+
+/// Logs in (json and session modes), loads `/users/me` with each token kind, then prepares
+/// `token_count` refresh tokens of a user of their own with `prepare` (so that they do not
+/// count against the admin's `SESSION_MAX_PER_USER`) and spends one per refresh.
+async fn engine_loads(
+    http: &reqwest::Client,
+    t: &Server,
+    work: &Path,
+    secs: u64,
+    token_count: usize,
+    prepare: impl FnOnce(&str, usize) -> Result<Vec<String>>,
+) -> Result<EngineLoads> {
+    let json_login: Value = login(http, &t.url, "json").await?.json().await?;
+    let jwt = json_login["data"]["access_token"]
+        .as_str()
+        .context("no access token")?
+        .to_owned();
+    let bearer = format!("Authorization: Bearer {jwt}");
+    let session_res = login(http, &t.url, "session").await?;
+    let session_cookie = session_res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("no session cookie")?
+        .to_owned();
+    eprintln!("tessera: /users/me…");
+    let me = format!("{}/users/me", t.url);
+    let me_jwt = wrk(&me, 2, 50, secs, std::slice::from_ref(&bearer), None)?;
+    let static_bearer = format!("Authorization: Bearer {STATIC_TOKEN}");
+    let me_static = wrk(&me, 2, 50, secs, &[static_bearer], None)?;
+    let cookie = format!("Cookie: {session_cookie}");
+    let me_session = wrk(&me, 2, 50, secs, &[cookie], None)?;
+
+    eprintln!("tessera: refresh…");
+    let user: Value = http
+        .post(format!("{}/users?fields=id", t.url))
+        .bearer_auth(&jwt)
+        .json(&json!({"email": "refresh@bench.example.com", "status": "active"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let user_id = user["data"]["id"].as_str().context("no user id")?;
+    let tokens = work.join("tokens.txt");
+    std::fs::write(&tokens, prepare(user_id, token_count)?.join("\n"))?;
+    let refresh_script = work.join("refresh.lua");
+    std::fs::write(&refresh_script, REFRESH_LUA)?;
+    let refresh = wrk(
+        &t.url,
+        2,
+        50,
+        secs,
+        &[],
+        Some((
+            &refresh_script,
+            &["2".to_string(), tokens.display().to_string()],
+        )),
+    )?;
+    Ok(EngineLoads {
+        bearer,
+        me_jwt,
+        me_static,
+        me_session,
+        refresh,
+    })
+}
+
+/// Tessera on a scratch PostgreSQL database: the same loads as on SQLite, and the raw update
+/// rate of the same server.
+async fn postgres_loads(
+    http: &reqwest::Client,
+    tessera: &Path,
+    work: &Path,
+    secs: u64,
+) -> Result<(f64, EngineLoads)> {
+    let db = tokio::task::spawn_blocking(tessera_postgres::scratch::Scratch::create)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let db = std::sync::Arc::new(db);
+    eprintln!("measuring raw PostgreSQL updates…");
+    let raw = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || postgres::update_rate(&db, 3.0)).await??
+    };
+    let env = tessera_env(&[
+        ("DB_CLIENT", "pg".into()),
+        ("DB_CONNECTION_STRING", db.url()),
+        ("DB_POOL__MAX", postgres::CONNECTIONS.to_string()),
+    ]);
+    let t = Server::spawn(tessera, &["serve"], &env, work)?;
+    let token_count = (2 * raw as usize * secs as usize).clamp(50_000, 2_000_000);
+    let loads = engine_loads(http, &t, work, secs, token_count, |user, n| {
+        postgres::prepare_refresh_tokens(&db, SECRET, user, n)
+    })
+    .await;
+    t.stop();
+    Ok((raw, loads?))
+}
 
 struct Row {
     scenario: &'static str,
@@ -397,25 +512,20 @@ async fn main() -> Result<()> {
     let db = work.path().join("tessera").join("data.db");
     std::fs::create_dir_all(db.parent().context("db dir")?)?;
     let tessera_bin = bin.join("tessera");
-    let t = Server::spawn(&tessera_bin, &["serve"], &tessera_env(&db), work.path())?;
+    let t = Server::spawn(&tessera_bin, &["serve"], &sqlite_env(&db), work.path())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss_kb = proc_kb(t.pid(), "VmRSS");
 
-    let json_login: Value = login(&http, &t.url, "json").await?.json().await?;
-    let jwt = json_login["data"]["access_token"]
-        .as_str()
-        .context("no access token")?
-        .to_owned();
-    let bearer = format!("Authorization: Bearer {jwt}");
-    let session_res = login(&http, &t.url, "session").await?;
-    let session_cookie = session_res
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .context("no session cookie")?
-        .to_owned();
-
+    eprintln!("tessera: ping…");
+    let ping_load = wrk(&format!("{}/server/ping", t.url), 2, 50, secs, &[], None)?;
+    // More tokens than the raw update rate could spend, so that none runs out.
+    let token_count = (2 * sqlite_rate as usize * secs as usize).clamp(50_000, 2_000_000);
+    let sqlite = engine_loads(&http, &t, work.path(), secs, token_count, |user, n| {
+        prepare_refresh_tokens(&db, user, n)
+    })
+    .await?;
+    let bearer = sqlite.bearer.clone();
+    let me = format!("{}/users/me", t.url);
     let jwt_base = wrk(
         &format!("{}/users/me", jwt_server.url),
         2,
@@ -425,60 +535,12 @@ async fn main() -> Result<()> {
         None,
     )?;
     jwt_server.stop();
-
-    eprintln!("tessera: ping, /users/me…");
-    let ping_load = wrk(&format!("{}/server/ping", t.url), 2, 50, secs, &[], None)?;
-    let me = format!("{}/users/me", t.url);
-    let me_jwt = wrk(&me, 2, 50, secs, std::slice::from_ref(&bearer), None)?;
-    let me_static = wrk(
-        &me,
-        2,
-        50,
-        secs,
-        &[format!("Authorization: Bearer {STATIC_TOKEN}")],
-        None,
-    )?;
-    let me_session = wrk(
-        &me,
-        2,
-        50,
-        secs,
-        &[format!("Cookie: {session_cookie}")],
-        None,
-    )?;
-
-    eprintln!("tessera: refresh…");
-    // The prepared sessions belong to a user of their own, so that they do not count against
-    // the admin's SESSION_MAX_PER_USER in the login scenario that follows.
-    let user: Value = http
-        .post(format!("{}/users?fields=id", t.url))
-        .bearer_auth(&jwt)
-        .json(&json!({"email": "refresh@bench.example.com", "status": "active"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let user_id = user["data"]["id"]
-        .as_str()
-        .context("no user id")?
-        .to_owned();
-    let tokens = work.path().join("tokens.txt");
-    let refresh_script = work.path().join("refresh.lua");
-    std::fs::write(&refresh_script, REFRESH_LUA)?;
-    // More tokens than the raw update rate could spend, so that none runs out.
-    let token_count = (2 * sqlite_rate as usize * secs as usize).clamp(50_000, 2_000_000);
-    prepare_refresh_tokens(&db, &user_id, token_count, &tokens)?;
-    let refresh = wrk(
-        &t.url,
-        2,
-        50,
-        secs,
-        &[],
-        Some((
-            &refresh_script,
-            &["2".to_string(), tokens.display().to_string()],
-        )),
-    )?;
+    let (me_jwt, me_static, me_session, refresh) = (
+        sqlite.me_jwt,
+        sqlite.me_static,
+        sqlite.me_session,
+        sqlite.refresh,
+    );
 
     eprintln!("tessera: login storm…");
     let login_script = work.path().join("login.lua");
@@ -506,7 +568,7 @@ async fn main() -> Result<()> {
     let mut starts = Vec::new();
     for _ in 0..5 {
         let t0 = Instant::now();
-        let s = Server::spawn(&tessera_bin, &["serve"], &tessera_env(&db), work.path())?;
+        let s = Server::spawn(&tessera_bin, &["serve"], &sqlite_env(&db), work.path())?;
         while !ping(s.addr()) {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -515,6 +577,9 @@ async fn main() -> Result<()> {
     }
     starts.sort_by(f64::total_cmp);
     let start_ms = starts[starts.len() / 2];
+
+    eprintln!("tessera on PostgreSQL…");
+    let pg = postgres_loads(&http, &tessera_bin, work.path(), secs).await?;
 
     let login_ceiling = cores * 1000.0 / verify_ms;
     rows.push(rps_row("baseline: axum hello", hello_load, None, "—", 0.0));
@@ -580,6 +645,35 @@ async fn main() -> Result<()> {
         .value
         .push_str(&format!(" + {:.1} logins/s", storm_login.rps));
     rows.push(storm_row);
+    let (pg_raw, pg) = pg;
+    for (scenario, on_pg, on_sqlite) in [
+        ("PostgreSQL: GET /users/me, JWT", pg.me_jwt, me_jwt),
+        (
+            "PostgreSQL: GET /users/me, static token",
+            pg.me_static,
+            me_static,
+        ),
+        (
+            "PostgreSQL: GET /users/me, session cookie",
+            pg.me_session,
+            me_session,
+        ),
+    ] {
+        rows.push(rps_row(
+            scenario,
+            on_pg,
+            Some((on_pg.rps / on_sqlite.rps, "SQLite figure")),
+            "≥ 90%",
+            0.9,
+        ));
+    }
+    rows.push(rps_row(
+        "PostgreSQL: POST /auth/refresh (json, fresh token each)",
+        pg.refresh,
+        Some((pg.refresh.rps / pg_raw, "raw PostgreSQL update")),
+        "≥ 70%",
+        0.7,
+    ));
     rows.push(Row {
         scenario: "RSS idle / peak",
         value: format!(
@@ -625,7 +719,28 @@ async fn main() -> Result<()> {
             r.scenario, r.value, r.p50, r.p99, r.ratio, r.target
         ));
     }
-    report.push_str("\nPostgreSQL: not measured — Tessera has no PostgreSQL store yet.\n");
+    report.push_str(&format!(
+        "\nBoth engines side by side (PostgreSQL: local server, pool of {} connections; raw \
+         update rate with as many clients):\n\n| scenario | SQLite | PostgreSQL |\n|---|---|---|\n",
+        postgres::CONNECTIONS
+    ));
+    for (scenario, a, b) in [
+        ("raw single-row UPDATE", sqlite_rate, pg_raw),
+        ("GET /users/me, JWT", me_jwt.rps, pg.me_jwt.rps),
+        (
+            "GET /users/me, static token",
+            me_static.rps,
+            pg.me_static.rps,
+        ),
+        (
+            "GET /users/me, session cookie",
+            me_session.rps,
+            pg.me_session.rps,
+        ),
+        ("POST /auth/refresh", refresh.rps, pg.refresh.rps),
+    ] {
+        report.push_str(&format!("| {scenario} | {a:.0}/s | {b:.0}/s |\n"));
+    }
     println!("{report}");
     if let Some(p) = out_path {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {

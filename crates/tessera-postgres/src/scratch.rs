@@ -32,6 +32,11 @@ impl Scratch {
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .map_err(|e| format!("creating {name}: {e}"))?;
+        // Whoever made it, should it outlive its maker.
+        if let Some(maker) = std::thread::current().name() {
+            let maker = maker.replace('\'', "");
+            let _ = client.batch_execute(&format!("COMMENT ON DATABASE {name} IS '{maker}'"));
+        }
         let mut config = admin;
         config.dbname(&name);
         Ok(Self { name, config })

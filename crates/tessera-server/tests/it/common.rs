@@ -117,7 +117,11 @@ fn scratch_for(key: &str) -> Arc<Scratch> {
         return live;
     }
     // The synchronous driver runs its own runtime: off this one.
-    let made = std::thread::spawn(Scratch::create)
+    let maker = std::thread::current().name().unwrap_or("test").to_owned();
+    let made = std::thread::Builder::new()
+        .name(maker)
+        .spawn(Scratch::create)
+        .unwrap()
         .join()
         .unwrap()
         .unwrap_or_else(|e| panic!("TESSERA_TEST_DB=pg: {e}"));
