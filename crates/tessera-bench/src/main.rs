@@ -414,7 +414,13 @@ async fn postgres_loads(
     let t = Server::spawn(tessera, &["serve"], &env, work)?;
     let token_count = (2 * raw as usize * secs as usize).clamp(50_000, 2_000_000);
     let loads = engine_loads(http, &t, work, secs, token_count, |user, n| {
-        postgres::prepare_refresh_tokens(&db, SECRET, user, n)
+        // The synchronous driver runs its own runtime: on a thread of its own.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| postgres::prepare_refresh_tokens(&db, SECRET, user, n))
+                .join()
+                .map_err(|_| anyhow::anyhow!("preparing tokens panicked"))?
+        })
     })
     .await;
     t.stop();

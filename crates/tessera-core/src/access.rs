@@ -3,9 +3,7 @@
 
 use std::net::IpAddr;
 
-use tessera_store::{
-    AccessRows, AccessTree, PolicyGrant, PolicyRow, Reads, Store, StoreError, StoreResult,
-};
+use tessera_store::{AccessRows, AccessTree, PolicyGrant, PolicyRow, Reads, Store, StoreResult};
 use uuid::Uuid;
 
 /// The identity and global rights of one request.
@@ -34,16 +32,19 @@ impl Accountability {
 
 /// Composes the access rows of a principal with direct role `role` into its tree: the roles
 /// root first; their policies root first, each role's in access-row order, then the user's own.
-/// A principal without a role gets the public policy in place of role policies. A cycle in the
-/// role parents is an error (writes refuse to make one).
-pub fn compose(rows: AccessRows, role: Option<Uuid>) -> StoreResult<AccessTree> {
-    let mut roles = Vec::with_capacity(rows.chain.len());
-    for id in rows.chain.iter().rev() {
-        if roles.contains(id) {
-            return Err(StoreError::Backend("role tree has a cycle".into()));
-        }
-        roles.push(*id);
+/// A principal without a role gets the public policy in place of role policies.
+pub fn compose(rows: AccessRows, role: Option<Uuid>) -> AccessTree {
+    // Writes refuse to make a cycle; should one exist anyway (two parent changes racing, a
+    // hand edit), the chain stops at its first repeat, so that nobody's access, the last-admin
+    // guard included, fails on it.
+    let mut rows = rows;
+    if let Some(repeat) = (0..rows.chain.len()).find(|&i| rows.chain[..i].contains(&rows.chain[i]))
+    {
+        tracing::warn!(role = %rows.chain[repeat], "role parents form a cycle");
+        rows.chain.truncate(repeat);
+        rows.by_role.truncate(repeat);
     }
+    let roles: Vec<Uuid> = rows.chain.iter().rev().copied().collect();
     let grant = |p: PolicyRow, direct: bool| PolicyGrant {
         id: p.id,
         admin_access: p.admin_access,
@@ -62,7 +63,7 @@ pub fn compose(rows: AccessRows, role: Option<Uuid>) -> StoreResult<AccessTree> 
         }
     }
     policies.extend(rows.of_user.into_iter().map(|p| grant(p, false)));
-    Ok(AccessTree { roles, policies })
+    AccessTree { roles, policies }
 }
 
 /// Reads and composes the access tree of a principal.
@@ -71,7 +72,7 @@ pub async fn tree(
     role: Option<Uuid>,
     user: Option<Uuid>,
 ) -> StoreResult<AccessTree> {
-    compose(store.access_rows(role, user).await?, role)
+    Ok(compose(store.access_rows(role, user).await?, role))
 }
 
 /// The access tree of a principal, read inside a transaction.
@@ -80,7 +81,7 @@ pub fn tree_in(
     role: Option<Uuid>,
     user: Option<Uuid>,
 ) -> StoreResult<AccessTree> {
-    compose(r.access_rows(role, user)?, role)
+    Ok(compose(r.access_rows(role, user)?, role))
 }
 
 /// The flags a principal's policies grant.

@@ -583,7 +583,10 @@ impl Auth {
             self.caches.forget_family(family);
         }
         let principal = opened.user;
-        self.store.purge_expired_sessions(now).await?;
+        // Housekeeping: its failure is logged, never the login's.
+        if let Err(e) = self.store.purge_expired_sessions(now).await {
+            tracing::warn!(error = %e, "purging expired sessions failed");
+        }
         self.caches.invalidate_user(user.id);
         let g = self
             .global_access(principal.role, Some(principal.id), ip)
@@ -666,8 +669,9 @@ impl Auth {
                 AuthMode::Session => self.settings.session_ttl_ms,
                 _ => self.settings.refresh_ttl_ms,
             };
-        // Whichever verdict the transaction reaches, the token it may hand out is the one
-        // after the family's generation as read there: derive it inside.
+        // Whichever verdict the store applies, the token it may hand out is the one after the
+        // family's generation as the store read it: derive it inside. The store may ask again
+        // after a concurrent change; the decision is pure.
         let secret = self.secret.clone();
         let judged = p.clone();
         let family = self
@@ -677,7 +681,7 @@ impl Auth {
                 Box::new(move |f| {
                     let v = verdict(f, &judged, now, grace);
                     let next = successor(&secret, f);
-                    refresh_change(v, revoke, now, expires, &next, meta)
+                    refresh_change(v, revoke, now, expires, &next, meta.clone())
                 }),
             )
             .await?

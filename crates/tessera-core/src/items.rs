@@ -292,6 +292,9 @@ impl Items {
         id: &str,
         extra: Option<Condition>,
     ) -> Result<Option<Record>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let cond = Condition::Compare {
             field: id_field(c),
             op: Op::Eq,
@@ -454,6 +457,9 @@ impl Items {
             (Kind::Digest, Value::String(s)) => Value::String(digest(s)),
             (Kind::Digest, _) => return Err(must("a string")),
             (_, Value::Null) => Value::Null,
+            (_, Value::String(s)) if !storable(s) => {
+                return Err(must("text without NUL characters"));
+            }
             (Kind::Json, v) => v.clone(),
             (Kind::Boolean, Value::Bool(_)) => v.clone(),
             (Kind::Boolean, _) => return Err(must("a boolean")),
@@ -606,6 +612,9 @@ impl Items {
         body: &Value,
     ) -> Result<()> {
         Self::require_admin(c, acc)?;
+        if !storable(id) {
+            return Err(Error::Forbidden(None));
+        }
         self.update_unchecked(c, acc, id, body).await
     }
 
@@ -685,6 +694,9 @@ impl Items {
         id: &str,
     ) -> Result<()> {
         Self::require_admin(c, acc)?;
+        if !storable(id) {
+            return Err(Error::Forbidden(None));
+        }
         let mut writes = Vec::new();
         if c.name == "directus_roles" {
             let role = USERS.field("role").ok_or(Error::Forbidden(None))?;
@@ -758,6 +770,12 @@ impl Items {
         self.store.write(vec![update], None).await?;
         Ok(())
     }
+}
+
+/// Whether text can be stored and compared at all: no NUL characters (PostgreSQL refuses them
+/// in text, so no engine is given one).
+pub(crate) fn storable(text: &str) -> bool {
+    !text.contains('\0')
 }
 
 /// The guard of a write that may take admin access away from someone: deleting a user, role

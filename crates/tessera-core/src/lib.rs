@@ -59,7 +59,14 @@ pub async fn bootstrap(
     let hash = passwords.hash(password).await?;
     let token = seed.token.as_deref().map(tokens::digest);
     let (_, writes) = first_admin(&seed.email, &hash, token.as_deref())?;
-    store.write(writes, None).await?;
+    match store.write(writes, None).await {
+        Ok(_) => {}
+        // Another instance starting on the same database created the admin first.
+        Err(tessera_store::StoreError::Conflict { .. }) if store.user_count().await? > 0 => {
+            return Ok(Bootstrapped::Existing);
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(Bootstrapped::Created {
         generated_password: generated,
     })

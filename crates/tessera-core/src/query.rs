@@ -101,6 +101,12 @@ fn short_enough(what: &str, text: &str) -> Result<()> {
             "{what} may be at most {MAX_VALUE_BYTES} bytes long"
         )));
     }
+    // No stored text holds one, and PostgreSQL refuses them outright.
+    if text.contains('\0') {
+        return Err(Error::InvalidQuery(format!(
+            "{what} may not contain NUL characters"
+        )));
+    }
     Ok(())
 }
 
@@ -377,16 +383,17 @@ fn coerce(field: &Field, op: Op, op_name: &str, value: Value) -> Result<Value> {
                 "1" => Some(Value::Bool(true)),
                 _ => None,
             },
-            (_, Value::Number(_)) => Some(v.clone()),
-            (Kind::Integer, Value::String(s)) => {
-                s.trim().parse::<i64>().ok().map(Value::from).or_else(|| {
-                    s.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
-                })
-            }
-            (Kind::Timestamp, Value::String(s)) => crate::clock::parse_ms(s).map(Value::from),
+            // Whole numbers only: no integer or time equals a fraction, and engines disagree on
+            // comparing them.
+            (_, Value::Number(n)) => n.as_i64().map(Value::from),
+            (Kind::Integer, Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::from),
+            // A time as text, or Unix milliseconds as a query string spells numbers.
+            (Kind::Timestamp, Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .or_else(|| crate::clock::parse_ms(s))
+                .map(Value::from),
             _ => None,
         };
         coerced.ok_or_else(|| {

@@ -21,6 +21,9 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/00
 /// The advisory lock migrations are applied under.
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_616d;
 
+/// How long work waits for a pooled connection before it is answered 503.
+const POOL_WAIT: Duration = Duration::from_secs(15);
+
 /// An idle connection unused for this long is checked before use.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
 
@@ -75,24 +78,33 @@ struct Pooled {
     broken: bool,
     /// When it was last given back to the pool.
     used: Instant,
+    /// A statement failed in the current transaction: PostgreSQL has aborted it, and would
+    /// answer a COMMIT by rolling back.
+    failed: bool,
 }
 
-/// Whether an error means the database (or the way to it) is gone rather than the statement
-/// being wrong.
+/// Whether an error means the database (or the way to it) is gone, rather than a statement or
+/// a value being wrong.
 fn unreachable(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
-    match e.code() {
-        Some(code) => {
-            code.code().starts_with("08")
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-        }
-        // No server error: the connection itself failed (refused, reset, timed out).
-        None => true,
+    if let Some(code) = e.code() {
+        return code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW;
     }
+    // No server error: unreachable only if the socket failed (refused, reset, timed out); a
+    // value that could not be bound or read is our error, not the database's absence.
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn err(e: postgres::Error) -> StoreError {
@@ -113,12 +125,30 @@ fn err(e: postgres::Error) -> StoreError {
     }
 }
 
+/// How long a dead peer may stay silent before its connection counts as lost, and how long a
+/// statement may run: a database that stops answering (packets dropped, not refused) turns
+/// into 503s within this time instead of hung requests.
+const SILENCE: Duration = Duration::from_secs(10);
+
+/// Statements, lock waits included, are cancelled after this long.
+const STATEMENT_TIMEOUT: &str = "30s";
+
 fn connect(settings: &Settings) -> StoreResult<Pooled> {
     let mut config = settings.config.clone();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    config.keepalives(true);
+    config
+        .keepalives(true)
+        .keepalives_idle(SILENCE)
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(SILENCE);
+    let options = format!(
+        "{} -c statement_timeout={STATEMENT_TIMEOUT} -c idle_in_transaction_session_timeout=60s",
+        config.get_options().unwrap_or_default()
+    );
+    config.options(options.trim());
     let client = config
         .connect(NoTls)
         .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
@@ -127,6 +157,7 @@ fn connect(settings: &Settings) -> StoreResult<Pooled> {
         statements: HashMap::new(),
         broken: false,
         used: Instant::now(),
+        failed: false,
     })
 }
 
@@ -201,17 +232,17 @@ impl Postgres {
         F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
     {
         let pool = self.pool.clone();
-        let permit = pool
-            .permits
-            .clone()
-            .acquire_owned()
+        // Every connection busy for this long means the database is not keeping up (or not
+        // answering): say so rather than queue without end.
+        let permit = tokio::time::timeout(POOL_WAIT, pool.permits.clone().acquire_owned())
             .await
+            .map_err(|_| StoreError::Unavailable("no database connection came free".into()))?
             .map_err(|_| StoreError::Backend("the pool is closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut conn = pool.checkout()?;
             let out = run(&mut conn, transaction, f);
-            if matches!(out, Err(StoreError::Unavailable(_))) {
+            if conn.client.is_closed() {
                 // The database went away: the idle connections went with it. Dropping them
                 // now spares the next requests a failure each once it is back.
                 let stale = std::mem::take(&mut *pool.idle.lock().map_err(poisoned)?);
@@ -267,7 +298,17 @@ fn run<R>(
         return f(&mut Pgc(conn));
     }
     conn.client.batch_execute("BEGIN").map_err(err)?;
-    match f(&mut Pgc(conn)) {
+    conn.failed = false;
+    let out = f(&mut Pgc(conn)).and_then(|out| {
+        if conn.failed {
+            Err(StoreError::Backend(
+                "a statement failed inside the transaction".into(),
+            ))
+        } else {
+            Ok(out)
+        }
+    });
+    match out {
         Ok(out) => match conn.client.batch_execute("COMMIT") {
             Ok(()) => Ok(out),
             Err(e) => {
@@ -305,6 +346,14 @@ impl Engine for Postgres {
         self.with(true, f).await
     }
 
+    async fn write_each<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        self.with(false, f).await
+    }
+
     fn name(&self) -> &'static str {
         "pg"
     }
@@ -318,11 +367,17 @@ impl Engine for Postgres {
 struct Pgc<'a>(&'a mut Pooled);
 
 impl Pgc<'_> {
+    /// Notes a failed statement and classifies its error.
+    fn failed(&mut self, e: postgres::Error) -> StoreError {
+        self.0.failed = true;
+        err(e)
+    }
+
     fn prepare(&mut self, sql: &str) -> StoreResult<Statement> {
         if let Some(s) = self.0.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.0.client.prepare(sql).map_err(err)?;
+        let s = self.0.client.prepare(sql).map_err(|e| self.failed(e))?;
         if self.0.statements.len() >= MAX_STATEMENTS {
             self.0.statements.clear();
         }
@@ -447,7 +502,11 @@ impl Conn for Pgc<'_> {
         let stmt = self.prepare(sql)?;
         let bound: Vec<Bound> = params.iter().map(Bound::from).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as _).collect();
-        let rows = self.0.client.query(&stmt, &refs).map_err(err)?;
+        let rows = self
+            .0
+            .client
+            .query(&stmt, &refs)
+            .map_err(|e| self.failed(e))?;
         rows.iter()
             .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
             .collect()
@@ -457,14 +516,20 @@ impl Conn for Pgc<'_> {
         let stmt = self.prepare(sql)?;
         let bound: Vec<Bound> = params.iter().map(Bound::from).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as _).collect();
-        self.0.client.execute(&stmt, &refs).map_err(err)
+        self.0
+            .client
+            .execute(&stmt, &refs)
+            .map_err(|e| self.failed(e))
     }
 
     fn serialize(&mut self, key: i64) -> StoreResult<()> {
         self.0
             .client
             .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-            .map_err(err)?;
+            .map_err(|e| {
+                self.0.failed = true;
+                err(e)
+            })?;
         Ok(())
     }
 }

@@ -28,7 +28,13 @@ impl Scratch {
             .clone()
             .connect_timeout(std::time::Duration::from_secs(3))
             .connect(NoTls)
-            .map_err(|e| format!("PostgreSQL at {} is not reachable: {e}", admin_url()))?;
+            .map_err(|e| {
+                let hosts = admin.get_hosts();
+                format!(
+                    "PostgreSQL ({hosts:?}, port {:?}) is not reachable: {e}",
+                    admin.get_ports()
+                )
+            })?;
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .map_err(|e| format!("creating {name}: {e}"))?;
@@ -67,6 +73,16 @@ impl Scratch {
         &self.name
     }
 
+    /// The server's address (`host:port`), where it is reached over TCP.
+    pub fn address(&self) -> Option<String> {
+        let host = match self.config.get_hosts().first()? {
+            postgres::config::Host::Tcp(h) => h.clone(),
+            _ => return None,
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        Some(format!("{host}:{port}"))
+    }
+
     /// A connection string for it.
     pub fn url(&self) -> String {
         let admin = admin_url();
@@ -94,7 +110,11 @@ impl Drop for Scratch {
             let admin: Config = admin_url()
                 .parse()
                 .map_err(|e: postgres::Error| e.to_string())?;
-            let mut client = admin.connect(NoTls).map_err(|e| e.to_string())?;
+            let mut client = admin
+                .clone()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .connect(NoTls)
+                .map_err(|e| e.to_string())?;
             client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .map_err(|e| e.to_string())

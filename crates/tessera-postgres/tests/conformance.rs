@@ -15,16 +15,22 @@ fn settings(db: &Scratch) -> Settings {
     }
 }
 
-async fn make() -> Option<(Scratch, Arc<dyn Store>)> {
-    let db = tokio::task::spawn_blocking(|| Scratch::or_skip("PostgreSQL conformance"))
-        .await
-        .unwrap()?;
-    let s = settings(&db);
+async fn open(db: &Scratch) -> Arc<dyn Store> {
+    let s = settings(db);
     let store = tokio::task::spawn_blocking(move || Postgres::open(s))
         .await
         .unwrap()
         .unwrap();
-    Some((db, Arc::new(store)))
+    Arc::new(store)
+}
+
+/// Two stores (two pools) on one scratch database, as two instances would open it.
+async fn make() -> Option<(Scratch, Arc<dyn Store>, Arc<dyn Store>)> {
+    let db = tokio::task::spawn_blocking(|| Scratch::or_skip("PostgreSQL conformance"))
+        .await
+        .unwrap()?;
+    let (store, other) = (open(&db).await, open(&db).await);
+    Some((db, store, other))
 }
 
 tessera_store::conformance_suite!(make);

@@ -127,6 +127,13 @@ pub trait Engine: Send + Sync + 'static {
     where
         R: Send + 'static,
         F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static;
+    /// Runs `f`, whose every statement is safe on its own (a compare and set), with each
+    /// statement committed by itself where the engine can do that more cheaply than a
+    /// transaction around them all.
+    fn write_each<R, F>(&self, f: F) -> impl Future<Output = StoreResult<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static;
     /// The engine's name, as Directus's `DB_CLIENT` spells it.
     fn name(&self) -> &'static str;
     /// File descriptors the engine may hold open at once.
@@ -136,11 +143,18 @@ pub trait Engine: Send + Sync + 'static {
 /// The [`Store`] of any engine: each method is one shared body run by the engine.
 pub struct SqlStore<E> {
     engine: E,
+    /// Guarded writes of this process take turns here before they take a connection, so that
+    /// those waiting for their turn (the database serialises them across instances too) hold
+    /// no connection others need.
+    guarded: tokio::sync::Mutex<()>,
 }
 
 impl<E: Engine> SqlStore<E> {
     pub fn new(engine: E) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            guarded: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn engine(&self) -> &E {
@@ -171,6 +185,10 @@ impl<E: Engine> Store for SqlStore<E> {
         writes: Vec<Write>,
         guard: Option<Box<dyn Guard>>,
     ) -> StoreResult<Vec<bool>> {
+        let _turn = match guard {
+            Some(_) => Some(self.guarded.lock().await),
+            None => None,
+        };
         self.engine
             .write(move |x| ops::write(x, writes, guard))
             .await
@@ -250,12 +268,12 @@ impl<E: Engine> Store for SqlStore<E> {
     }
 
     async fn family(&self, id: Uuid) -> StoreResult<Option<Family>> {
-        self.engine.read(move |x| ops::family(x, id, false)).await
+        self.engine.read(move |x| ops::family(x, id)).await
     }
 
     async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>> {
         self.engine
-            .write(move |x| ops::change_family(x, id, decide))
+            .write_each(move |x| ops::change_family(x, id, &decide))
             .await
     }
 

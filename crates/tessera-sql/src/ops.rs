@@ -1,10 +1,12 @@
 //! Every store operation, written once over a [`Conn`]. Writes run inside the engine's
-//! transaction; rows a decision is made on are read `FOR UPDATE` (a no-op where writers already
-//! run one at a time), so two instances refreshing, suspending or logging in at once serialise
-//! on the row instead of racing.
+//! transaction; the user row a login or an attempt decides on is read `FOR UPDATE` (a no-op
+//! where writers already run one at a time), so two instances suspending or logging in at once
+//! serialise on the row instead of racing. Session families change by compare and set on their
+//! generation, without a transaction around the decision.
 
 use sea_query::{
-    Alias, Expr, ExprTrait, Func, LockType, NullOrdering, Order, Query, SelectStatement,
+    Alias, Expr, ExprTrait, Func, LockBehavior, LockType, NullOrdering, Order, Query,
+    SelectStatement,
 };
 use serde_json::Value;
 use tessera_store::schema::{Alias as AliasList, Collection, Kind};
@@ -273,7 +275,7 @@ pub(crate) fn login_user(
     );
     where_user(&mut s, by);
     if lock {
-        s.lock(LockType::Update);
+        s.lock(LockType::NoKeyUpdate);
     }
     Ok(row(x, &s)?.map(|r| LoginUser {
         id: uuid(&r, 0).unwrap_or_default(),
@@ -383,7 +385,7 @@ pub(crate) fn login_attempt(
     s.columns(["status", "failed_logins", "login_locked_until"].map(t))
         .from(t(USERS))
         .and_where(col("id").eq(id.as_str()))
-        .lock(LockType::Update);
+        .lock(LockType::NoKeyUpdate);
     let Some(r) = row(x, &s)? else {
         return Ok(None);
     };
@@ -513,20 +515,25 @@ pub(crate) fn open_session(
         .value(t("last_access"), s.now_ms)
         .and_where(col("id").eq(user.as_str()));
     run(x, &u)?;
+    // The family just opened is kept whatever the clocks say; of the others, the most
+    // recently used up to the cap.
+    let family = s.family.to_string();
     let mut kept = Query::select();
     kept.column(t("family"))
         .from(t(SESSIONS))
         .and_where(col("user").eq(user.as_str()))
+        .and_where(col("family").ne(family.as_str()))
         .order_by_expr(
             Func::coalesce([col("rotated_at"), col("created")]).into(),
             Order::Desc,
         )
         .order_by(t("family"), Order::Asc)
-        .limit(u64::from(s.keep_at_most));
+        .limit(u64::from(s.keep_at_most.saturating_sub(1)));
     let mut evict = Query::delete();
     evict
         .from_table(t(SESSIONS))
         .and_where(col("user").eq(user.as_str()))
+        .and_where(col("family").ne(family.as_str()))
         .and_where(col("family").not_in_subquery(kept))
         .returning_col(t("family"));
     let evicted = rows(x, &evict)?.iter().filter_map(|r| uuid(r, 0)).collect();
@@ -540,8 +547,8 @@ pub(crate) fn open_session(
     }))
 }
 
-/// A family with its user, the family's row locked for the transaction when `lock`.
-pub(crate) fn family(x: &mut dyn Conn, id: Uuid, lock: bool) -> StoreResult<Option<Family>> {
+/// A family with its user, and the user's last access.
+fn family_row(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<(Family, Option<i64>)>> {
     const S: &str = "s";
     let mut q = Query::select();
     q.expr(tc(S, "generation"))
@@ -552,95 +559,141 @@ pub(crate) fn family(x: &mut dyn Conn, id: Uuid, lock: bool) -> StoreResult<Opti
         .expr(tc(USERS, "role"))
         .expr(tc(USERS, "status"))
         .expr(tc(S, "token_hash"))
+        .expr(tc(USERS, "last_access"))
         .from_as(t(SESSIONS), t(S))
         .inner_join(t(USERS), tc(USERS, "id").equals((t(S), t("user"))))
         .and_where(tc(S, "family").eq(id.to_string()));
-    if lock {
-        q.lock_with_tables(LockType::Update, [t(S)]);
-    }
-    Ok(row(x, &q)?.map(|r| Family {
-        id,
-        generation: int(&r, 0)
-            .and_then(|g| u64::try_from(g).ok())
-            .unwrap_or_default(),
-        token_hash: text(&r, 7).unwrap_or_default(),
-        expires_ms: int(&r, 1).unwrap_or_default(),
-        rotated_at_ms: int(&r, 2),
-        prev_rotated_at_ms: int(&r, 3),
-        user: Principal {
-            id: uuid(&r, 4).unwrap_or_default(),
-            role: uuid(&r, 5),
-            status: text(&r, 6).unwrap_or_default(),
-        },
+    Ok(row(x, &q)?.map(|r| {
+        let family = Family {
+            id,
+            generation: int(&r, 0)
+                .and_then(|g| u64::try_from(g).ok())
+                .unwrap_or_default(),
+            token_hash: text(&r, 7).unwrap_or_default(),
+            expires_ms: int(&r, 1).unwrap_or_default(),
+            rotated_at_ms: int(&r, 2),
+            prev_rotated_at_ms: int(&r, 3),
+            user: Principal {
+                id: uuid(&r, 4).unwrap_or_default(),
+                role: uuid(&r, 5),
+                status: text(&r, 6).unwrap_or_default(),
+            },
+        };
+        (family, int(&r, 8))
     }))
 }
 
+pub(crate) fn family(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<Family>> {
+    Ok(family_row(x, id)?.map(|(f, _)| f))
+}
+
+/// How many times a decision is retried against a family that keeps changing under it. Each
+/// failed attempt means another writer's change landed, so this bounds the writers that can
+/// race on one family at once, not the time one waits.
+const MAX_FAMILY_ATTEMPTS: usize = 64;
+
+/// Reads the family, decides, and writes the change only if the family still has the
+/// generation the decision saw (compare and set); otherwise reads again. Each statement may be
+/// its own transaction: none holds a lock while the decision is made, so two instances
+/// refreshing, checking or ending one family never wait on each other, and the one that loses
+/// decides again on what the winner wrote.
 pub(crate) fn change_family(
     x: &mut dyn Conn,
     id: Uuid,
-    decide: FamilyDecision,
+    decide: &FamilyDecision,
 ) -> StoreResult<Option<Family>> {
-    let Some(found) = family(x, id, true)? else {
-        return Ok(None);
-    };
-    let key = id.to_string();
-    let mut u = Query::update();
-    u.table(t(SESSIONS))
-        .and_where(col("family").eq(key.as_str()));
-    let touched = match decide(&found) {
-        FamilyChange::None => None,
-        FamilyChange::End => {
-            let mut d = Query::delete();
-            d.from_table(t(SESSIONS))
-                .and_where(col("family").eq(key.as_str()));
-            run(x, &d)?;
-            None
-        }
-        FamilyChange::Advance {
-            now_ms,
-            expires_ms,
-            token_hash,
-            meta,
-        } => {
-            u.value(t("generation"), col("generation").add(1))
-                .value(t("token_hash"), token_hash)
-                .value(t("prev_rotated_at"), col("rotated_at"))
-                .value(t("rotated_at"), now_ms)
-                .value(t("expires"), expires_ms)
-                .value(t("ip"), meta.ip)
-                .value(t("user_agent"), meta.user_agent)
-                .value(t("origin"), meta.origin);
-            run(x, &u)?;
-            Some(now_ms)
-        }
-        FamilyChange::Extend { now_ms, expires_ms } => {
-            u.value(t("expires"), expires_ms);
-            run(x, &u)?;
-            Some(now_ms)
-        }
-    };
-    if let Some(now_ms) = touched {
-        // A second's precision is plenty; skipping the write spares the users table a row
-        // write per refresh when one user refreshes often.
+    for _ in 0..MAX_FAMILY_ATTEMPTS {
+        let Some((found, last_access)) = family_row(x, id)? else {
+            return Ok(None);
+        };
+        let key = id.to_string();
+        let seen = i64::try_from(found.generation).unwrap_or(i64::MAX);
+        let same = || {
+            col("family")
+                .eq(key.as_str())
+                .and(col("generation").eq(seen))
+        };
         let mut u = Query::update();
-        u.table(t(USERS))
-            .value(t("last_access"), now_ms)
-            .and_where(col("id").eq(found.user.id.to_string()))
-            .and_where(
-                col("last_access")
-                    .is_null()
-                    .or(col("last_access").lt(now_ms - 1000)),
-            );
-        run(x, &u)?;
+        u.table(t(SESSIONS)).cond_where(same());
+        let (written, touched) = match decide(&found) {
+            FamilyChange::None => return Ok(Some(found)),
+            FamilyChange::End => {
+                let mut d = Query::delete();
+                d.from_table(t(SESSIONS)).cond_where(same());
+                (run(x, &d)?, None)
+            }
+            FamilyChange::Advance {
+                now_ms,
+                expires_ms,
+                token_hash,
+                meta,
+            } => {
+                u.value(t("generation"), col("generation").add(1))
+                    .value(t("token_hash"), token_hash)
+                    .value(t("prev_rotated_at"), col("rotated_at"))
+                    .value(t("rotated_at"), now_ms)
+                    .value(t("expires"), expires_ms)
+                    .value(t("ip"), meta.ip)
+                    .value(t("user_agent"), meta.user_agent)
+                    .value(t("origin"), meta.origin);
+                (run(x, &u)?, Some(now_ms))
+            }
+            FamilyChange::Extend { now_ms, expires_ms } => {
+                u.value(t("expires"), expires_ms);
+                (run(x, &u)?, Some(now_ms))
+            }
+        };
+        if written == 0 {
+            continue;
+        }
+        // A second's precision is plenty: most refreshes skip this write.
+        if let Some(now_ms) = touched
+            && last_access.is_none_or(|at| at < now_ms - 1000)
+        {
+            let mut u = Query::update();
+            u.table(t(USERS))
+                .value(t("last_access"), now_ms)
+                .and_where(col("id").eq(found.user.id.to_string()))
+                .and_where(
+                    col("last_access")
+                        .is_null()
+                        .or(col("last_access").lt(now_ms - 1000)),
+                );
+            run(x, &u)?;
+        }
+        return Ok(Some(found));
     }
-    Ok(Some(found))
+    Err(StoreError::Backend(format!(
+        "session family {id} kept changing under {MAX_FAMILY_ATTEMPTS} attempts"
+    )))
 }
 
+/// Expired families deleted per statement.
+const PURGE_BATCH: u64 = 10_000;
+
+/// Deletes expired families in batches, skipping any another transaction holds (a user's
+/// sessions being ended, evicted or refreshed), so that the purge never waits for a lock and
+/// never takes part in a deadlock; what it skips goes next time.
 pub(crate) fn purge_expired_sessions(x: &mut dyn Conn, now_ms: i64) -> StoreResult<u64> {
-    let mut d = Query::delete();
-    d.from_table(t(SESSIONS))
-        .and_where(col("expires").lt(now_ms));
-    run(x, &d)
+    let mut total = 0;
+    loop {
+        let mut expired = Query::select();
+        expired
+            .column(t("family"))
+            .from(t(SESSIONS))
+            .and_where(col("expires").lt(now_ms))
+            .order_by(t("family"), Order::Asc)
+            .limit(PURGE_BATCH)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let mut d = Query::delete();
+        d.from_table(t(SESSIONS))
+            .and_where(col("family").in_subquery(expired));
+        let n = run(x, &d)?;
+        total += n;
+        if n < PURGE_BATCH {
+            return Ok(total);
+        }
+    }
 }
 
 pub(crate) fn ping(x: &mut dyn Conn) -> StoreResult<()> {

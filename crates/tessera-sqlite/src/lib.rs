@@ -329,6 +329,15 @@ impl Engine for Sqlite {
             .map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
     }
 
+    async fn write_each<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        // The writer thread runs it inside its batch transaction, alone among writers.
+        self.write(f).await
+    }
+
     fn name(&self) -> &'static str {
         "sqlite3"
     }

@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use tessera_store::Store;
 
-async fn make() -> Option<(tempfile::TempDir, Arc<dyn Store>)> {
+/// Two stores on one fresh file, as two processes would open it.
+async fn make() -> Option<(tempfile::TempDir, Arc<dyn Store>, Arc<dyn Store>)> {
     let dir = tempfile::tempdir().unwrap();
-    let store = tessera_sqlite::Sqlite::open(dir.path().join("t.db")).unwrap();
-    Some((dir, Arc::new(store)))
+    let path = dir.path().join("t.db");
+    let store = tessera_sqlite::Sqlite::open(&path).unwrap();
+    let other = tessera_sqlite::Sqlite::open(&path).unwrap();
+    Some((dir, Arc::new(store), Arc::new(other)))
 }
 
 tessera_store::conformance_suite!(make);

@@ -7,7 +7,7 @@
 //! admins.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,12 +20,13 @@ use crate::{
 };
 
 /// Generates one `#[tokio::test]` per conformance test. `$make` is an async function that
-/// returns `Option<(keep, Arc<dyn Store>)>`: `None` skips (after saying why), `keep` lives as
-/// long as the test (a temporary directory, a scratch database).
+/// returns `Option<(keep, Arc<dyn Store>, Arc<dyn Store>)>`: two stores on one fresh database,
+/// as two instances would open it; `None` skips (after saying why); `keep` lives as long as the
+/// test (a temporary directory, a scratch database).
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:path) => {
-        $crate::conformance_suite!(@tests $make;
+        $crate::conformance_suite!(@one $make;
             public_policy_belongs_to_nobody,
             users_are_found_by_ascii_folded_email_token_and_id,
             only_ascii_case_is_folded,
@@ -35,10 +36,7 @@ macro_rules! conformance_suite {
             conflicts_name_their_field,
             a_failing_write_undoes_its_whole_batch,
             concurrent_writes_fail_alone,
-            concurrent_refreshes_each_see_the_last_generation,
-            of_refreshes_racing_on_one_generation_one_advances,
             a_refusing_guard_undoes_the_write,
-            two_demotions_racing_cannot_remove_the_last_admin,
             text_operators_fold_ascii_case_only_where_asked,
             order_is_bytewise_with_nulls_smallest,
             values_keep_their_kind,
@@ -46,13 +44,28 @@ macro_rules! conformance_suite {
             settings_update_by_their_id,
             expired_sessions_are_purged,
         );
+        $crate::conformance_suite!(@two $make;
+            concurrent_refreshes_each_see_the_last_generation,
+            of_refreshes_racing_on_one_generation_one_advances,
+            logins_evicting_sessions_that_refresh_meanwhile_never_fail,
+            two_demotions_racing_cannot_remove_the_last_admin,
+        );
     };
-    (@tests $make:path; $($name:ident),* $(,)?) => {
+    (@one $make:path; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
-                let Some((_keep, store)) = $make().await else { return };
+                let Some((_keep, store, _other)) = $make().await else { return };
                 $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+    (@two $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some((_keep, store, other)) = $make().await else { return };
+                $crate::conformance::$name(store, other).await;
             }
         )*
     };
@@ -462,7 +475,15 @@ pub async fn concurrent_writes_fail_alone(s: Arc<dyn Store>) {
     assert_eq!(s.user_count().await.unwrap(), 11);
 }
 
-pub async fn concurrent_refreshes_each_see_the_last_generation(s: Arc<dyn Store>) {
+/// Half the work goes to each of two stores on one database (two instances).
+fn either(i: i64, s: &Arc<dyn Store>, other: &Arc<dyn Store>) -> Arc<dyn Store> {
+    if i % 2 == 0 { s.clone() } else { other.clone() }
+}
+
+pub async fn concurrent_refreshes_each_see_the_last_generation(
+    s: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+) {
     let user = seed(&s, &["a@example.com"]).await.admins[0];
     let fam = Uuid::new_v4();
     s.open_session(session(user, fam, 1_000), admit())
@@ -470,7 +491,7 @@ pub async fn concurrent_refreshes_each_see_the_last_generation(s: Arc<dyn Store>
         .unwrap();
     let tasks: Vec<_> = (0..24)
         .map(|i| {
-            let s = s.clone();
+            let s = either(i, &s, &other);
             tokio::spawn(async move { s.change_family(fam, advance(2_000 + i)).await })
         })
         .collect();
@@ -484,20 +505,21 @@ pub async fn concurrent_refreshes_each_see_the_last_generation(s: Arc<dyn Store>
     assert_eq!(s.family(fam).await.unwrap().unwrap().generation, 24);
 }
 
-pub async fn of_refreshes_racing_on_one_generation_one_advances(s: Arc<dyn Store>) {
+pub async fn of_refreshes_racing_on_one_generation_one_advances(
+    s: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+) {
     let user = seed(&s, &["a@example.com"]).await.admins[0];
     let fam = Uuid::new_v4();
     s.open_session(session(user, fam, 1_000), admit())
         .await
         .unwrap();
-    let advanced = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (s, advanced) = (s.clone(), advanced.clone());
+        .map(|i| {
+            let s = either(i, &s, &other);
             tokio::spawn(async move {
                 let decide: FamilyDecision = Box::new(move |f| {
                     if f.generation == 0 {
-                        advanced.fetch_add(1, Ordering::SeqCst);
                         FamilyChange::Advance {
                             now_ms: 2_000,
                             expires_ms: 12_000,
@@ -512,11 +534,71 @@ pub async fn of_refreshes_racing_on_one_generation_one_advances(s: Arc<dyn Store
             })
         })
         .collect();
+    let mut applied_on_first = 0;
     for t in tasks {
-        t.await.unwrap().unwrap();
+        // The family each applied decision saw: only one saw generation 0.
+        if t.await.unwrap().unwrap().unwrap().generation == 0 {
+            applied_on_first += 1;
+        }
     }
-    assert_eq!(advanced.load(Ordering::SeqCst), 1);
+    assert_eq!(applied_on_first, 1);
     assert_eq!(s.family(fam).await.unwrap().unwrap().generation, 1);
+}
+
+pub async fn logins_evicting_sessions_that_refresh_meanwhile_never_fail(
+    s: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+) {
+    let user = seed(&s, &["a@example.com"]).await.admins[0];
+    // A login locks its user, then deletes the sessions beyond the cap; a refresh on another
+    // instance changes its session, then touches the user's last access; a purge deletes
+    // expired sessions of any user. Run them against each other, repeatedly: none may fail
+    // (a deadlock, a conflict) and every refresh either applies or finds its session gone.
+    let mut live = Uuid::new_v4();
+    s.open_session(
+        NewSession {
+            keep_at_most: 1,
+            ..session(user, live, 1_000)
+        },
+        admit(),
+    )
+    .await
+    .unwrap();
+    for round in 0..40i64 {
+        let next = Uuid::new_v4();
+        let now = 10_000 + round * 2_000;
+        let login = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.open_session(
+                    NewSession {
+                        keep_at_most: 1,
+                        ..session(user, next, now)
+                    },
+                    admit(),
+                )
+                .await
+            })
+        };
+        let refreshes: Vec<_> = (0..3)
+            .map(|i| {
+                let other = other.clone();
+                tokio::spawn(async move { other.change_family(live, advance(now + 500 + i)).await })
+            })
+            .collect();
+        let purge = {
+            let other = other.clone();
+            tokio::spawn(async move { other.purge_expired_sessions(now).await })
+        };
+        login.await.unwrap().expect("the login");
+        for r in refreshes {
+            r.await.unwrap().expect("the refresh");
+        }
+        purge.await.unwrap().expect("the purge");
+        live = next;
+    }
+    // The last login's session is the one left.
+    assert!(s.family(live).await.unwrap().is_some());
 }
 
 /// Counts active users with an admin policy through their role, as the guard sees them.
@@ -590,7 +672,10 @@ pub async fn a_refusing_guard_undoes_the_write(s: Arc<dyn Store>) {
     );
 }
 
-pub async fn two_demotions_racing_cannot_remove_the_last_admin(s: Arc<dyn Store>) {
+pub async fn two_demotions_racing_cannot_remove_the_last_admin(
+    s: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+) {
     let seed = seed(&s, &["a@example.com", "b@example.com"]).await;
     let a_holding = Arc::new(AtomicBool::new(false));
     let overlapped = Arc::new(AtomicBool::new(false));
@@ -623,7 +708,22 @@ pub async fn two_demotions_racing_cannot_remove_the_last_admin(s: Arc<dyn Store>
     while !a_holding.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // …while B demotes the second. B must not look before A is done.
+    // …while B, on the other instance, demotes the second. B must not look before A is done.
+    let demote = |id: Uuid, guard: KeepsAnAdmin| {
+        let other = other.clone();
+        tokio::spawn(async move {
+            other
+                .write(
+                    vec![update(
+                        &USERS,
+                        &id.to_string(),
+                        json!({"status": "suspended"}),
+                    )],
+                    Some(Box::new(guard)),
+                )
+                .await
+        })
+    };
     let b = demote(
         seed.admins[1],
         KeepsAnAdmin {

@@ -240,8 +240,10 @@ pub enum FamilyChange {
     End,
 }
 
-/// The core's decision for a family, run inside the store's transaction.
-pub type FamilyDecision = Box<dyn FnOnce(&Family) -> FamilyChange + Send>;
+/// The core's decision for a family. The store applies it atomically to the family it was
+/// shown: if the family changed meanwhile, the store shows it the new state and asks again, so
+/// it must be pure.
+pub type FamilyDecision = Box<dyn Fn(&Family) -> FamilyChange + Send>;
 
 /// Which of a user's sessions a user update ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,8 +396,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Opened>>;
     /// The family with this id, with its user.
     async fn family(&self, id: Uuid) -> StoreResult<Option<Family>>;
-    /// Reads the family and applies `decide`'s change, in one transaction; returns the family
-    /// as read. `Advance` and `Extend` also set the user's `last_access`.
+    /// Reads the family and applies `decide`'s change atomically (the change is written only
+    /// if the family is still as `decide` saw it; otherwise `decide` sees the new state);
+    /// returns the family the applied decision saw. `Advance` and `Extend` also set the user's
+    /// `last_access`.
     async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>>;
     /// Deletes families that expired before `now_ms`.
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64>;

@@ -70,9 +70,14 @@ async fn requests_answer_503_while_postgres_is_away_and_recover_without_a_restar
     else {
         return;
     };
-    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+    let Some(upstream) = db.address() else {
+        eprintln!("TESSERA_TEST_PG names a socket: no proxy can stand in front of it");
+        return;
+    };
+    let proxy = Proxy::start(upstream).await;
+    let user = db.config().get_user().unwrap_or("postgres").to_owned();
     let url = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={}",
+        "host=127.0.0.1 port={} user={user} dbname={}",
         proxy.port,
         db.name()
     );

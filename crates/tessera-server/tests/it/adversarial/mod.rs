@@ -7,6 +7,7 @@ mod bounded;
 mod database;
 mod files;
 mod input;
+mod instances;
 mod lockout;
 mod reuse;
 mod rights;

@@ -9,33 +9,18 @@ fn one(c: &Db, sql: &str) -> i64 {
     c.one(sql, &[])
 }
 
-/// Pages the sessions take: on SQLite the whole file after a checkpoint (the WAL copied
-/// back); on PostgreSQL the sessions table with its indexes and TOAST after a vacuum (dead
-/// row versions made reusable).
-fn pages(c: &Db) -> i64 {
+/// Pages the database file holds after a checkpoint (the WAL copied back), on SQLite. On
+/// PostgreSQL, the space of a row's old versions comes back when no snapshot can see them any
+/// more, which other work on the cluster decides, so no size is measured there: the row count
+/// and the column sizes are.
+fn pages(c: &Db) -> Option<i64> {
     match c {
         Db::Sqlite(conn) => {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .unwrap();
-            one(c, "PRAGMA page_count")
+            Some(one(c, "PRAGMA page_count"))
         }
-        Db::Postgres(_) => {
-            c.execute("VACUUM directus_sessions", &[]);
-            one(
-                c,
-                "SELECT pg_total_relation_size('directus_sessions') / 8192",
-            )
-        }
-    }
-}
-
-/// Growth allowed over 500 refreshes. On PostgreSQL, updates of an indexed column add index
-/// entries until a vacuum, and a vacuum racing other work may leave some versions for later;
-/// 500 kept versions of the ~1.3 KB row would need over 80 pages.
-fn slack(c: &Db) -> i64 {
-    match c {
-        Db::Sqlite(_) => 2,
-        Db::Postgres(_) => 32,
+        Db::Postgres(_) => None,
     }
 }
 
@@ -68,11 +53,12 @@ async fn a_client_refreshing_in_a_loop_keeps_one_row_and_a_flat_database() {
     assert_eq!(one(&c, "SELECT COUNT(*) FROM directus_sessions"), 1);
     assert!(one(&c, "SELECT max(length(user_agent)) FROM directus_sessions") <= 1024);
     assert!(one(&c, "SELECT max(length(origin)) FROM directus_sessions") <= 255);
-    let after_loop = pages(&c);
-    assert!(
-        after_loop <= after_warmup + slack(&c),
-        "the database grew from {after_warmup} to {after_loop} pages"
-    );
+    if let (Some(before), Some(after)) = (after_warmup, pages(&c)) {
+        assert!(
+            after <= before + 2,
+            "the database grew from {before} to {after} pages"
+        );
+    }
 }
 
 #[tokio::test]
