@@ -366,18 +366,9 @@ impl Db {
             Db::Sqlite(c) => c
                 .execute(sql, rusqlite::params_from_iter(args.iter()))
                 .unwrap() as u64,
-            Db::Postgres(config) => {
-                let (config, sql) = (config.clone(), sql.to_owned());
-                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-                std::thread::spawn(move || {
-                    let mut c = config.connect(postgres::NoTls).unwrap();
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                        args.iter().map(|a| a as _).collect();
-                    c.execute(sql.as_str(), &refs).unwrap()
-                })
-                .join()
-                .unwrap()
-            }
+            Db::Postgres(config) => with_postgres(config, sql, args, |c, sql, refs| {
+                c.execute(sql, refs).unwrap()
+            }),
         }
     }
 
@@ -387,23 +378,35 @@ impl Db {
             Db::Sqlite(c) => c
                 .query_row(sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))
                 .unwrap(),
-            Db::Postgres(config) => {
-                let (config, sql) = (config.clone(), sql.to_owned());
-                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-                std::thread::spawn(move || {
-                    let mut c = config.connect(postgres::NoTls).unwrap();
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                        args.iter().map(|a| a as _).collect();
-                    let row = c.query_one(sql.as_str(), &refs).unwrap();
-                    row.try_get::<_, i64>(0)
-                        .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
-                        .unwrap()
-                })
-                .join()
-                .unwrap()
-            }
+            Db::Postgres(config) => with_postgres(config, sql, args, |c, sql, refs| {
+                let row = c.query_one(sql, refs).unwrap();
+                row.try_get::<_, i64>(0)
+                    .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+                    .unwrap()
+            }),
         }
     }
+}
+
+type PgArgs<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
+
+/// Runs `f` with a fresh connection, the statement and its arguments, on a thread of its own
+/// (the synchronous driver runs its own runtime, which cannot start inside the test's).
+fn with_postgres<R: Send + 'static>(
+    config: &postgres::Config,
+    sql: &str,
+    args: &[&str],
+    f: impl FnOnce(&mut postgres::Client, &str, PgArgs<'_>) -> R + Send + 'static,
+) -> R {
+    let (config, sql) = (config.clone(), sql.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    std::thread::spawn(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a as _).collect();
+        f(&mut c, &sql, &refs)
+    })
+    .join()
+    .unwrap()
 }
 
 impl Drop for TestServer {
