@@ -680,22 +680,17 @@ pub async fn two_demotions_racing_cannot_remove_the_last_admin(
     let a_holding = Arc::new(AtomicBool::new(false));
     let overlapped = Arc::new(AtomicBool::new(false));
     let (release, held) = std::sync::mpsc::channel();
-    let demote = |id: Uuid, guard: KeepsAnAdmin| {
-        let s = s.clone();
+    // Suspends user `id` on `store`, under `guard`.
+    let demote = |store: &Arc<dyn Store>, id: Uuid, guard: KeepsAnAdmin| {
+        let store = store.clone();
         tokio::spawn(async move {
-            s.write(
-                vec![update(
-                    &USERS,
-                    &id.to_string(),
-                    json!({"status": "suspended"}),
-                )],
-                Some(Box::new(guard)),
-            )
-            .await
+            let suspend = update(&USERS, &id.to_string(), json!({"status": "suspended"}));
+            store.write(vec![suspend], Some(Box::new(guard))).await
         })
     };
     // A demotes the first admin and is held inside its transaction, after its write…
     let a = demote(
+        &s,
         seed.admins[0],
         KeepsAnAdmin {
             before: 0,
@@ -709,22 +704,8 @@ pub async fn two_demotions_racing_cannot_remove_the_last_admin(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // …while B, on the other instance, demotes the second. B must not look before A is done.
-    let demote = |id: Uuid, guard: KeepsAnAdmin| {
-        let other = other.clone();
-        tokio::spawn(async move {
-            other
-                .write(
-                    vec![update(
-                        &USERS,
-                        &id.to_string(),
-                        json!({"status": "suspended"}),
-                    )],
-                    Some(Box::new(guard)),
-                )
-                .await
-        })
-    };
     let b = demote(
+        &other,
         seed.admins[1],
         KeepsAnAdmin {
             before: 0,
