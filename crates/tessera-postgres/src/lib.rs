@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement};
-use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, SqlStore, conflict_field};
+use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, Scalar, SqlStore, conflict_field};
 use tessera_store::{StoreError, StoreResult};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
@@ -388,37 +388,7 @@ impl Pgc<'_> {
 
 /// A parameter, bound as whatever type the statement expects of it.
 #[derive(Debug)]
-enum Bound {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-    Bool(bool),
-    Bytes(Vec<u8>),
-}
-
-impl From<&Param> for Bound {
-    fn from(p: &Param) -> Self {
-        let int = |v: Option<i64>| v.map_or(Bound::Null, Bound::Int);
-        match p {
-            Param::Bool(v) => v.map_or(Bound::Null, Bound::Bool),
-            Param::TinyInt(v) => int(v.map(i64::from)),
-            Param::SmallInt(v) => int(v.map(i64::from)),
-            Param::Int(v) => int(v.map(i64::from)),
-            Param::BigInt(v) => int(*v),
-            Param::TinyUnsigned(v) => int(v.map(i64::from)),
-            Param::SmallUnsigned(v) => int(v.map(i64::from)),
-            Param::Unsigned(v) => int(v.map(i64::from)),
-            Param::BigUnsigned(v) => int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))),
-            Param::Float(v) => v.map_or(Bound::Null, |f| Bound::Real(f.into())),
-            Param::Double(v) => v.map_or(Bound::Null, Bound::Real),
-            Param::String(v) => v.clone().map_or(Bound::Null, Bound::Text),
-            Param::Char(v) => v.map_or(Bound::Null, |c| Bound::Text(c.to_string())),
-            Param::Bytes(v) => v.clone().map_or(Bound::Null, Bound::Bytes),
-            other => Bound::Text(format!("{other:?}")),
-        }
-    }
-}
+struct Bound(Scalar);
 
 impl ToSql for Bound {
     fn to_sql(
@@ -429,38 +399,38 @@ impl ToSql for Bound {
         let bad = || -> Box<dyn std::error::Error + Sync + Send> {
             format!("cannot bind {self:?} as {ty}").into()
         };
-        match (self, ty) {
-            (Bound::Null, _) => Ok(IsNull::Yes),
-            (Bound::Int(i), &Type::INT8) => i.to_sql(ty, out),
-            (Bound::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
-            (Bound::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
-            (Bound::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
-            (Bound::Int(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
-            (Bound::Int(i), _) => i.to_string().to_sql(ty, out),
-            (Bound::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
-            (Bound::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
-            (Bound::Real(f), &Type::INT8) if f.fract() == 0.0 => (*f as i64).to_sql(ty, out),
-            (Bound::Real(_), &Type::INT8 | &Type::INT4 | &Type::BOOL) => Err(bad()),
-            (Bound::Real(f), _) => f.to_string().to_sql(ty, out),
-            (Bound::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
-            (Bound::Bool(b), &Type::INT8) => i64::from(*b).to_sql(ty, out),
-            (Bound::Bool(b), _) => b.to_string().to_sql(ty, out),
-            (Bound::Text(s), &Type::INT8) => {
+        match (&self.0, ty) {
+            (Scalar::Null, _) => Ok(IsNull::Yes),
+            (Scalar::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (Scalar::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (Scalar::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
+            (Scalar::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (Scalar::Int(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
+            (Scalar::Int(i), _) => i.to_string().to_sql(ty, out),
+            (Scalar::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (Scalar::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
+            (Scalar::Real(f), &Type::INT8) if f.fract() == 0.0 => (*f as i64).to_sql(ty, out),
+            (Scalar::Real(_), &Type::INT8 | &Type::INT4 | &Type::BOOL) => Err(bad()),
+            (Scalar::Real(f), _) => f.to_string().to_sql(ty, out),
+            (Scalar::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
+            (Scalar::Bool(b), &Type::INT8) => i64::from(*b).to_sql(ty, out),
+            (Scalar::Bool(b), _) => b.to_string().to_sql(ty, out),
+            (Scalar::Text(s), &Type::INT8) => {
                 s.trim().parse::<i64>().map_err(|_| bad())?.to_sql(ty, out)
             }
-            (Bound::Text(s), &Type::INT4) => {
+            (Scalar::Text(s), &Type::INT4) => {
                 s.trim().parse::<i32>().map_err(|_| bad())?.to_sql(ty, out)
             }
-            (Bound::Text(s), &Type::FLOAT8) => {
+            (Scalar::Text(s), &Type::FLOAT8) => {
                 s.trim().parse::<f64>().map_err(|_| bad())?.to_sql(ty, out)
             }
-            (Bound::Text(s), &Type::BOOL) => match s.as_str() {
+            (Scalar::Text(s), &Type::BOOL) => match s.as_str() {
                 "true" | "1" => true.to_sql(ty, out),
                 "false" | "0" => false.to_sql(ty, out),
                 _ => Err(bad()),
             },
-            (Bound::Text(s), _) => s.to_sql(ty, out),
-            (Bound::Bytes(b), _) => b.to_sql(ty, out),
+            (Scalar::Text(s), _) => s.to_sql(ty, out),
+            (Scalar::Bytes(b), _) => b.to_sql(ty, out),
         }
     }
 
@@ -500,7 +470,7 @@ impl Conn for Pgc<'_> {
 
     fn query(&mut self, sql: &str, params: &[Param]) -> StoreResult<Vec<Row>> {
         let stmt = self.prepare(sql)?;
-        let bound: Vec<Bound> = params.iter().map(Bound::from).collect();
+        let bound: Vec<Bound> = params.iter().map(|p| Bound(p.into())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as _).collect();
         let rows = self
             .0
@@ -514,7 +484,7 @@ impl Conn for Pgc<'_> {
 
     fn execute(&mut self, sql: &str, params: &[Param]) -> StoreResult<u64> {
         let stmt = self.prepare(sql)?;
-        let bound: Vec<Bound> = params.iter().map(Bound::from).collect();
+        let bound: Vec<Bound> = params.iter().map(|p| Bound(p.into())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as _).collect();
         self.0
             .client

@@ -38,6 +38,41 @@ pub enum Cell {
     Bool(bool),
 }
 
+/// A statement parameter flattened to the few kinds both engines bind: every integer width
+/// as `Int`, every float as `Real`. Each engine maps these onto its own values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+    Bytes(Vec<u8>),
+}
+
+impl From<&Param> for Scalar {
+    fn from(p: &Param) -> Self {
+        let int = |v: Option<i64>| v.map_or(Scalar::Null, Scalar::Int);
+        match p {
+            Param::Bool(v) => v.map_or(Scalar::Null, Scalar::Bool),
+            Param::TinyInt(v) => int(v.map(i64::from)),
+            Param::SmallInt(v) => int(v.map(i64::from)),
+            Param::Int(v) => int(v.map(i64::from)),
+            Param::BigInt(v) => int(*v),
+            Param::TinyUnsigned(v) => int(v.map(i64::from)),
+            Param::SmallUnsigned(v) => int(v.map(i64::from)),
+            Param::Unsigned(v) => int(v.map(i64::from)),
+            Param::BigUnsigned(v) => int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))),
+            Param::Float(v) => v.map_or(Scalar::Null, |f| Scalar::Real(f.into())),
+            Param::Double(v) => v.map_or(Scalar::Null, Scalar::Real),
+            Param::String(v) => v.clone().map_or(Scalar::Null, Scalar::Text),
+            Param::Char(v) => v.map_or(Scalar::Null, |c| Scalar::Text(c.to_string())),
+            Param::Bytes(v) => v.clone().map_or(Scalar::Null, Scalar::Bytes),
+            other => Scalar::Text(format!("{other:?}")),
+        }
+    }
+}
+
 /// A row as read: its cells in column order.
 pub type Row = Vec<Cell>;
 

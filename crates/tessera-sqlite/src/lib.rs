@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use rusqlite::types::{Value as Sql, ValueRef};
-use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, SqlStore, conflict_field};
+use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, Scalar, SqlStore, conflict_field};
 use tessera_store::{StoreError, StoreResult};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -352,26 +352,15 @@ impl Engine for Sqlite {
 /// A rusqlite connection speaking for the shared SQL layer.
 struct Sqlc<'a>(&'a Connection);
 
-/// A parameter as rusqlite binds it.
+/// A parameter as rusqlite binds it (booleans as 0/1).
 fn to_sql(p: &Param) -> Sql {
-    match p {
-        Param::Bool(b) => b.map_or(Sql::Null, |b| Sql::Integer(i64::from(b))),
-        Param::TinyInt(v) => v.map_or(Sql::Null, |v| Sql::Integer(v.into())),
-        Param::SmallInt(v) => v.map_or(Sql::Null, |v| Sql::Integer(v.into())),
-        Param::Int(v) => v.map_or(Sql::Null, |v| Sql::Integer(v.into())),
-        Param::BigInt(v) => v.map_or(Sql::Null, Sql::Integer),
-        Param::TinyUnsigned(v) => v.map_or(Sql::Null, |v| Sql::Integer(v.into())),
-        Param::SmallUnsigned(v) => v.map_or(Sql::Null, |v| Sql::Integer(v.into())),
-        Param::Unsigned(v) => v.map_or(Sql::Null, |v| Sql::Integer(v.into())),
-        Param::BigUnsigned(v) => v.map_or(Sql::Null, |v| {
-            Sql::Integer(i64::try_from(v).unwrap_or(i64::MAX))
-        }),
-        Param::Float(v) => v.map_or(Sql::Null, |v| Sql::Real(v.into())),
-        Param::Double(v) => v.map_or(Sql::Null, Sql::Real),
-        Param::String(v) => v.clone().map_or(Sql::Null, Sql::Text),
-        Param::Char(v) => v.map_or(Sql::Null, |v| Sql::Text(v.to_string())),
-        Param::Bytes(v) => v.clone().map_or(Sql::Null, Sql::Blob),
-        other => Sql::Text(format!("{other:?}")),
+    match Scalar::from(p) {
+        Scalar::Null => Sql::Null,
+        Scalar::Int(i) => Sql::Integer(i),
+        Scalar::Bool(b) => Sql::Integer(i64::from(b)),
+        Scalar::Real(r) => Sql::Real(r),
+        Scalar::Text(t) => Sql::Text(t),
+        Scalar::Bytes(b) => Sql::Blob(b),
     }
 }
 
