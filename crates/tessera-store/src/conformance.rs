@@ -475,6 +475,16 @@ pub async fn concurrent_writes_fail_alone(s: Arc<dyn Store>) {
     assert_eq!(s.user_count().await.unwrap(), 11);
 }
 
+/// An admin with one open session family; the family.
+async fn one_family(s: &Arc<dyn Store>) -> Uuid {
+    let user = seed(s, &["a@example.com"]).await.admins[0];
+    let fam = Uuid::new_v4();
+    s.open_session(session(user, fam, 1_000), admit())
+        .await
+        .unwrap();
+    fam
+}
+
 /// Half the work goes to each of two stores on one database (two instances).
 fn either(i: i64, s: &Arc<dyn Store>, other: &Arc<dyn Store>) -> Arc<dyn Store> {
     if i % 2 == 0 { s.clone() } else { other.clone() }
@@ -484,11 +494,7 @@ pub async fn concurrent_refreshes_each_see_the_last_generation(
     s: Arc<dyn Store>,
     other: Arc<dyn Store>,
 ) {
-    let user = seed(&s, &["a@example.com"]).await.admins[0];
-    let fam = Uuid::new_v4();
-    s.open_session(session(user, fam, 1_000), admit())
-        .await
-        .unwrap();
+    let fam = one_family(&s).await;
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let s = either(i, &s, &other);
@@ -509,11 +515,7 @@ pub async fn of_refreshes_racing_on_one_generation_one_advances(
     s: Arc<dyn Store>,
     other: Arc<dyn Store>,
 ) {
-    let user = seed(&s, &["a@example.com"]).await.admins[0];
-    let fam = Uuid::new_v4();
-    s.open_session(session(user, fam, 1_000), admit())
-        .await
-        .unwrap();
+    let fam = one_family(&s).await;
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let s = either(i, &s, &other);
