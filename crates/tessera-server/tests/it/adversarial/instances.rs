@@ -150,3 +150,31 @@ async fn operands_that_do_not_fit_their_field_are_refused_alike() {
         assert_eq!(r.status, 200, "{filter}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn abandoned_requests_give_their_database_connections_back() {
+    // Two pooled connections on PostgreSQL (SQLite's readers are bounded the same way).
+    let s = TestServer::spawn(&[("DB_POOL__MAX", "2"), ("DB_POOL__MIN", "1")]).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let url = format!("{}/users?fields=id&filter[email][_icontains]=x", s.url);
+    let abandoned: Vec<_> = (0..40)
+        .map(|_| {
+            impatient
+                .get(&url)
+                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                .send()
+        })
+        .collect();
+    for a in abandoned {
+        let _ = a.await;
+    }
+    // Every connection came back: were two still held, the next request would wait for
+    // one and answer 503 once the pool gave up.
+    for _ in 0..10 {
+        let r = s.admin("GET", "/users?fields=id", None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+}
