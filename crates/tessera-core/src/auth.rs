@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tessera_proto::AuthMode;
 use tessera_store::{
-    AccessTree, Admission, AttemptChange, ClientMeta, Family, FamilyChange, LoginState, LoginUser,
-    NewSession, Store,
+    AccessTree, Admission, AttemptChange, ClientMeta, Family, FamilyChange, LiveAdvance,
+    LoginState, LoginUser, NewSession, Principal, Store,
 };
 use uuid::Uuid;
 
@@ -669,9 +669,35 @@ impl Auth {
                 AuthMode::Session => self.settings.session_ttl_ms,
                 _ => self.settings.refresh_ttl_ms,
             };
-        // Whichever verdict the store applies, the token it may hand out is the one after the
-        // family's generation as the store read it: derive it inside. The store may ask again
-        // after a concurrent change; the decision is pure.
+        // The common case in one statement: the presented token is its family's live one (so
+        // it names the family's generation), the family is unexpired and its user active —
+        // exactly the `Live` verdict — and the family advances to the next generation.
+        if let Some(next) = p.id.generation.checked_add(1).map(|generation| {
+            refresh_token(
+                &self.secret,
+                RefreshId {
+                    family: family_id,
+                    generation,
+                },
+            )
+        }) && let Some(user) = self
+            .store
+            .advance_live(LiveAdvance {
+                family: family_id,
+                live_hash: p.digest.clone(),
+                now_ms: now,
+                next_hash: digest(&next),
+                expires_ms: expires,
+                meta: meta.clone(),
+            })
+            .await?
+        {
+            self.caches.forget_family(family_id);
+            return self.refreshed(mode, &user, next, now, ip).await;
+        }
+        // Any other state: whichever verdict the store applies, the token it may hand out is
+        // the one after the family's generation as the store read it: derive it inside. The
+        // store may ask again after a concurrent change; the decision is pure.
         let secret = self.secret.clone();
         let judged = p.clone();
         let family = self
@@ -711,7 +737,18 @@ impl Auth {
             ),
             Verdict::Live => successor(&self.secret, &family),
         };
-        let user = &family.user;
+        self.refreshed(mode, &family.user, issued, now, ip).await
+    }
+
+    /// Issues what a refresh answers for `user`, whose family now has `token` live.
+    async fn refreshed(
+        &self,
+        mode: AuthMode,
+        user: &Principal,
+        token: String,
+        now: i64,
+        ip: Option<IpAddr>,
+    ) -> Result<Issued> {
         self.caches.invalidate_user(user.id);
         let g = self.global_access(user.role, Some(user.id), ip).await?;
         let grant = Grant {
@@ -720,7 +757,7 @@ impl Auth {
             access: g,
             enforce_tfa: None,
         };
-        self.issue(mode, grant, issued, now)
+        self.issue(mode, grant, token, now)
     }
 
     /// After a replay was detected (and, by default, its family ended in the same

@@ -358,6 +358,10 @@ impl Engine for Postgres {
         "pg"
     }
 
+    fn writers(&self) -> usize {
+        self.pool.settings.pool_max.max(1)
+    }
+
     fn descriptors(&self) -> usize {
         self.pool.settings.pool_max.max(1)
     }

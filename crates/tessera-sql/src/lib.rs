@@ -5,17 +5,19 @@
 //! nothing. The core's decisions and guards run inside these bodies, inside the engine's
 //! transaction.
 
+mod batch;
 mod filter;
 mod ops;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
 use tessera_store::{
     AccessRows, AdmitDecision, AttemptDecision, Collection, Condition, Family, FamilyDecision,
-    Guard, LoginState, LoginUser, NewSession, Opened, Principal, Query, Record, Store, StoreError,
-    StoreResult, UserSummary, Write,
+    Guard, LiveAdvance, LoginState, LoginUser, NewSession, Opened, Principal, Query, Record, Store,
+    StoreError, StoreResult, UserSummary, Write,
 };
 use uuid::Uuid;
 
@@ -171,13 +173,17 @@ pub trait Engine: Send + Sync + 'static {
         F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static;
     /// The engine's name, as Directus's `DB_CLIENT` spells it.
     fn name(&self) -> &'static str;
+    /// How many writes the engine runs at once.
+    fn writers(&self) -> usize;
     /// File descriptors the engine may hold open at once.
     fn descriptors(&self) -> usize;
 }
 
 /// The [`Store`] of any engine: each method is one shared body run by the engine.
 pub struct SqlStore<E> {
-    engine: E,
+    engine: Arc<E>,
+    /// Live advances waiting together go out as one statement.
+    advances: batch::Batcher<LiveAdvance, Option<Principal>>,
     /// Guarded writes of this process take turns here before they take a connection, so that
     /// those waiting for their turn (the database serialises them across instances too) hold
     /// no connection others need.
@@ -187,7 +193,8 @@ pub struct SqlStore<E> {
 impl<E: Engine> SqlStore<E> {
     pub fn new(engine: E) -> Self {
         Self {
-            engine,
+            advances: batch::Batcher::new(engine.writers()),
+            engine: Arc::new(engine),
             guarded: tokio::sync::Mutex::new(()),
         }
     }
@@ -310,6 +317,19 @@ impl<E: Engine> Store for SqlStore<E> {
         self.engine
             .write_each(move |x| ops::change_family(x, id, &decide))
             .await
+    }
+
+    async fn advance_live(&self, a: LiveAdvance) -> StoreResult<Option<Principal>> {
+        let engine = self.engine.clone();
+        let run = move |batch: Vec<LiveAdvance>| {
+            let engine = engine.clone();
+            async move {
+                engine
+                    .write_each(move |x| ops::advance_live(x, batch))
+                    .await
+            }
+        };
+        self.advances.submit(a, run).await
     }
 
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64> {

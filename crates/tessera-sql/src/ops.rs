@@ -5,16 +5,16 @@
 //! generation, without a transaction around the decision.
 
 use sea_query::{
-    Alias, Expr, ExprTrait, Func, LockBehavior, LockType, NullOrdering, Order, Query,
-    SelectStatement,
+    Alias, Expr, ExprTrait, Func, IntoIden, LockBehavior, LockType, NullOrdering, Order, Query,
+    SelectStatement, TableRef, UpdateStatement, ValueTuple,
 };
 use serde_json::Value;
 use tessera_store::schema::{Alias as AliasList, Collection, Kind};
 use tessera_store::{
-    AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
-    Family, FamilyChange, FamilyDecision, Guard, LoginState, LoginUser, NewSession, Opened,
-    PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError, StoreResult, UserSummary,
-    Values, Write,
+    AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, ClientMeta, Condition,
+    EndSessions, Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser,
+    NewSession, Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError,
+    StoreResult, UserSummary, Values, Write,
 };
 use uuid::Uuid;
 
@@ -587,6 +587,146 @@ pub(crate) fn family(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<Family>> 
     Ok(family_row(x, id)?.map(|(f, _)| f))
 }
 
+/// Sets what an advance to the next generation writes.
+fn advance(
+    u: &mut UpdateStatement,
+    now_ms: i64,
+    expires_ms: i64,
+    token_hash: String,
+    meta: ClientMeta,
+) {
+    u.value(t("generation"), col("generation").add(1))
+        .value(t("token_hash"), token_hash)
+        .value(t("prev_rotated_at"), col("rotated_at"))
+        .value(t("rotated_at"), now_ms)
+        .value(t("expires"), expires_ms)
+        .value(t("ip"), meta.ip)
+        .value(t("user_agent"), meta.user_agent)
+        .value(t("origin"), meta.origin);
+}
+
+/// Sets the user's `last_access` to `now_ms` unless `seen` (as read with the family) is less
+/// than a second old: a second's precision is plenty, and most refreshes skip this write.
+fn touch(x: &mut dyn Conn, user: Uuid, seen: Option<i64>, now_ms: i64) -> StoreResult<()> {
+    if seen.is_some_and(|at| at >= now_ms - 1000) {
+        return Ok(());
+    }
+    let mut u = Query::update();
+    u.table(t(USERS))
+        .value(t("last_access"), now_ms)
+        .and_where(col("id").eq(user.to_string()))
+        .and_where(
+            col("last_access")
+                .is_null()
+                .or(col("last_access").lt(now_ms - 1000)),
+        );
+    run(x, &u)?;
+    Ok(())
+}
+
+/// `(SELECT column FROM users WHERE id = sessions.user)`, for the family's user inside a
+/// statement on the sessions table.
+fn user_column(column: &str) -> Expr {
+    let mut q = Query::select();
+    q.expr(tc(USERS, column))
+        .from(t(USERS))
+        .and_where(tc(USERS, "id").equals((t(SESSIONS), t("user"))));
+    Expr::from(q)
+}
+
+/// Applies a batch of live advances in one conditional update: each family advances only if
+/// its live digest, expiry and user are as its entry names them. The batch joins as a list of
+/// values, so that each family is found by its key whatever plan the database caches. Answers
+/// in the batch's order; a family named twice advances at most once (for its first entry).
+pub(crate) fn advance_live(
+    x: &mut dyn Conn,
+    batch: Vec<LiveAdvance>,
+) -> StoreResult<Vec<Option<Principal>>> {
+    const V: &str = "v";
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<LiveAdvance> = batch
+        .iter()
+        .filter(|a| seen.insert(a.family))
+        .cloned()
+        .collect();
+    let list = firsts
+        .iter()
+        .map(|a| {
+            ValueTuple::Many(vec![
+                a.family.to_string().into(),
+                a.live_hash.clone().into(),
+                a.next_hash.clone().into(),
+                a.now_ms.into(),
+                a.expires_ms.into(),
+                a.meta.ip.clone().into(),
+                a.meta.user_agent.clone().into(),
+                a.meta.origin.clone().into(),
+            ])
+        })
+        .collect();
+    // Both engines name a list's columns `column1`, `column2`, …; a parameter in it is text
+    // to PostgreSQL until cast.
+    let v = |n: usize| tc(V, &format!("column{n}"));
+    let v_int = |n: usize| v(n).cast_as(t("BIGINT"));
+    let mut active = Query::select();
+    active
+        .column(t("id"))
+        .from(t(USERS))
+        .and_where(col("status").eq("active"));
+    let mut u = Query::update();
+    u.table(t(SESSIONS))
+        .value(t("generation"), col("generation").add(1))
+        .value(t("token_hash"), v(3))
+        .value(t("prev_rotated_at"), col("rotated_at"))
+        .value(t("rotated_at"), v_int(4))
+        .value(t("expires"), v_int(5))
+        .value(t("ip"), v(6))
+        .value(t("user_agent"), v(7))
+        .value(t("origin"), v(8))
+        .from(TableRef::ValuesList(list, t(V).into_iden()))
+        .and_where(tc(SESSIONS, "family").equals((t(V), t("column1"))))
+        .and_where(tc(SESSIONS, "token_hash").equals((t(V), t("column2"))))
+        .and_where(tc(SESSIONS, "expires").gte(v_int(4)))
+        .and_where(tc(SESSIONS, "user").in_subquery(active))
+        .returning(Query::returning().exprs([
+            tc(SESSIONS, "family"),
+            tc(SESSIONS, "user"),
+            user_column("role"),
+            user_column("last_access"),
+        ]));
+    let mut advanced = std::collections::HashMap::new();
+    for r in rows(x, &u)? {
+        let user = Principal {
+            id: uuid(&r, 1).unwrap_or_default(),
+            role: uuid(&r, 2),
+            status: "active".to_owned(),
+        };
+        advanced.insert(uuid(&r, 0).unwrap_or_default(), (user, int(&r, 3)));
+    }
+    // Each user's last access once, at the latest of its advances.
+    let mut touched: std::collections::HashMap<Uuid, (Option<i64>, i64)> = Default::default();
+    for a in &firsts {
+        if let Some((user, seen)) = advanced.get(&a.family) {
+            let e = touched.entry(user.id).or_insert((*seen, a.now_ms));
+            e.1 = Ord::max(e.1, a.now_ms);
+        }
+    }
+    for (user, (seen, now_ms)) in touched {
+        touch(x, user, seen, now_ms)?;
+    }
+    Ok(batch
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let first = batch[..i].iter().all(|b| b.family != a.family);
+            advanced
+                .get(&a.family)
+                .filter(|_| first)
+                .map(|(user, _)| user.clone())
+        })
+        .collect())
+}
+
 /// How many times a decision is retried against a family that keeps changing under it. Each
 /// failed attempt means another writer's change landed, so this bounds the writers that can
 /// race on one family at once, not the time one waits.
@@ -628,14 +768,7 @@ pub(crate) fn change_family(
                 token_hash,
                 meta,
             } => {
-                u.value(t("generation"), col("generation").add(1))
-                    .value(t("token_hash"), token_hash)
-                    .value(t("prev_rotated_at"), col("rotated_at"))
-                    .value(t("rotated_at"), now_ms)
-                    .value(t("expires"), expires_ms)
-                    .value(t("ip"), meta.ip)
-                    .value(t("user_agent"), meta.user_agent)
-                    .value(t("origin"), meta.origin);
+                advance(&mut u, now_ms, expires_ms, token_hash, meta);
                 (run(x, &u)?, Some(now_ms))
             }
             FamilyChange::Extend { now_ms, expires_ms } => {
@@ -646,20 +779,8 @@ pub(crate) fn change_family(
         if written == 0 {
             continue;
         }
-        // A second's precision is plenty: most refreshes skip this write.
-        if let Some(now_ms) = touched
-            && last_access.is_none_or(|at| at < now_ms - 1000)
-        {
-            let mut u = Query::update();
-            u.table(t(USERS))
-                .value(t("last_access"), now_ms)
-                .and_where(col("id").eq(found.user.id.to_string()))
-                .and_where(
-                    col("last_access")
-                        .is_null()
-                        .or(col("last_access").lt(now_ms - 1000)),
-                );
-            run(x, &u)?;
+        if let Some(now_ms) = touched {
+            touch(x, found.user.id, last_access, now_ms)?;
         }
         return Ok(Some(found));
     }

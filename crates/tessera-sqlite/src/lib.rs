@@ -342,6 +342,11 @@ impl Engine for Sqlite {
         "sqlite3"
     }
 
+    fn writers(&self) -> usize {
+        // One writer thread; what waits for it is committed together anyway.
+        1
+    }
+
     fn descriptors(&self) -> usize {
         // Each connection holds the database, its WAL and its index; plus the writer and the
         // checkpointer.

@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::schema::{ACCESS, Collection, POLICIES, ROLES, SETTINGS, USERS};
 use crate::{
     Admission, AttemptChange, ClientMeta, Condition, EndSessions, FamilyChange, FamilyDecision,
-    Guard, NewSession, Op, Query, Reads, Store, StoreError, StoreResult, Values, Write,
+    Guard, LiveAdvance, NewSession, Op, Query, Reads, Store, StoreError, StoreResult, Values,
+    Write,
 };
 
 /// Generates one `#[tokio::test]` per conformance test. `$make` is an async function that
@@ -31,6 +32,8 @@ macro_rules! conformance_suite {
             users_are_found_by_ascii_folded_email_token_and_id,
             only_ascii_case_is_folded,
             families_advance_extend_and_end_in_place,
+            only_a_live_family_advances_in_one_step,
+            live_advances_at_once_each_get_their_own_answer,
             a_user_keeps_at_most_its_most_recently_used_families,
             refused_admission_opens_nothing_and_attempts_count,
             conflicts_name_their_field,
@@ -286,6 +289,114 @@ pub async fn families_advance_extend_and_end_in_place(s: Arc<dyn Store>) {
             .unwrap()
             .is_none()
     );
+}
+
+fn live(family: Uuid, live_hash: &str, now_ms: i64) -> LiveAdvance {
+    LiveAdvance {
+        family,
+        live_hash: live_hash.into(),
+        now_ms,
+        next_hash: format!("t{now_ms}"),
+        expires_ms: now_ms + 10_000,
+        meta: ClientMeta::default(),
+    }
+}
+
+pub async fn only_a_live_family_advances_in_one_step(s: Arc<dyn Store>) {
+    let seed = seed(&s, &["a@example.com", "b@example.com"]).await;
+    let (user, other) = (seed.admins[0], seed.admins[1]);
+    let fam = Uuid::new_v4();
+    s.open_session(session(user, fam, 1_000), admit())
+        .await
+        .unwrap();
+    // Not the live token, a family that does not exist: nothing.
+    assert_eq!(s.advance_live(live(fam, "t1", 2_000)).await.unwrap(), None);
+    let missing = live(Uuid::new_v4(), "t0", 2_000);
+    assert_eq!(s.advance_live(missing).await.unwrap(), None);
+    let unchanged = s.family(fam).await.unwrap().unwrap();
+    assert_eq!(
+        (unchanged.generation, unchanged.token_hash.as_str()),
+        (0, "t0")
+    );
+    // The live token: the family advances and the user comes back as it is.
+    let u = s.advance_live(live(fam, "t0", 3_000)).await.unwrap();
+    assert_eq!(u.map(|u| (u.id, u.role)), Some((user, Some(seed.role))));
+    let f = s.family(fam).await.unwrap().unwrap();
+    assert_eq!((f.generation, f.token_hash.as_str()), (1, "t3000"));
+    assert_eq!((f.rotated_at_ms, f.prev_rotated_at_ms), (Some(3_000), None));
+    assert_eq!(f.expires_ms, 13_000);
+    let last = s.user_summaries().await.unwrap();
+    let last = last.iter().find(|u| u.id == user).unwrap().last_access_ms;
+    assert_eq!(last, Some(3_000));
+    // The spent token no longer advances it.
+    assert_eq!(s.advance_live(live(fam, "t0", 3_500)).await.unwrap(), None);
+    // Past its expiry, the live token does not either.
+    assert_eq!(
+        s.advance_live(live(fam, "t3000", 13_001)).await.unwrap(),
+        None
+    );
+    // Nor while its user is not active; another user's family is untouched by that.
+    let theirs = Uuid::new_v4();
+    s.open_session(session(other, theirs, 4_000), admit())
+        .await
+        .unwrap();
+    let suspend = update(&USERS, &user.to_string(), json!({"status": "suspended"}));
+    s.write(vec![suspend], None).await.unwrap();
+    assert_eq!(
+        s.advance_live(live(fam, "t3000", 5_000)).await.unwrap(),
+        None
+    );
+    assert_eq!(s.family(fam).await.unwrap().unwrap().generation, 1);
+    let u = s.advance_live(live(theirs, "t0", 5_000)).await.unwrap();
+    assert_eq!(u.map(|u| u.id), Some(other));
+}
+
+pub async fn live_advances_at_once_each_get_their_own_answer(s: Arc<dyn Store>) {
+    let seed = seed(&s, &["a@example.com", "b@example.com"]).await;
+    let (user, idle) = (seed.admins[0], seed.admins[1]);
+    let families: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    for (i, fam) in families.iter().enumerate() {
+        let owner = if i % 10 == 9 { idle } else { user };
+        let mut new = session(owner, *fam, 1_000);
+        new.keep_at_most = 100;
+        new.token_hash = format!("live{i}");
+        s.open_session(new, admit()).await.unwrap();
+    }
+    let suspend = update(&USERS, &idle.to_string(), json!({"status": "suspended"}));
+    s.write(vec![suspend], None).await.unwrap();
+    // Every family twice, some with a token that is not its live one, all at once.
+    let tasks: Vec<_> = (0..80)
+        .map(|n| {
+            let (i, twice) = (n % 40, n / 40);
+            let s = s.clone();
+            let mut a = live(families[i], &format!("live{i}"), 2_000 + n as i64);
+            a.next_hash = format!("next{i}-{twice}");
+            if i % 10 == 4 {
+                a.live_hash = format!("spent{i}");
+            }
+            tokio::spawn(async move { s.advance_live(a).await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    for (i, fam) in families.iter().enumerate() {
+        let f = s.family(*fam).await.unwrap().unwrap();
+        let won: Vec<usize> = (0..2).filter(|t| answers[i + 40 * t].is_some()).collect();
+        if i % 10 == 9 || i % 10 == 4 {
+            assert!(won.is_empty(), "family {i} advanced: {won:?}");
+            assert_eq!((f.generation, f.token_hash), (0, format!("live{i}")));
+            continue;
+        }
+        assert_eq!(won.len(), 1, "family {i}: {won:?}");
+        let answer = answers[i + 40 * won[0]].as_ref().unwrap();
+        assert_eq!((answer.id, answer.role), (user, Some(seed.role)));
+        assert_eq!(f.generation, 1);
+        assert_eq!(f.token_hash, format!("next{i}-{}", won[0]));
+        let now = 2_000 + (i + 40 * won[0]) as i64;
+        assert_eq!((f.rotated_at_ms, f.expires_ms), (Some(now), now + 10_000));
+    }
 }
 
 pub async fn a_user_keeps_at_most_its_most_recently_used_families(s: Arc<dyn Store>) {

@@ -18,7 +18,7 @@ pub use schema::{Alias, Collection, Field, Kind, Nulls};
 pub type Record = Map<String, Value>;
 
 /// Everything a store can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint refused the write; `field` names the offending field.
     #[error("value for field {field} is not unique")]
@@ -240,6 +240,21 @@ pub enum FamilyChange {
     End,
 }
 
+/// A refresh's common case, decided by the core in advance: if the family's live token has
+/// digest `live_hash`, the family is unexpired at `now_ms` and its user is active, the family
+/// advances to the generation whose token has digest `next_hash`. One conditional write, so the
+/// common refresh costs one statement; whatever else the family's state is, nothing is written
+/// and the refresh takes the general path ([`Store::change_family`]).
+#[derive(Debug, Clone)]
+pub struct LiveAdvance {
+    pub family: Uuid,
+    pub live_hash: String,
+    pub now_ms: i64,
+    pub next_hash: String,
+    pub expires_ms: i64,
+    pub meta: ClientMeta,
+}
+
 /// The core's decision for a family. The store applies it atomically to the family it was
 /// shown: if the family changed meanwhile, the store shows it the new state and asks again, so
 /// it must be pure.
@@ -401,6 +416,10 @@ pub trait Store: Send + Sync + 'static {
     /// returns the family the applied decision saw. `Advance` and `Extend` also set the user's
     /// `last_access`.
     async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>>;
+    /// Applies `a` if the family is in the state it names; returns the family's user then (as
+    /// it is now), and `None`, having written nothing, otherwise. Also sets the user's
+    /// `last_access`, as `change_family` does.
+    async fn advance_live(&self, a: LiveAdvance) -> StoreResult<Option<Principal>>;
     /// Deletes families that expired before `now_ms`.
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64>;
 
