@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tessera_proto::AuthMode;
 use tessera_store::{
-    AccessTree, Admission, AttemptChange, ClientMeta, Family, FamilyChange, LiveAdvance,
+    AccessTree, Admission, AttemptChange, Change, ClientMeta, Family, FamilyChange, LiveAdvance,
     LoginState, LoginUser, NewSession, Principal, Store,
 };
 use uuid::Uuid;
@@ -520,6 +520,7 @@ impl Auth {
             Some(Attempt::Suspend) => {
                 drop(flight);
                 self.caches.invalidate();
+                crate::cache::announce(&*self.store, Change::Everything).await;
                 tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
                 ticket.verify(password, None).await?;
                 return Err(Error::InvalidCredentials);
@@ -580,7 +581,7 @@ impl Auth {
             .ok_or(Error::InvalidCredentials)?;
         drop(flight);
         for family in opened.evicted {
-            self.caches.forget_family(family);
+            self.family_ended(family).await;
         }
         let principal = opened.user;
         // Housekeeping: its failure is logged, never the login's.
@@ -716,7 +717,7 @@ impl Auth {
         let issued = match verdict(&family, &p, now, grace) {
             Verdict::Dead => return Err(Error::InvalidCredentials),
             Verdict::Replayed => {
-                self.replayed(family_id);
+                self.replayed(family_id).await;
                 return Err(Error::InvalidCredentials);
             }
             Verdict::Inactive => {
@@ -763,8 +764,12 @@ impl Auth {
     /// After a replay was detected (and, by default, its family ended in the same
     /// transaction): forget the family and tell the operator, once a minute per family, so
     /// that replays repeated with revocation off cannot flood the log.
-    fn replayed(&self, family: Uuid) {
-        self.caches.forget_family(family);
+    async fn replayed(&self, family: Uuid) {
+        if self.settings.revoke_on_reuse {
+            self.family_ended(family).await;
+        } else {
+            self.caches.forget_family(family);
+        }
         if self.reported.contains_key(&family) {
             return;
         }
@@ -781,7 +786,7 @@ impl Auth {
     async fn end_replayed(&self, p: Presented, now: i64) -> Result<()> {
         let family_id = p.id.family;
         if !self.settings.revoke_on_reuse {
-            self.replayed(family_id);
+            self.replayed(family_id).await;
             return Ok(());
         }
         let grace = self.settings.grace_ms;
@@ -797,9 +802,15 @@ impl Auth {
             )
             .await?;
         if seen.is_some_and(|f| verdict(&f, &p, now, grace) == Verdict::Replayed) {
-            self.replayed(family_id);
+            self.replayed(family_id).await;
         }
         Ok(())
+    }
+
+    /// Forgets an ended family here and tells the other instances.
+    async fn family_ended(&self, family: Uuid) {
+        self.caches.forget_family(family);
+        crate::cache::announce(&*self.store, Change::FamilyEnded(family)).await;
     }
 
     /// Ends the session a refresh token belongs to, whichever of its tokens it is. Unknown
@@ -835,7 +846,7 @@ impl Auth {
             )
             .await?;
         if found.is_some_and(|f| ends(&f, &p)) {
-            self.caches.forget_family(family_id);
+            self.family_ended(family_id).await;
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! In-process caches that keep token checks and `/users/me` off the database: static-token
 //! lookups, access trees, session families and user records. Entries live a few seconds at most;
 //! every write that could change an answer calls [`Caches::invalidate`], and a generation
-//! counter keeps a read that raced such a write from caching its stale answer.
+//! counter keeps a read that raced such a write from caching its stale answer. Instances
+//! sharing a database keep each other's caches true: each write is announced through the
+//! store ([`announce`]), and [`follow`] applies what the others announce.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 use serde_json::Value;
-use tessera_store::{AccessTree, Family, Principal, Record};
+use tessera_store::{AccessTree, Change, Family, Principal, Record, Store};
+use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -146,6 +149,26 @@ impl Caches {
     }
 }
 
+/// Tells the other instances sharing the database about `change`, which has committed. A
+/// failure is logged, not returned: the write stands, and the others' caches expire anyway.
+pub(crate) async fn announce(store: &dyn Store, change: Change) {
+    if let Err(e) = store.announce(change).await {
+        tracing::warn!(error = %e, ?change, "telling other instances about a change failed");
+    }
+}
+
+/// Applies what other instances announce to `caches`, until the store stops announcing. A
+/// reader that fell behind drops everything.
+pub async fn follow(mut changes: broadcast::Receiver<Change>, caches: Caches) {
+    loop {
+        match changes.recv().await {
+            Ok(Change::Everything) | Err(RecvError::Lagged(_)) => caches.invalidate(),
+            Ok(Change::FamilyEnded(family)) => caches.forget_family(family),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +205,59 @@ mod tests {
             .await
             .unwrap();
         assert!(c.users.get("u").is_some());
+    }
+
+    /// Waits until the follower has taken everything sent so far.
+    async fn drained(rx_len: impl Fn() -> usize) {
+        while rx_len() > 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn what_other_instances_announce_clears_what_it_concerns() {
+        let c = Caches::new();
+        let (tx, rx) = broadcast::channel(2);
+        let follower = tokio::spawn(follow(rx, c.clone()));
+        let len = || tx.len();
+        let (kept, ended) = (Uuid::new_v4(), Uuid::new_v4());
+        c.sessions.insert(kept, None);
+        c.sessions.insert(ended, None);
+        c.users.insert("u".into(), None);
+        tx.send(Change::FamilyEnded(ended)).unwrap();
+        drained(len).await;
+        tokio::task::yield_now().await;
+        assert!(c.sessions.get(&ended).is_none());
+        assert!(c.sessions.get(&kept).is_some() && c.users.get("u").is_some());
+        tx.send(Change::Everything).unwrap();
+        drained(len).await;
+        tokio::task::yield_now().await;
+        assert!(c.sessions.get(&kept).is_none() && c.users.get("u").is_none());
+        drop(tx);
+        follower.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_fell_behind_forgets_everything() {
+        let c = Caches::new();
+        let (tx, rx) = broadcast::channel(1);
+        c.users.insert("u".into(), None);
+        // More than the channel holds, before the follower reads: it has missed some.
+        tx.send(Change::FamilyEnded(Uuid::new_v4())).unwrap();
+        tx.send(Change::FamilyEnded(Uuid::new_v4())).unwrap();
+        drop(tx);
+        follow(rx, c.clone()).await;
+        assert!(c.users.get("u").is_none());
+    }
+
+    #[test]
+    fn changes_travel_as_text_and_unknown_text_means_everything() {
+        let f = Uuid::new_v4();
+        for change in [Change::Everything, Change::FamilyEnded(f)] {
+            assert_eq!(Change::decode(&change.encode()), change);
+        }
+        for odd in ["", "family", "family not-a-uuid", "role 1", "\u{0}"] {
+            assert_eq!(Change::decode(odd), Change::Everything);
+        }
     }
 }

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use tessera_proto::CONCEALED;
 use tessera_store::schema::{ROLES, SETTINGS, USERS};
 use tessera_store::{
-    Collection, Condition, EndSessions, Field, Guard, Kind, Nulls, Op, Query, Reads, Record, Store,
-    StoreError, Write,
+    Change, Collection, Condition, EndSessions, Field, Guard, Kind, Nulls, Op, Query, Reads,
+    Record, Store, StoreError, Write,
 };
 use uuid::Uuid;
 
@@ -539,6 +539,12 @@ impl Items {
         Ok(())
     }
 
+    /// After a write committed: forget what this instance cached and tell the others.
+    async fn changed(&self) {
+        self.caches.invalidate();
+        crate::cache::announce(&*self.store, Change::Everything).await;
+    }
+
     fn map_conflict(
         c: &'static Collection,
         values: &[(&'static Field, Value)],
@@ -599,7 +605,7 @@ impl Items {
             .write(vec![insert], None)
             .await
             .map_err(|e| Self::map_conflict(c, &values, e))?;
-        self.caches.invalidate();
+        self.changed().await;
         Ok(id)
     }
 
@@ -681,7 +687,7 @@ impl Items {
         {
             self.store.clear_login_failures(uid).await?;
         }
-        self.caches.invalidate();
+        self.changed().await;
         Ok(())
     }
 
@@ -729,7 +735,7 @@ impl Items {
         if found.last() != Some(&true) {
             return Err(Error::Forbidden(None));
         }
-        self.caches.invalidate();
+        self.changed().await;
         Ok(())
     }
 

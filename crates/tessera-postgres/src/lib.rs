@@ -4,6 +4,7 @@
 //! applied under an advisory lock so that instances starting together take turns. Every
 //! statement comes from `tessera-sql`.
 
+mod changes;
 pub mod scratch;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement};
 use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, Scalar, SqlStore, conflict_field};
-use tessera_store::{StoreError, StoreResult};
+use tessera_store::{Change, StoreError, StoreResult};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
 
@@ -66,6 +67,10 @@ pub type PostgresStore = SqlStore<Postgres>;
 
 struct Pool {
     settings: Settings,
+    /// Tags what this engine announces, so that its own listener skips it.
+    instance: String,
+    /// Hears other instances; started by the first subscriber.
+    listener: std::sync::OnceLock<changes::Listener>,
     idle: Mutex<Vec<Pooled>>,
     /// One permit per connection that may be open.
     permits: Arc<tokio::sync::Semaphore>,
@@ -209,6 +214,8 @@ impl Postgres {
         Ok(SqlStore::new(Self {
             pool: Arc::new(Pool {
                 settings,
+                instance: uuid::Uuid::new_v4().to_string(),
+                listener: std::sync::OnceLock::new(),
                 idle: Mutex::new(idle),
                 permits: Arc::new(tokio::sync::Semaphore::new(max)),
             }),
@@ -363,7 +370,28 @@ impl Engine for Postgres {
     }
 
     fn descriptors(&self) -> usize {
-        self.pool.settings.pool_max.max(1)
+        // The pool, and the connection that hears other instances.
+        self.pool.settings.pool_max.max(1) + 1
+    }
+
+    async fn announce(&self, change: Change) -> StoreResult<()> {
+        let payload = changes::tagged(&self.pool.instance, change);
+        self.with(false, move |x| {
+            let params = [
+                Param::String(Some(changes::CHANNEL.to_owned())),
+                Param::String(Some(payload)),
+            ];
+            x.query("SELECT pg_notify($1, $2)", &params).map(drop)
+        })
+        .await
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        let pool = &self.pool;
+        let listener = pool
+            .listener
+            .get_or_init(|| changes::Listener::start(pool.settings.clone(), pool.instance.clone()));
+        Some(listener.subscribe())
     }
 }
 

@@ -140,6 +140,9 @@ pub async fn open_store(
     }
 }
 
+/// How long start-up waits to hear other instances sharing the database.
+const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens the database, settles the secret, and bootstraps the first admin if needed.
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
     let (store, dir) = open_store(&config).await?;
@@ -167,6 +170,17 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
     )
     .with_probe(hooks.probe);
     let items = Items::new(store.clone(), passwords.clone(), auth.caches().clone());
+    // Other instances sharing the database tell this one what they change. Serve once this
+    // one hears them (its listener's first word says so), or after a while without.
+    if let Some(mut changes) = store.changes() {
+        if !matches!(
+            tokio::time::timeout(LISTEN_WAIT, changes.recv()).await,
+            Ok(Ok(_))
+        ) {
+            tracing::warn!("not hearing other instances yet: their changes reach this one late");
+        }
+        tokio::spawn(tessera_core::cache::follow(changes, auth.caches().clone()));
+    }
     let seed = AdminSeed {
         email: config.admin_email.clone(),
         password: config.admin_password.clone(),

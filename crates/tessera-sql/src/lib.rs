@@ -15,9 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
 use tessera_store::{
-    AccessRows, AdmitDecision, AttemptDecision, Collection, Condition, Family, FamilyDecision,
-    Guard, LiveAdvance, LoginState, LoginUser, NewSession, Opened, Principal, Query, Record, Store,
-    StoreError, StoreResult, UserSummary, Write,
+    AccessRows, AdmitDecision, AttemptDecision, Change, Collection, Condition, Family,
+    FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession, Opened, Principal,
+    Query, Record, Store, StoreError, StoreResult, UserSummary, Write,
 };
 use uuid::Uuid;
 
@@ -177,6 +177,16 @@ pub trait Engine: Send + Sync + 'static {
     fn writers(&self) -> usize;
     /// File descriptors the engine may hold open at once.
     fn descriptors(&self) -> usize;
+    /// Tells the other instances sharing the database about `change`; nothing where no other
+    /// instance can share it.
+    fn announce(&self, change: Change) -> impl Future<Output = StoreResult<()>> + Send {
+        let _ = change;
+        std::future::ready(Ok(()))
+    }
+    /// What other instances announce (see [`Store::changes`]).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 }
 
 /// The [`Store`] of any engine: each method is one shared body run by the engine.
@@ -348,6 +358,14 @@ impl<E: Engine> Store for SqlStore<E> {
 
     fn descriptors(&self) -> usize {
         self.engine.descriptors()
+    }
+
+    async fn announce(&self, change: Change) -> StoreResult<()> {
+        self.engine.announce(change).await
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        self.engine.changes()
     }
 }
 

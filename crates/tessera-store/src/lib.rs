@@ -443,6 +443,41 @@ pub trait Store: Send + Sync + 'static {
     fn engine(&self) -> &'static str;
     /// File descriptors the store may hold open at once (connections, files).
     fn descriptors(&self) -> usize;
+
+    /// Tells every other instance sharing the database that `change` committed, so that they
+    /// drop what they cached of it. Where no other instance can share the database, nothing.
+    async fn announce(&self, change: Change) -> StoreResult<()>;
+    /// What other instances announce from now on; `None` where no other instance can share
+    /// the database. After any gap in hearing them (a lost connection, a reader that fell
+    /// behind), [`Change::Everything`] comes first.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
+}
+
+/// A committed change that other instances must hear of to stay true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Anything may have changed: users, roles, policies, static tokens, settings.
+    Everything,
+    /// One session family ended.
+    FamilyEnded(Uuid),
+}
+
+impl Change {
+    /// The change as it travels between instances.
+    pub fn encode(self) -> String {
+        match self {
+            Change::Everything => "*".to_owned(),
+            Change::FamilyEnded(f) => format!("family {f}"),
+        }
+    }
+
+    /// Reads what [`Change::encode`] wrote; anything else means [`Change::Everything`], the
+    /// safe reading of a message this version does not know.
+    pub fn decode(s: &str) -> Change {
+        s.strip_prefix("family ")
+            .and_then(|f| Uuid::parse_str(f).ok())
+            .map_or(Change::Everything, Change::FamilyEnded)
+    }
 }
 
 /// The fixed id of the public policy, which anonymous and role-less callers get.

@@ -1,0 +1,477 @@
+//! Two `tessera serve` processes on one fresh PostgreSQL database, as two instances behind a
+//! load balancer: whatever one does, the other honours. Sessions move between them, logout
+//! and suspension on one end access on the other at once, changes reach the other's caches
+//! within a second, concurrent refreshes spread over both give one successor, and the failed
+//! login count is shared. Skips loudly without PostgreSQL, except under `CI=true`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tessera_postgres::scratch::Scratch;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const EMAIL: &str = "admin@example.com";
+const PASSWORD: &str = "Admin-Password-1";
+
+/// A `tessera serve` child process; killed when dropped.
+struct Instance {
+    url: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One answer, read whole.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    cookie: Option<String>,
+}
+
+impl Instance {
+    fn start(db: &Scratch, dir: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir)
+            .env("DB_CLIENT", "pg")
+            .env("DB_CONNECTION_STRING", db.url())
+            .env("SECRET", "one-secret-for-every-instance-0123456789")
+            .env("ADMIN_EMAIL", EMAIL)
+            .env("ADMIN_PASSWORD", PASSWORD)
+            .env("LOGIN_STALL_TIME", "0")
+            .env("HASH_MEMORY_COST", "1024")
+            .env("HASH_TIME_COST", "1")
+            .env("HASH_PARALLELISM", "1")
+            .env("LOG_LEVEL", "warn")
+            .env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("Tessera listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            url,
+            child,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => req = req.bearer_auth(t),
+            Auth::Cookie(c) => req = req.header("Cookie", format!("directus_session_token={c}")),
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let cookie = res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("directus_session_token="))
+            .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            cookie,
+        }
+    }
+
+    async fn login(&self, email: &str, password: &str, mode: &str) -> Reply {
+        let body = json!({"email": email, "password": password, "mode": mode});
+        self.call("POST", "/auth/login", Auth::None, Some(body))
+            .await
+    }
+
+    async fn admin_jwt(&self) -> String {
+        let r = self.login(EMAIL, PASSWORD, "json").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["data"]["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
+
+/// Asks until `ok` holds, for one second at most; how long it took.
+async fn within_a_second(mut ask: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ask().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "not seen within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+/// A fresh database and two instances on it (the first bootstraps the admin). Blocking work
+/// (the synchronous driver, reading the children's first lines) stays off the async workers.
+async fn two_instances(
+    what: &'static str,
+) -> Option<(Scratch, tempfile::TempDir, Instance, Instance)> {
+    tokio::task::spawn_blocking(move || {
+        let db = Scratch::or_skip(what)?;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Instance::start(&db, dir.path());
+        let b = Instance::start(&db, dir.path());
+        Some((db, dir, a, b))
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs a query on the scratch database off the async workers; the first column of the first
+/// row as a number.
+async fn count(db: &Scratch, sql: &'static str) -> i64 {
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        c.query_one(sql, &[]).unwrap().get::<_, i64>(0)
+    })
+    .await
+    .unwrap()
+}
+
+async fn me(i: &Instance, auth: Auth<'_>) -> Reply {
+    i.call("GET", "/users/me?fields=role", auth, None).await
+}
+
+async fn create_user(a: &Instance, admin: &str, email: &str, extra: Value) -> String {
+    let mut body = json!({"email": email, "password": "User-Password-1", "status": "active"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let r = a
+        .call("POST", "/users", Auth::Bearer(admin), Some(body))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["data"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_on_one_instance_refreshes_on_the_other() {
+    let Some((_db, _dir, a, b)) = two_instances("two instances: sessions move").await else {
+        return;
+    };
+    let r = a.login(EMAIL, PASSWORD, "json").await;
+    let token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
+    let r = b
+        .call(
+            "POST",
+            "/auth/refresh",
+            Auth::None,
+            Some(json!({"refresh_token": token})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let next = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(next, token);
+    let jwt = r.body["data"]["access_token"].as_str().unwrap().to_owned();
+    let r = a.call("GET", "/users/me", Auth::Bearer(&jwt), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a
+        .call(
+            "POST",
+            "/auth/refresh",
+            Auth::None,
+            Some(json!({"refresh_token": next})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_instance_ends_the_session_cookie_on_the_other_at_once() {
+    let Some((_db, _dir, a, b)) = two_instances("two instances: logout").await else {
+        return;
+    };
+    for _ in 0..5 {
+        let r = a.login(EMAIL, PASSWORD, "session").await;
+        let cookie = r.cookie.expect("a session cookie");
+        // The other instance knows (and caches) the session.
+        for _ in 0..3 {
+            let r = b
+                .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let r = a
+            .call(
+                "POST",
+                "/auth/logout",
+                Auth::Cookie(&cookie),
+                Some(json!({"mode": "session"})),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+        let r = b
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_one_instance_reach_the_others_caches_within_a_second() {
+    let Some((_db, _dir, a, b)) = two_instances("two instances: caches").await else {
+        return;
+    };
+    let admin = a.admin_jwt().await;
+    let r = a.call("GET", "/roles", Auth::Bearer(&admin), None).await;
+    let admin_role = r.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let uid = create_user(
+        &a,
+        &admin,
+        "staff@example.com",
+        json!({"role": admin_role, "token": "static-token-one"}),
+    )
+    .await;
+    let session = b
+        .login("staff@example.com", "User-Password-1", "session")
+        .await;
+    let cookie = session.cookie.expect("a session cookie");
+    let (a, b, cookie, admin) = (&a, &b, cookie.as_str(), admin.as_str());
+    // Warm the other instance's caches first, so that what follows proves invalidation.
+    for _ in 0..3 {
+        assert_eq!(me(b, Auth::Bearer("static-token-one")).await.status, 200);
+        assert_eq!(me(b, Auth::Cookie(cookie)).await.status, 200);
+    }
+    // A static token changed on A: the old one stops working on B.
+    let r = a
+        .call(
+            "PATCH",
+            &format!("/users/{uid}"),
+            Auth::Bearer(admin),
+            Some(json!({"token": "static-token-two"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within_a_second(async || me(b, Auth::Bearer("static-token-one")).await.status == 401).await;
+    assert_eq!(me(b, Auth::Bearer("static-token-two")).await.status, 200);
+    // Demoted on A: B's session cookie and static token carry no role.
+    let r = a
+        .call(
+            "PATCH",
+            &format!("/users/{uid}"),
+            Auth::Bearer(admin),
+            Some(json!({"role": null})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within_a_second(async || {
+        let r = me(b, Auth::Cookie(cookie)).await;
+        r.status == 200 && r.body["data"]["role"].is_null()
+    })
+    .await;
+    let r = b
+        .call("GET", "/users", Auth::Bearer("static-token-two"), None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // A setting changed on A: B answers with it.
+    let r = b.call("GET", "/settings", Auth::Bearer(admin), None).await;
+    assert_eq!(r.body["data"]["project_name"], "Directus");
+    let r = a
+        .call(
+            "PATCH",
+            "/settings",
+            Auth::Bearer(admin),
+            Some(json!({"project_name": "Moved"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within_a_second(async || {
+        let r = b.call("GET", "/settings", Auth::Bearer(admin), None).await;
+        r.body["data"]["project_name"] == "Moved"
+    })
+    .await;
+    // Suspended on A: B refuses the static token and the session cookie.
+    let r = a
+        .call(
+            "PATCH",
+            &format!("/users/{uid}"),
+            Auth::Bearer(admin),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within_a_second(async || me(b, Auth::Bearer("static-token-two")).await.status == 401).await;
+    within_a_second(async || me(b, Auth::Cookie(cookie)).await.status == 401).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_over_both_instances_give_one_successor() {
+    let Some((db, _dir, a, b)) = two_instances("two instances: refresh race").await else {
+        return;
+    };
+    let r = a.login(EMAIL, PASSWORD, "json").await;
+    let token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let at = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let body = json!({"refresh_token": token});
+            tokio::spawn(async move {
+                at.call("POST", "/auth/refresh", Auth::None, Some(body))
+                    .await
+            })
+        })
+        .collect();
+    let mut successors = std::collections::HashSet::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        successors.insert(r.body["data"]["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(successors.len(), 1, "{successors:?}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM directus_sessions").await,
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT max(generation) FROM directus_sessions").await,
+        1
+    );
+    let next = successors.into_iter().next().unwrap();
+    let r = b
+        .call(
+            "POST",
+            "/auth/refresh",
+            Auth::None,
+            Some(json!({"refresh_token": next})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_count_across_instances() {
+    let Some((_db, _dir, a, b)) = two_instances("two instances: login attempts").await else {
+        return;
+    };
+    let admin = a.admin_jwt().await;
+    let r = a
+        .call(
+            "PATCH",
+            "/settings",
+            Auth::Bearer(&admin),
+            Some(json!({"auth_login_attempts": 3})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let uid = create_user(&a, &admin, "guess@example.com", json!({})).await;
+    // Three failures, alternating instances: the limit holds over both.
+    for at in [&a, &b, &a] {
+        let r = at.login("guess@example.com", "wrong", "json").await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = b
+        .login("guess@example.com", "User-Password-1", "json")
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = a
+        .call(
+            "GET",
+            &format!("/users/{uid}?fields=status"),
+            Auth::Bearer(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["data"]["status"], "suspended");
+    let r = a
+        .login("guess@example.com", "User-Password-1", "json")
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_lost_its_listening_connection_hears_again() {
+    let Some((db, _dir, a, b)) = two_instances("two instances: listener lost").await else {
+        return;
+    };
+    let admin = a.admin_jwt().await;
+    let uid = create_user(
+        &a,
+        &admin,
+        "heard@example.com",
+        json!({"token": "heard-one"}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(me(&b, Auth::Bearer("heard-one")).await.status, 200);
+    }
+    // Both instances' listening connections die, as in a database restart or a proxy's
+    // idle cut; the pool is untouched.
+    let killed = count(
+        &db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'tessera-listen' AND datname = current_database()",
+    )
+    .await;
+    assert_eq!(killed, 2);
+    let r = a
+        .call(
+            "PATCH",
+            &format!("/users/{uid}"),
+            Auth::Bearer(&admin),
+            Some(json!({"token": "heard-two"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within_a_second(async || me(&b, Auth::Bearer("heard-one")).await.status == 401).await;
+    // Listening again: the next change is heard too.
+    within_a_second(async || {
+        count(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'tessera-listen' AND datname = current_database()",
+        )
+        .await
+            == 2
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(me(&b, Auth::Bearer("heard-two")).await.status, 200);
+    }
+    let r = a
+        .call(
+            "PATCH",
+            &format!("/users/{uid}"),
+            Auth::Bearer(&admin),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within_a_second(async || me(&b, Auth::Bearer("heard-two")).await.status == 401).await;
+}
