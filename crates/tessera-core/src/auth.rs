@@ -581,7 +581,7 @@ impl Auth {
             .ok_or(Error::InvalidCredentials)?;
         drop(flight);
         for family in opened.evicted {
-            self.family_ended(family).await;
+            self.caches.forget_family(family);
         }
         let principal = opened.user;
         // Housekeeping: its failure is logged, never the login's.
@@ -717,7 +717,7 @@ impl Auth {
         let issued = match verdict(&family, &p, now, grace) {
             Verdict::Dead => return Err(Error::InvalidCredentials),
             Verdict::Replayed => {
-                self.replayed(family_id).await;
+                self.replayed(family_id);
                 return Err(Error::InvalidCredentials);
             }
             Verdict::Inactive => {
@@ -764,12 +764,8 @@ impl Auth {
     /// After a replay was detected (and, by default, its family ended in the same
     /// transaction): forget the family and tell the operator, once a minute per family, so
     /// that replays repeated with revocation off cannot flood the log.
-    async fn replayed(&self, family: Uuid) {
-        if self.settings.revoke_on_reuse {
-            self.family_ended(family).await;
-        } else {
-            self.caches.forget_family(family);
-        }
+    fn replayed(&self, family: Uuid) {
+        self.caches.forget_family(family);
         if self.reported.contains_key(&family) {
             return;
         }
@@ -786,7 +782,7 @@ impl Auth {
     async fn end_replayed(&self, p: Presented, now: i64) -> Result<()> {
         let family_id = p.id.family;
         if !self.settings.revoke_on_reuse {
-            self.replayed(family_id).await;
+            self.replayed(family_id);
             return Ok(());
         }
         let grace = self.settings.grace_ms;
@@ -802,15 +798,9 @@ impl Auth {
             )
             .await?;
         if seen.is_some_and(|f| verdict(&f, &p, now, grace) == Verdict::Replayed) {
-            self.replayed(family_id).await;
+            self.replayed(family_id);
         }
         Ok(())
-    }
-
-    /// Forgets an ended family here and tells the other instances.
-    async fn family_ended(&self, family: Uuid) {
-        self.caches.forget_family(family);
-        crate::cache::announce(&*self.store, Change::FamilyEnded(family)).await;
     }
 
     /// Ends the session a refresh token belongs to, whichever of its tokens it is. Unknown
@@ -846,7 +836,7 @@ impl Auth {
             )
             .await?;
         if found.is_some_and(|f| ends(&f, &p)) {
-            self.family_ended(family_id).await;
+            self.caches.forget_family(family_id);
         }
         Ok(())
     }
@@ -910,22 +900,27 @@ impl Auth {
             let v = verdict(&f, &p, now, grace);
             Some((f, v))
         };
-        let cached = self
-            .caches
-            .family(family_id, async { Ok(self.store.family(family_id).await?) })
-            .await?;
-        let judged = match judge(cached) {
+        // Unless this instance is alone on the database, the family is read every time: a
+        // logout on another instance must end the session here at the very next request,
+        // which no announcement can promise (it may arrive after that request).
+        let shared = !self.store.exclusive();
+        let read = |fresh: bool| async move {
+            if shared {
+                return Ok(self.store.family(family_id).await?);
+            }
+            if fresh {
+                self.caches.sessions.invalidate(&family_id);
+            }
+            self.caches
+                .family(family_id, async { Ok(self.store.family(family_id).await?) })
+                .await
+        };
+        let judged = match judge(read(false).await?) {
             Some((f, Verdict::Live | Verdict::InGrace)) => return Ok(f),
+            found if shared => found,
             // A refusal is never taken from the cache alone: the family may have moved on
             // since it was cached (a refresh on another connection). Read it again.
-            _ => {
-                self.caches.sessions.invalidate(&family_id);
-                let fresh = self
-                    .caches
-                    .family(family_id, async { Ok(self.store.family(family_id).await?) })
-                    .await?;
-                judge(fresh)
-            }
+            _ => judge(read(true).await?),
         };
         match judged {
             Some((f, Verdict::Live | Verdict::InGrace)) => Ok(f),

@@ -163,7 +163,6 @@ pub async fn follow(mut changes: broadcast::Receiver<Change>, caches: Caches) {
     loop {
         match changes.recv().await {
             Ok(Change::Everything) | Err(RecvError::Lagged(_)) => caches.invalidate(),
-            Ok(Change::FamilyEnded(family)) => caches.forget_family(family),
             Err(RecvError::Closed) => return,
         }
     }
@@ -207,32 +206,19 @@ mod tests {
         assert!(c.users.get("u").is_some());
     }
 
-    /// Waits until the follower has taken everything sent so far.
-    async fn drained(rx_len: impl Fn() -> usize) {
-        while rx_len() > 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-
     #[tokio::test]
-    async fn what_other_instances_announce_clears_what_it_concerns() {
+    async fn what_other_instances_announce_clears_everything() {
         let c = Caches::new();
         let (tx, rx) = broadcast::channel(2);
         let follower = tokio::spawn(follow(rx, c.clone()));
-        let len = || tx.len();
-        let (kept, ended) = (Uuid::new_v4(), Uuid::new_v4());
-        c.sessions.insert(kept, None);
-        c.sessions.insert(ended, None);
+        c.sessions.insert(Uuid::new_v4(), None);
         c.users.insert("u".into(), None);
-        tx.send(Change::FamilyEnded(ended)).unwrap();
-        drained(len).await;
-        tokio::task::yield_now().await;
-        assert!(c.sessions.get(&ended).is_none());
-        assert!(c.sessions.get(&kept).is_some() && c.users.get("u").is_some());
         tx.send(Change::Everything).unwrap();
-        drained(len).await;
+        while !tx.is_empty() {
+            tokio::task::yield_now().await;
+        }
         tokio::task::yield_now().await;
-        assert!(c.sessions.get(&kept).is_none() && c.users.get("u").is_none());
+        assert_eq!(c.sessions.iter().count() + c.users.iter().count(), 0);
         drop(tx);
         follower.await.unwrap();
     }
@@ -243,21 +229,10 @@ mod tests {
         let (tx, rx) = broadcast::channel(1);
         c.users.insert("u".into(), None);
         // More than the channel holds, before the follower reads: it has missed some.
-        tx.send(Change::FamilyEnded(Uuid::new_v4())).unwrap();
-        tx.send(Change::FamilyEnded(Uuid::new_v4())).unwrap();
+        tx.send(Change::Everything).unwrap();
+        tx.send(Change::Everything).unwrap();
         drop(tx);
         follow(rx, c.clone()).await;
         assert!(c.users.get("u").is_none());
-    }
-
-    #[test]
-    fn changes_travel_as_text_and_unknown_text_means_everything() {
-        let f = Uuid::new_v4();
-        for change in [Change::Everything, Change::FamilyEnded(f)] {
-            assert_eq!(Change::decode(&change.encode()), change);
-        }
-        for odd in ["", "family", "family not-a-uuid", "role 1", "\u{0}"] {
-            assert_eq!(Change::decode(odd), Change::Everything);
-        }
     }
 }

@@ -71,6 +71,9 @@ struct Pool {
     instance: String,
     /// Hears other instances; started by the first subscriber.
     listener: std::sync::OnceLock<changes::Listener>,
+    /// Whether this instance is for certain the only one on the database (kept by the
+    /// listener; never without one).
+    alone: Arc<std::sync::atomic::AtomicBool>,
     idle: Mutex<Vec<Pooled>>,
     /// One permit per connection that may be open.
     permits: Arc<tokio::sync::Semaphore>,
@@ -216,6 +219,7 @@ impl Postgres {
                 settings,
                 instance: uuid::Uuid::new_v4().to_string(),
                 listener: std::sync::OnceLock::new(),
+                alone: Arc::default(),
                 idle: Mutex::new(idle),
                 permits: Arc::new(tokio::sync::Semaphore::new(max)),
             }),
@@ -365,6 +369,10 @@ impl Engine for Postgres {
         "pg"
     }
 
+    fn readers(&self) -> usize {
+        self.pool.settings.pool_max.max(1)
+    }
+
     fn writers(&self) -> usize {
         self.pool.settings.pool_max.max(1)
     }
@@ -386,11 +394,19 @@ impl Engine for Postgres {
         .await
     }
 
+    fn exclusive(&self) -> bool {
+        self.pool.alone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         let pool = &self.pool;
-        let listener = pool
-            .listener
-            .get_or_init(|| changes::Listener::start(pool.settings.clone(), pool.instance.clone()));
+        let listener = pool.listener.get_or_init(|| {
+            changes::Listener::start(
+                pool.settings.clone(),
+                pool.instance.clone(),
+                pool.alone.clone(),
+            )
+        });
         Some(listener.subscribe())
     }
 }

@@ -1,4 +1,5 @@
-//! Group commit: work that waits at the same moment goes to the database together. While
+//! Group commit, and its twin for reads: work that waits at the same moment goes to the
+//! database together, as one statement (live advances, session-family reads). While
 //! every slot is busy, arrivals queue, and the next free slot takes up to [`MAX_BATCH`] of
 //! them at once; a lone arrival goes out alone and at once. Each batch runs in a task of its
 //! own, so a caller that gives up strands no one whose work rode in its batch, and work whose

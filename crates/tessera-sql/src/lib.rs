@@ -175,6 +175,8 @@ pub trait Engine: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// How many writes the engine runs at once.
     fn writers(&self) -> usize;
+    /// How many reads the engine runs at once.
+    fn readers(&self) -> usize;
     /// File descriptors the engine may hold open at once.
     fn descriptors(&self) -> usize;
     /// Tells the other instances sharing the database about `change`; nothing where no other
@@ -182,6 +184,11 @@ pub trait Engine: Send + Sync + 'static {
     fn announce(&self, change: Change) -> impl Future<Output = StoreResult<()>> + Send {
         let _ = change;
         std::future::ready(Ok(()))
+    }
+    /// Whether this instance is for certain the only one using the database right now (see
+    /// [`Store::exclusive`]); an engine only one process can open always is.
+    fn exclusive(&self) -> bool {
+        true
     }
     /// What other instances announce (see [`Store::changes`]).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
@@ -194,6 +201,8 @@ pub struct SqlStore<E> {
     engine: Arc<E>,
     /// Live advances waiting together go out as one statement.
     advances: batch::Batcher<LiveAdvance, Option<Principal>>,
+    /// So do reads of session families (a session check each).
+    families: batch::Batcher<Uuid, Option<Family>>,
     /// Guarded writes of this process take turns here before they take a connection, so that
     /// those waiting for their turn (the database serialises them across instances too) hold
     /// no connection others need.
@@ -204,6 +213,7 @@ impl<E: Engine> SqlStore<E> {
     pub fn new(engine: E) -> Self {
         Self {
             advances: batch::Batcher::new(engine.writers()),
+            families: batch::Batcher::new(engine.readers()),
             engine: Arc::new(engine),
             guarded: tokio::sync::Mutex::new(()),
         }
@@ -320,7 +330,12 @@ impl<E: Engine> Store for SqlStore<E> {
     }
 
     async fn family(&self, id: Uuid) -> StoreResult<Option<Family>> {
-        self.engine.read(move |x| ops::family(x, id)).await
+        let engine = self.engine.clone();
+        let run = move |ids: Vec<Uuid>| {
+            let engine = engine.clone();
+            async move { engine.read(move |x| ops::families(x, ids)).await }
+        };
+        self.families.submit(id, run).await
     }
 
     async fn change_family(&self, id: Uuid, decide: FamilyDecision) -> StoreResult<Option<Family>> {
@@ -362,6 +377,10 @@ impl<E: Engine> Store for SqlStore<E> {
 
     async fn announce(&self, change: Change) -> StoreResult<()> {
         self.engine.announce(change).await
+    }
+
+    fn exclusive(&self) -> bool {
+        self.engine.exclusive()
     }
 
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

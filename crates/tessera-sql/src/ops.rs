@@ -548,7 +548,11 @@ pub(crate) fn open_session(
 }
 
 /// A family with its user, and the user's last access.
-fn family_row(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<(Family, Option<i64>)>> {
+/// The families named, each with its user's `last_access`.
+fn family_rows(
+    x: &mut dyn Conn,
+    ids: &[Uuid],
+) -> StoreResult<std::collections::HashMap<Uuid, (Family, Option<i64>)>> {
     const S: &str = "s";
     let mut q = Query::select();
     q.expr(tc(S, "generation"))
@@ -560,31 +564,45 @@ fn family_row(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<(Family, Option<
         .expr(tc(USERS, "status"))
         .expr(tc(S, "token_hash"))
         .expr(tc(USERS, "last_access"))
+        .expr(tc(S, "family"))
         .from_as(t(SESSIONS), t(S))
         .inner_join(t(USERS), tc(USERS, "id").equals((t(S), t("user"))))
-        .and_where(tc(S, "family").eq(id.to_string()));
-    Ok(row(x, &q)?.map(|r| {
-        let family = Family {
-            id,
-            generation: int(&r, 0)
-                .and_then(|g| u64::try_from(g).ok())
-                .unwrap_or_default(),
-            token_hash: text(&r, 7).unwrap_or_default(),
-            expires_ms: int(&r, 1).unwrap_or_default(),
-            rotated_at_ms: int(&r, 2),
-            prev_rotated_at_ms: int(&r, 3),
-            user: Principal {
-                id: uuid(&r, 4).unwrap_or_default(),
-                role: uuid(&r, 5),
-                status: text(&r, 6).unwrap_or_default(),
-            },
-        };
-        (family, int(&r, 8))
-    }))
+        .and_where(tc(S, "family").is_in(ids.iter().map(Uuid::to_string)));
+    Ok(rows(x, &q)?
+        .into_iter()
+        .filter_map(|r| {
+            let id = uuid(&r, 9)?;
+            let family = Family {
+                id,
+                generation: int(&r, 0)
+                    .and_then(|g| u64::try_from(g).ok())
+                    .unwrap_or_default(),
+                token_hash: text(&r, 7).unwrap_or_default(),
+                expires_ms: int(&r, 1).unwrap_or_default(),
+                rotated_at_ms: int(&r, 2),
+                prev_rotated_at_ms: int(&r, 3),
+                user: Principal {
+                    id: uuid(&r, 4).unwrap_or_default(),
+                    role: uuid(&r, 5),
+                    status: text(&r, 6).unwrap_or_default(),
+                },
+            };
+            Some((id, (family, int(&r, 8))))
+        })
+        .collect())
 }
 
-pub(crate) fn family(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<Family>> {
-    Ok(family_row(x, id)?.map(|(f, _)| f))
+fn family_row(x: &mut dyn Conn, id: Uuid) -> StoreResult<Option<(Family, Option<i64>)>> {
+    Ok(family_rows(x, &[id])?.remove(&id))
+}
+
+/// The families named, in order (a batch of session checks).
+pub(crate) fn families(x: &mut dyn Conn, ids: Vec<Uuid>) -> StoreResult<Vec<Option<Family>>> {
+    let found = family_rows(x, &ids)?;
+    Ok(ids
+        .iter()
+        .map(|id| found.get(id).map(|(f, _)| f.clone()))
+        .collect())
 }
 
 /// Sets what an advance to the next generation writes.

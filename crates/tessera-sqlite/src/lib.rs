@@ -342,6 +342,10 @@ impl Engine for Sqlite {
         "sqlite3"
     }
 
+    fn readers(&self) -> usize {
+        MAX_READERS
+    }
+
     fn writers(&self) -> usize {
         // One writer thread; what waits for it is committed together anyway.
         1

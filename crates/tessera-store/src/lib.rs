@@ -447,6 +447,9 @@ pub trait Store: Send + Sync + 'static {
     /// Tells every other instance sharing the database that `change` committed, so that they
     /// drop what they cached of it. Where no other instance can share the database, nothing.
     async fn announce(&self, change: Change) -> StoreResult<()>;
+    /// Whether this instance knows for certain that it is the only one using the database
+    /// right now, so that what it caches of its own writes cannot change behind its back.
+    fn exclusive(&self) -> bool;
     /// What other instances announce from now on; `None` where no other instance can share
     /// the database. After any gap in hearing them (a lost connection, a reader that fell
     /// behind), [`Change::Everything`] comes first.
@@ -458,8 +461,6 @@ pub trait Store: Send + Sync + 'static {
 pub enum Change {
     /// Anything may have changed: users, roles, policies, static tokens, settings.
     Everything,
-    /// One session family ended.
-    FamilyEnded(Uuid),
 }
 
 impl Change {
@@ -467,16 +468,7 @@ impl Change {
     pub fn encode(self) -> String {
         match self {
             Change::Everything => "*".to_owned(),
-            Change::FamilyEnded(f) => format!("family {f}"),
         }
-    }
-
-    /// Reads what [`Change::encode`] wrote; anything else means [`Change::Everything`], the
-    /// safe reading of a message this version does not know.
-    pub fn decode(s: &str) -> Change {
-        s.strip_prefix("family ")
-            .and_then(|f| Uuid::parse_str(f).ok())
-            .map_or(Change::Everything, Change::FamilyEnded)
     }
 }
 

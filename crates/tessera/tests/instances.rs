@@ -16,11 +16,24 @@ const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 const EMAIL: &str = "admin@example.com";
 const PASSWORD: &str = "Admin-Password-1";
 
+/// Something that answers HTTP: an instance, or nginx in front of them.
+struct Endpoint {
+    url: String,
+    http: reqwest::Client,
+}
+
 /// A `tessera serve` child process; killed when dropped.
 struct Instance {
-    url: String,
+    endpoint: Endpoint,
     child: Child,
-    http: reqwest::Client,
+}
+
+impl std::ops::Deref for Instance {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Drop for Instance {
@@ -52,6 +65,7 @@ impl Instance {
             .env("HASH_TIME_COST", "1")
             .env("HASH_PARALLELISM", "1")
             .env("LOG_LEVEL", "warn")
+            .env("IP_TRUST_PROXY", "true")
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .stdout(Stdio::piped())
@@ -68,15 +82,42 @@ impl Instance {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         Self {
-            url,
+            endpoint: Endpoint::new(url),
             child,
+        }
+    }
+
+    /// `host:port`.
+    fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Endpoint {
+    fn new(url: String) -> Self {
+        Self {
+            url,
             http: reqwest::Client::new(),
         }
     }
 
     async fn call(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Reply {
+        self.call_with(method, path, auth, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         match auth {
             Auth::None => {}
             Auth::Bearer(t) => req = req.bearer_auth(t),
@@ -474,4 +515,192 @@ async fn an_instance_that_lost_its_listening_connection_hears_again() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     within_a_second(async || me(&b, Auth::Bearer("heard-two")).await.status == 401).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_was_alone_honours_one_that_joins_at_once() {
+    let started = tokio::task::spawn_blocking(|| {
+        let db = Scratch::or_skip("two instances: a late joiner")?;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Instance::start(&db, dir.path());
+        Some((db, dir, a))
+    })
+    .await
+    .unwrap();
+    let Some((db, dir, a)) = started else { return };
+    // Alone, A keeps the session in its cache.
+    let r = a.login(EMAIL, PASSWORD, "session").await;
+    let cookie = r.cookie.expect("a session cookie");
+    for _ in 0..3 {
+        let r = a
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // B joins; once it serves, A no longer trusts its cache of what B may change.
+    let path = dir.path().to_owned();
+    let (b, db) = tokio::task::spawn_blocking(move || (Instance::start(&db, &path), db))
+        .await
+        .unwrap();
+    let r = b
+        .call(
+            "POST",
+            "/auth/logout",
+            Auth::Cookie(&cookie),
+            Some(json!({"mode": "session"})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = a
+        .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    drop((a, b, db));
+}
+
+/// nginx from Debian's package (`scripts/nginx` installs it), or why not.
+fn nginx() -> Option<std::path::PathBuf> {
+    let found = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        let why = "nginx is not installed (scripts/nginx installs it)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("\n*** SKIPPED nginx in front of two instances: {why} ***\n");
+    }
+    found
+}
+
+/// The server block of `docs/deploy.md`, with its example ports replaced.
+fn deploy_guide_server_block(a: &str, b: &str, listen: &str) -> String {
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/deploy.md");
+    let guide = std::fs::read_to_string(guide).unwrap();
+    let block = guide
+        .split_once("```nginx\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("an nginx block in docs/deploy.md");
+    for example in ["127.0.0.1:8055", "127.0.0.1:8056", "127.0.0.1:8080"] {
+        assert!(block.contains(example), "the guide's block names {example}");
+    }
+    block
+        .replace("127.0.0.1:8055", a)
+        .replace("127.0.0.1:8056", b)
+        .replace("127.0.0.1:8080", listen)
+}
+
+/// nginx in the foreground, one process; killed when dropped.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_from_the_deploy_guide_in_front_of_two_instances() {
+    let Some(bin) = nginx() else { return };
+    let Some((db, dir, a, b)) = two_instances("nginx in front of two instances").await else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = deploy_guide_server_block(a.address(), b.address(), &listen);
+    let d = dir.path().display();
+    // Everything nginx writes stays in the test's directory; the access log names the
+    // instance that answered each request.
+    let conf = format!(
+        "master_process off;\nerror_log {d}/nginx-error.log;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+           log_format upstreams '$upstream_addr $status';\n\
+           access_log {d}/nginx-access.log upstreams;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           {server}\n\
+         }}\n"
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let _nginx = Nginx(
+        Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-g")
+            .arg("daemon off;")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let front = Endpoint::new(format!("http://{listen}"));
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A session cookie through the balancer, from a client that lies about its address.
+    let login = json!({"email": EMAIL, "password": PASSWORD, "mode": "session"});
+    let lie = [("X-Forwarded-For", "6.6.6.6")];
+    let r = front
+        .call_with("POST", "/auth/login", Auth::None, Some(login), &lie)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = r.cookie.expect("a session cookie");
+    for _ in 0..6 {
+        let r = front
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // The session records the client nginx saw, not the address the client claimed.
+    let lied = "SELECT count(*) FROM directus_sessions WHERE ip = '6.6.6.6'";
+    assert_eq!(count(&db, lied).await, 0);
+    let seen = "SELECT count(*) FROM directus_sessions WHERE ip = '127.0.0.1'";
+    assert_eq!(count(&db, seen).await, 1);
+    // A chain of refreshes, each answered by whichever instance nginx picks.
+    let r = front.login(EMAIL, PASSWORD, "json").await;
+    let mut token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..6 {
+        let body = json!({"refresh_token": token});
+        let r = front
+            .call("POST", "/auth/refresh", Auth::None, Some(body))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
+    }
+    // Logout through one instance ends the cookie on both.
+    let r = front
+        .call(
+            "POST",
+            "/auth/logout",
+            Auth::Cookie(&cookie),
+            Some(json!({"mode": "session"})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    for _ in 0..4 {
+        let r = front
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let log = std::fs::read_to_string(dir.path().join("nginx-access.log")).unwrap();
+    for instance in [a.address(), b.address()] {
+        assert!(
+            log.contains(instance),
+            "{instance} answered nothing:\n{log}"
+        );
+    }
 }
