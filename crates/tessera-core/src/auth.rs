@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::jwt::{AccessClaims, ISSUER, JwtKeys, is_directus_jwt};
 use crate::password::Passwords;
 use crate::probe::{NoProbe, Point, Probe};
+use crate::tally::Cached;
 use crate::tokens::{RefreshId, digest, read_refresh_token, refresh_token};
 use crate::validate::{is_email, optional_string, required_string};
 
@@ -477,6 +478,7 @@ impl Auth {
         if !matches!(out, Err(Error::ServiceUnavailable { .. })) {
             tokio::time::sleep_until(started + self.settings.login_stall).await;
         }
+        self.caches.tally.login(&out);
         out
     }
 
@@ -659,6 +661,18 @@ impl Auth {
         meta: ClientMeta,
         ip: Option<IpAddr>,
     ) -> Result<Issued> {
+        let out = self.refresh_counted(mode, token, meta, ip).await;
+        self.caches.tally.refresh(&out);
+        out
+    }
+
+    async fn refresh_counted(
+        &self,
+        mode: AuthMode,
+        token: &str,
+        meta: ClientMeta,
+        ip: Option<IpAddr>,
+    ) -> Result<Issued> {
         let started = tokio::time::Instant::now();
         let p = Presented::read(&self.secret, token).ok_or(Error::InvalidCredentials)?;
         let family_id = p.id.family;
@@ -766,6 +780,7 @@ impl Auth {
     /// that replays repeated with revocation off cannot flood the log.
     fn replayed(&self, family: Uuid) {
         self.caches.forget_family(family);
+        self.caches.tally.replay();
         if self.reported.contains_key(&family) {
             return;
         }
@@ -851,7 +866,7 @@ impl Auth {
 
     async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> Result<Arc<AccessTree>> {
         self.caches
-            .get_or_load(&self.caches.access, (role, user), async {
+            .get_or_load(Cached::Access, &self.caches.access, (role, user), async {
                 Ok(Arc::new(
                     crate::access::tree(&*self.store, role, user).await?,
                 ))
@@ -968,9 +983,12 @@ impl Auth {
         let key = digest(token);
         let principal = self
             .caches
-            .get_or_load(&self.caches.static_tokens, key.clone(), async {
-                Ok(self.store.principal_by_token(&key).await?)
-            })
+            .get_or_load(
+                Cached::StaticTokens,
+                &self.caches.static_tokens,
+                key.clone(),
+                async { Ok(self.store.principal_by_token(&key).await?) },
+            )
             .await?;
         match principal {
             Some(p) if p.is_active() => self.accountability(Some(p.id), p.role, None, ip).await,

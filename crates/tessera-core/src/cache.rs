@@ -20,10 +20,13 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::jwt::VerifiedToken;
 use crate::query::Fields;
+use crate::tally::{Cached, Tally};
 
 /// The caches, shared by the auth and item services.
 #[derive(Clone)]
 pub struct Caches {
+    /// Counts of lookups (and of what the auth service did), for operators.
+    pub(crate) tally: Arc<Tally>,
     generation: Arc<AtomicU64>,
     /// Moved by every write to one session family, so that such writes (a refresh each) do
     /// not keep the other caches from filling.
@@ -58,6 +61,7 @@ impl Caches {
         let short = Duration::from_secs(2);
         let ttl = Duration::from_secs(5);
         Self {
+            tally: Arc::default(),
             generation: Arc::new(AtomicU64::new(0)),
             family_generation: Arc::new(AtomicU64::new(0)),
             static_tokens: cache(ttl),
@@ -96,8 +100,19 @@ impl Caches {
         id: Uuid,
         load: impl Future<Output = Result<Option<Family>>>,
     ) -> Result<Option<Family>> {
-        self.load(&self.sessions, Some(&self.family_generation), id, load)
-            .await
+        self.load(
+            Cached::Sessions,
+            &self.sessions,
+            Some(&self.family_generation),
+            id,
+            load,
+        )
+        .await
+    }
+
+    /// What the services sharing these caches counted.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// Forgets one user's record (after a login or refresh moved its `last_access`).
@@ -108,6 +123,7 @@ impl Caches {
     /// The cached value for `key`, or `load`'s, cached unless an invalidation ran meanwhile.
     pub(crate) async fn get_or_load<K, V>(
         &self,
+        which: Cached,
         cache: &Cache<K, V>,
         key: K,
         load: impl Future<Output = Result<V>>,
@@ -116,11 +132,12 @@ impl Caches {
         K: Hash + Eq + Send + Sync + Clone + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        self.load(cache, None, key, load).await
+        self.load(which, cache, None, key, load).await
     }
 
     async fn load<K, V>(
         &self,
+        which: Cached,
         cache: &Cache<K, V>,
         local: Option<&AtomicU64>,
         key: K,
@@ -130,7 +147,9 @@ impl Caches {
         K: Hash + Eq + Send + Sync + Clone + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        if let Some(v) = cache.get(&key) {
+        let found = cache.get(&key);
+        self.tally.lookup(which, found.is_some());
+        if let Some(v) = found {
             return Ok(v);
         }
         let stamp = || {
@@ -162,7 +181,10 @@ pub(crate) async fn announce(store: &dyn Store, change: Change) {
 pub async fn follow(mut changes: broadcast::Receiver<Change>, caches: Caches) {
     loop {
         match changes.recv().await {
-            Ok(Change::Everything) | Err(RecvError::Lagged(_)) => caches.invalidate(),
+            Ok(Change::Everything) | Err(RecvError::Lagged(_)) => {
+                caches.tally.heard();
+                caches.invalidate();
+            }
             Err(RecvError::Closed) => return,
         }
     }
@@ -192,7 +214,7 @@ mod tests {
     async fn a_load_racing_an_invalidation_is_not_kept() {
         let c = Caches::new();
         let v = c
-            .get_or_load(&c.users, "u".to_owned(), async {
+            .get_or_load(Cached::Users, &c.users, "u".to_owned(), async {
                 c.invalidate();
                 Ok(None)
             })
@@ -200,7 +222,7 @@ mod tests {
             .unwrap();
         assert!(v.is_none());
         assert!(c.users.get("u").is_none());
-        c.get_or_load(&c.users, "u".to_owned(), async { Ok(None) })
+        c.get_or_load(Cached::Users, &c.users, "u".to_owned(), async { Ok(None) })
             .await
             .unwrap();
         assert!(c.users.get("u").is_some());

@@ -20,6 +20,7 @@ use crate::clock::iso8601;
 use crate::error::{Error, Result, Violation};
 use crate::password::Passwords;
 use crate::query::{Fields, ReadQuery, and};
+use crate::tally::Cached;
 use crate::tokens::digest;
 use crate::validate::is_email;
 
@@ -189,7 +190,7 @@ impl Items {
                         );
                         let values = self
                             .caches
-                            .get_or_load(&self.caches.aliases, key, async {
+                            .get_or_load(Cached::Aliases, &self.caches.aliases, key, async {
                                 Ok(Arc::new(self.store.alias_values(alias, id).await?))
                             })
                             .await?;
@@ -341,11 +342,11 @@ impl Items {
         let key = (user, fields.clone(), allowed.is_some());
         let answer = self
             .caches
-            .get_or_load(&self.caches.me, key, async {
+            .get_or_load(Cached::Me, &self.caches.me, key, async {
                 let id = user.to_string();
                 let rec = self
                     .caches
-                    .get_or_load(&self.caches.users, id.clone(), async {
+                    .get_or_load(Cached::Users, &self.caches.users, id.clone(), async {
                         Ok(self.fetch(&USERS, &id, None).await?.map(Arc::new))
                     })
                     .await?;

@@ -13,6 +13,7 @@ pub mod operator;
 pub mod password;
 pub mod probe;
 pub mod query;
+pub mod tally;
 pub mod tokens;
 pub mod validate;
 

@@ -373,6 +373,11 @@ impl Engine for Postgres {
         self.pool.settings.pool_max.max(1)
     }
 
+    fn pool_use(&self) -> (usize, usize) {
+        let max = self.pool.settings.pool_max.max(1);
+        (max - self.pool.permits.available_permits().min(max), max)
+    }
+
     fn writers(&self) -> usize {
         self.pool.settings.pool_max.max(1)
     }

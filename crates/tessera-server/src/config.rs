@@ -111,6 +111,11 @@ pub struct Config {
     pub ip_trust_proxy: bool,
     pub ip_custom_header: Option<String>,
     pub healthcheck_enabled: bool,
+    /// `METRICS_ENABLED`: whether `/server/metrics` exists.
+    pub metrics_enabled: bool,
+    /// `METRICS_TOKENS`: tokens that may read the metrics with `Authorization: Metrics <token>`
+    /// (admins always may).
+    pub metrics_tokens: Vec<String>,
     pub log_level: String,
 }
 
@@ -435,6 +440,17 @@ impl Config {
             ip_trust_proxy: v.boolean("IP_TRUST_PROXY", false)?,
             ip_custom_header,
             healthcheck_enabled: v.boolean("HEALTHCHECK_ENABLED", true)?,
+            metrics_enabled: v.boolean("METRICS_ENABLED", false)?,
+            metrics_tokens: v
+                .string("METRICS_TOKENS")
+                .map(|csv| {
+                    csv.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             log_level: v.string("LOG_LEVEL").unwrap_or_else(|| "info".into()),
         })
     }

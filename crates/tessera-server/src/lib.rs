@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 mod listen;
+mod metrics;
 mod routes;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ use crate::http::{client_ip, extract_token, set_cookie};
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    pub metrics: Arc<metrics::Metrics>,
     pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
     pub items: Arc<Items>,
@@ -195,6 +197,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
     Ok(Started {
         state: AppState {
             config: Arc::new(config),
+            metrics: Arc::default(),
             store,
             auth: Arc::new(auth),
             items: Arc::new(items),
@@ -289,7 +292,7 @@ async fn powered_by(mut res: Response) -> Response {
 pub fn router(state: AppState) -> Router {
     use axum::routing::post;
     use routes::{auth, items, server};
-    Router::new()
+    let router = Router::new()
         .route("/auth", get(auth::providers))
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
@@ -316,11 +319,16 @@ pub fn router(state: AppState) -> Router {
             "/settings",
             get(items::settings).patch(items::update_settings),
         )
+        .route("/server/metrics", get(metrics::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
-        .layer(from_fn_with_state(state.clone(), authenticate))
-        .layer(map_response(powered_by))
-        .with_state(state)
+        .layer(from_fn_with_state(state.clone(), authenticate));
+    let router = if state.config.metrics_enabled {
+        router.layer(from_fn_with_state(state.clone(), metrics::measure))
+    } else {
+        router
+    };
+    router.layer(map_response(powered_by)).with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests. Expired sessions are

@@ -179,6 +179,8 @@ pub trait Engine: Send + Sync + 'static {
     fn readers(&self) -> usize;
     /// File descriptors the engine may hold open at once.
     fn descriptors(&self) -> usize;
+    /// Connections in use now, and how many may be in use at once.
+    fn pool_use(&self) -> (usize, usize);
     /// Tells the other instances sharing the database about `change`; nothing where no other
     /// instance can share it.
     fn announce(&self, change: Change) -> impl Future<Output = StoreResult<()>> + Send {
@@ -373,6 +375,10 @@ impl<E: Engine> Store for SqlStore<E> {
 
     fn descriptors(&self) -> usize {
         self.engine.descriptors()
+    }
+
+    fn pool_use(&self) -> (usize, usize) {
+        self.engine.pool_use()
     }
 
     async fn announce(&self, change: Change) -> StoreResult<()> {

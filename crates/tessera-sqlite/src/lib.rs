@@ -346,6 +346,12 @@ impl Engine for Sqlite {
         MAX_READERS
     }
 
+    fn pool_use(&self) -> (usize, usize) {
+        // The readers; the writer thread is always there.
+        let free = self.inner.reading.available_permits().min(MAX_READERS);
+        (MAX_READERS - free, MAX_READERS)
+    }
+
     fn writers(&self) -> usize {
         // One writer thread; what waits for it is committed together anyway.
         1

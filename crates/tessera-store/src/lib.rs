@@ -443,6 +443,8 @@ pub trait Store: Send + Sync + 'static {
     fn engine(&self) -> &'static str;
     /// File descriptors the store may hold open at once (connections, files).
     fn descriptors(&self) -> usize;
+    /// Connections in use now, and how many may be in use at once (for metrics).
+    fn pool_use(&self) -> (usize, usize);
 
     /// Tells every other instance sharing the database that `change` committed, so that they
     /// drop what they cached of it. Where no other instance can share the database, nothing.

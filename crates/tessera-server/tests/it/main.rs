@@ -9,6 +9,7 @@ mod lifecycle;
 mod limits;
 mod login;
 mod logout;
+mod metrics;
 mod refresh;
 mod server_routes;
 mod tokens;
