@@ -321,6 +321,10 @@ end
 struct EngineLoads {
     /// `Authorization: Bearer <access token>` of an admin login.
     bearer: String,
+    /// `Cookie: <session cookie>` of an admin login in session mode.
+    cookie: String,
+    /// The user whose refresh tokens the refresh load spends.
+    refresh_user: String,
     me_jwt: Load,
     me_static: Load,
     me_session: Load,
@@ -358,7 +362,7 @@ async fn engine_loads(
     let static_bearer = format!("Authorization: Bearer {STATIC_TOKEN}");
     let me_static = wrk(&me, 2, 50, secs, &[static_bearer], None)?;
     let cookie = format!("Cookie: {session_cookie}");
-    let me_session = wrk(&me, 2, 50, secs, &[cookie], None)?;
+    let me_session = wrk(&me, 2, 50, secs, std::slice::from_ref(&cookie), None)?;
 
     eprintln!("tessera: refresh…");
     let user: Value = http
@@ -369,9 +373,12 @@ async fn engine_loads(
         .await?
         .json()
         .await?;
-    let user_id = user["data"]["id"].as_str().context("no user id")?;
+    let user_id = user["data"]["id"]
+        .as_str()
+        .context("no user id")?
+        .to_owned();
     let tokens = work.join("tokens.txt");
-    std::fs::write(&tokens, prepare(user_id, token_count)?.join("\n"))?;
+    std::fs::write(&tokens, prepare(&user_id, token_count)?.join("\n"))?;
     let refresh_script = work.join("refresh.lua");
     std::fs::write(&refresh_script, REFRESH_LUA)?;
     let refresh = wrk(
@@ -387,6 +394,8 @@ async fn engine_loads(
     )?;
     Ok(EngineLoads {
         bearer,
+        cookie,
+        refresh_user: user_id,
         me_jwt,
         me_static,
         me_session,
@@ -394,14 +403,90 @@ async fn engine_loads(
     })
 }
 
+/// The same loads through two instances on one database, at once: one wrk per instance, each
+/// with half the connections (and half the refresh tokens); figures summed (p50 and p99: the
+/// worse of the two).
+struct PairLoads {
+    me_jwt: Load,
+    me_session: Load,
+    refresh: Load,
+}
+
+/// Runs `load` against both instances at once and sums what they did.
+fn both(a: &Server, b: &Server, load: impl Fn(&str, usize) -> Result<Load> + Sync) -> Result<Load> {
+    let (x, y) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| load(&a.url, 0));
+        let y = scope.spawn(|| load(&b.url, 1));
+        (x.join(), y.join())
+    });
+    let (x, y) = (
+        x.map_err(|_| anyhow::anyhow!("wrk thread panicked"))??,
+        y.map_err(|_| anyhow::anyhow!("wrk thread panicked"))??,
+    );
+    Ok(Load {
+        rps: x.rps + y.rps,
+        p50_ms: x.p50_ms.max(y.p50_ms),
+        p99_ms: x.p99_ms.max(y.p99_ms),
+        errors: x.errors + y.errors,
+    })
+}
+
+fn pair_loads(
+    a: &Server,
+    b: &Server,
+    work: &Path,
+    secs: u64,
+    single: &EngineLoads,
+    tokens: Vec<String>,
+) -> Result<PairLoads> {
+    eprintln!("tessera, two instances: /users/me…");
+    let me = |header: &String| {
+        both(a, b, |url, _| {
+            wrk(
+                &format!("{url}/users/me"),
+                1,
+                25,
+                secs,
+                std::slice::from_ref(header),
+                None,
+            )
+        })
+    };
+    let me_jwt = me(&single.bearer)?;
+    let me_session = me(&single.cookie)?;
+    eprintln!("tessera, two instances: refresh…");
+    let script = work.join("refresh.lua");
+    let halves: Vec<std::path::PathBuf> = (0..2)
+        .map(|half| {
+            let path = work.join(format!("tokens-{half}.txt"));
+            let mine: Vec<&str> = tokens
+                .iter()
+                .skip(half)
+                .step_by(2)
+                .map(String::as_str)
+                .collect();
+            std::fs::write(&path, mine.join("\n")).map(|()| path)
+        })
+        .collect::<std::io::Result<_>>()?;
+    let refresh = both(a, b, |url, half| {
+        let args = ["1".to_string(), halves[half].display().to_string()];
+        wrk(url, 1, 25, secs, &[], Some((&script, &args)))
+    })?;
+    Ok(PairLoads {
+        me_jwt,
+        me_session,
+        refresh,
+    })
+}
+
 /// Tessera on a scratch PostgreSQL database: the same loads as on SQLite, and the raw update
-/// rate of the same server.
+/// rate of the same server; then the same loads through two instances on that database.
 async fn postgres_loads(
     http: &reqwest::Client,
     tessera: &Path,
     work: &Path,
     secs: u64,
-) -> Result<(f64, EngineLoads)> {
+) -> Result<(f64, EngineLoads, PairLoads)> {
     let db = tokio::task::spawn_blocking(tessera_postgres::scratch::Scratch::create)
         .await?
         .map_err(anyhow::Error::msg)?;
@@ -428,8 +513,20 @@ async fn postgres_loads(
         })
     })
     .await;
+    let loads = loads?;
+    let second = Server::spawn(tessera, &["serve"], &env, work)?;
+    let user = loads.refresh_user.clone();
+    let tokens = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            postgres::prepare_refresh_tokens(&db, SECRET, &user, token_count)
+        })
+        .await??
+    };
+    let pair = pair_loads(&t, &second, work, secs, &loads, tokens);
+    second.stop();
     t.stop();
-    Ok((raw, loads?))
+    Ok((raw, loads, pair?))
 }
 
 struct Row {
@@ -505,15 +602,20 @@ async fn main() -> Result<()> {
 
     if std::env::var("BENCH_ONLY").as_deref() == Ok("postgres") {
         // A quick look at the PostgreSQL column alone, while working on it.
-        let (raw, pg) = postgres_loads(&http, &bin.join("tessera"), work.path(), secs).await?;
+        let (raw, pg, pair) =
+            postgres_loads(&http, &bin.join("tessera"), work.path(), secs).await?;
         println!(
             "PostgreSQL: raw update {raw:.0}/s; /users/me JWT {:.0}/s, static {:.0}/s, \
-             session {:.0}/s; refresh {:.0}/s ({:.0}% of raw)",
+             session {:.0}/s; refresh {:.0}/s ({:.0}% of raw); two instances: /users/me JWT \
+             {:.0}/s, session {:.0}/s, refresh {:.0}/s",
             pg.me_jwt.rps,
             pg.me_static.rps,
             pg.me_session.rps,
             pg.refresh.rps,
-            100.0 * pg.refresh.rps / raw
+            100.0 * pg.refresh.rps / raw,
+            pair.me_jwt.rps,
+            pair.me_session.rps,
+            pair.refresh.rps,
         );
         return Ok(());
     }
@@ -670,7 +772,7 @@ async fn main() -> Result<()> {
         .value
         .push_str(&format!(" + {:.1} logins/s", storm_login.rps));
     rows.push(storm_row);
-    let (pg_raw, pg) = pg;
+    let (pg_raw, pg, pair) = pg;
     for (scenario, on_pg, on_sqlite) in [
         ("PostgreSQL: GET /users/me, JWT", pg.me_jwt, me_jwt),
         (
@@ -699,6 +801,33 @@ async fn main() -> Result<()> {
         "≥ 70%",
         0.7,
     ));
+    for (scenario, two, one) in [
+        (
+            "PostgreSQL, two instances: GET /users/me, JWT",
+            pair.me_jwt,
+            pg.me_jwt,
+        ),
+        (
+            "PostgreSQL, two instances: GET /users/me, session cookie",
+            pair.me_session,
+            pg.me_session,
+        ),
+        (
+            "PostgreSQL, two instances: POST /auth/refresh",
+            pair.refresh,
+            pg.refresh,
+        ),
+    ] {
+        let mut row = rps_row(
+            scenario,
+            two,
+            Some((two.rps / one.rps, "one instance")),
+            "—",
+            0.0,
+        );
+        row.met = None;
+        rows.push(row);
+    }
     rows.push(Row {
         scenario: "RSS idle / peak",
         value: format!(
