@@ -583,7 +583,7 @@ impl Auth {
             .ok_or(Error::InvalidCredentials)?;
         drop(flight);
         for family in opened.evicted {
-            self.caches.forget_family(family);
+            self.family_ended(family).await;
         }
         let principal = opened.user;
         // Housekeeping: its failure is logged, never the login's.
@@ -731,7 +731,7 @@ impl Auth {
         let issued = match verdict(&family, &p, now, grace) {
             Verdict::Dead => return Err(Error::InvalidCredentials),
             Verdict::Replayed => {
-                self.replayed(family_id);
+                self.replayed(family_id).await;
                 return Err(Error::InvalidCredentials);
             }
             Verdict::Inactive => {
@@ -778,8 +778,12 @@ impl Auth {
     /// After a replay was detected (and, by default, its family ended in the same
     /// transaction): forget the family and tell the operator, once a minute per family, so
     /// that replays repeated with revocation off cannot flood the log.
-    fn replayed(&self, family: Uuid) {
-        self.caches.forget_family(family);
+    async fn replayed(&self, family: Uuid) {
+        if self.settings.revoke_on_reuse {
+            self.family_ended(family).await;
+        } else {
+            self.caches.forget_family(family);
+        }
         self.caches.tally.replay();
         if self.reported.contains_key(&family) {
             return;
@@ -797,7 +801,7 @@ impl Auth {
     async fn end_replayed(&self, p: Presented, now: i64) -> Result<()> {
         let family_id = p.id.family;
         if !self.settings.revoke_on_reuse {
-            self.replayed(family_id);
+            self.replayed(family_id).await;
             return Ok(());
         }
         let grace = self.settings.grace_ms;
@@ -813,9 +817,16 @@ impl Auth {
             )
             .await?;
         if seen.is_some_and(|f| verdict(&f, &p, now, grace) == Verdict::Replayed) {
-            self.replayed(family_id);
+            self.replayed(family_id).await;
         }
         Ok(())
+    }
+
+    /// Forgets an ended family here and tells the other instances (an instance that counts
+    /// itself alone may have cached it).
+    async fn family_ended(&self, family: Uuid) {
+        self.caches.forget_family(family);
+        crate::cache::announce(&*self.store, Change::FamilyEnded(family)).await;
     }
 
     /// Ends the session a refresh token belongs to, whichever of its tokens it is. Unknown
@@ -851,7 +862,7 @@ impl Auth {
             )
             .await?;
         if found.is_some_and(|f| ends(&f, &p)) {
-            self.caches.forget_family(family_id);
+            self.family_ended(family_id).await;
         }
         Ok(())
     }

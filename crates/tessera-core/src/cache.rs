@@ -181,9 +181,13 @@ pub(crate) async fn announce(store: &dyn Store, change: Change) {
 pub async fn follow(mut changes: broadcast::Receiver<Change>, caches: Caches) {
     loop {
         match changes.recv().await {
-            Ok(Change::Everything) | Err(RecvError::Lagged(_)) => {
+            Ok(Change::Everything | Change::Listening) | Err(RecvError::Lagged(_)) => {
                 caches.tally.heard();
                 caches.invalidate();
+            }
+            Ok(Change::FamilyEnded(family)) => {
+                caches.tally.heard();
+                caches.forget_family(family);
             }
             Err(RecvError::Closed) => return,
         }
@@ -243,6 +247,30 @@ mod tests {
         assert_eq!(c.sessions.iter().count() + c.users.iter().count(), 0);
         drop(tx);
         follower.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_ended_family_is_forgotten_alone() {
+        let c = Caches::new();
+        let (tx, rx) = broadcast::channel(2);
+        let (kept, ended) = (Uuid::new_v4(), Uuid::new_v4());
+        c.sessions.insert(kept, None);
+        c.sessions.insert(ended, None);
+        tx.send(Change::FamilyEnded(ended)).unwrap();
+        drop(tx);
+        follow(rx, c.clone()).await;
+        assert!(c.sessions.get(&ended).is_none() && c.sessions.get(&kept).is_some());
+    }
+
+    #[test]
+    fn changes_travel_as_text_and_unknown_text_means_everything() {
+        let f = Uuid::new_v4();
+        for change in [Change::Everything, Change::FamilyEnded(f)] {
+            assert_eq!(Change::decode(&change.encode()), change);
+        }
+        for odd in ["", "family", "family not-a-uuid", "role 1", "\u{0}"] {
+            assert_eq!(Change::decode(odd), Change::Everything);
+        }
     }
 
     #[tokio::test]

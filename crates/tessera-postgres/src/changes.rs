@@ -7,17 +7,19 @@
 //! own (the driver is synchronous), and reconnects after a loss.
 //!
 //! - `<id> *`: a write committed; everything cached may be stale ([`Change::Everything`]).
+//! - `<id> family <uuid>`: a session family ended ([`Change::FamilyEnded`]).
 //! - `<id> join`: a new instance is about to serve. Whoever hears it stops counting itself
-//!   alone, drops its caches, and answers `<id> ack <joiner>`. The joiner serves once every
-//!   instance listening when it joined has answered (or after [`JOIN_WAIT`]).
+//!   alone, drops its caches, and answers `<id> ack <joiner> <pid>` with the backend pid of its
+//!   listening connection. The joiner serves once every listening connection it counted when
+//!   it joined has answered (or after [`JOIN_WAIT`]).
 //!
 //! An instance is alone only while it listens, found no other listener when it started
-//! listening, and has heard no join since. Alone, the caches of what only it can change (session
-//! families) are exact; otherwise the core reads them every time. A lost connection ends being
-//! alone and clears everything, and so does listening again, since announcements may have been
-//! missed meanwhile. The first [`Change::Everything`] also tells the server that this instance
-//! now hears the others. A silent connection is noticed within the keepalive and TCP user
-//! timeouts, by a ping after every quiet second.
+//! listening, and has heard no other instance since (any message from another instance ends
+//! it). Alone, the caches of what only it can change (session families) are exact; otherwise
+//! the core reads them every time. A lost connection ends being alone and clears everything.
+//! [`Change::Listening`] goes out once listening (and joining) is done, each time: the server
+//! serves only after the first. A silent connection is noticed within the keepalive and TCP
+//! user timeouts, by a ping after every quiet second.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -88,18 +90,24 @@ impl Listener {
 
 /// One message heard from another instance.
 enum Heard<'a> {
-    Changed,
+    Changed(Change),
     Joined(&'a str),
-    Answered { joiner: &'a str, by: &'a str },
+    Answered { joiner: &'a str, pid: Option<i32> },
 }
 
 fn read(payload: &str) -> (&str, Heard<'_>) {
     let (from, body) = payload.split_once(' ').unwrap_or((payload, ""));
     let heard = match body.split_once(' ') {
         _ if body == "join" => Heard::Joined(from),
-        Some(("ack", joiner)) => Heard::Answered { joiner, by: from },
-        // `*`, or a message of a newer version: the safe reading is that anything changed.
-        _ => Heard::Changed,
+        Some(("ack", rest)) => {
+            let (joiner, pid) = rest.split_once(' ').unwrap_or((rest, ""));
+            Heard::Answered {
+                joiner,
+                pid: pid.parse().ok(),
+            }
+        }
+        // `*`, `family <uuid>`, or a message of a newer version (read as "anything changed").
+        _ => Heard::Changed(Change::decode(body)),
     };
     (from, heard)
 }
@@ -149,74 +157,90 @@ impl Me {
     /// Listens on one connection until it fails or the engine stops.
     fn session(&self, c: &mut Client) -> Result<(), postgres::Error> {
         c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+        let me: i32 = c.query_one("SELECT pg_backend_pid()", &[])?.get(0);
         // Whoever listens from here on hears this instance's join; whoever listened before is
         // counted now, and must answer it.
-        let others: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+        let others: HashSet<i32> = c
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
                  AND datname = current_database() AND pid <> pg_backend_pid()",
                 &[&APPLICATION],
             )?
-            .get(0);
-        if others > 0 {
-            self.join(c, usize::try_from(others).unwrap_or(usize::MAX))?;
-        } else {
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if others.is_empty() {
             self.alone.store(true, Ordering::SeqCst);
+        } else {
+            self.join(c, me, others)?;
         }
-        // Whatever was cached before now may be stale; this also says "listening".
-        let _ = self.tx.send(Change::Everything);
+        let _ = self.tx.send(Change::Listening);
         loop {
             if self.stopped() {
                 return Ok(());
             }
             let next = c.notifications().timeout_iter(QUIET).next()?;
             match next {
-                Some(n) => self.heard(c, n.payload())?,
+                Some(n) => self.heard(c, me, n.payload())?,
                 None => drop(c.simple_query("")?),
             }
         }
     }
 
-    /// Tells the others this instance is about to serve, and waits for `others` answers.
-    fn join(&self, c: &mut Client, others: usize) -> Result<(), postgres::Error> {
+    /// Tells the others this instance is about to serve, and waits until every listening
+    /// connection in `others` has answered.
+    fn join(
+        &self,
+        c: &mut Client,
+        me: i32,
+        mut others: HashSet<i32>,
+    ) -> Result<(), postgres::Error> {
         self.alone.store(false, Ordering::SeqCst);
         notify(c, &format!("{} join", self.id))?;
         let until = Instant::now() + JOIN_WAIT;
-        let mut answered = HashSet::new();
-        while answered.len() < others {
+        while !others.is_empty() {
             let Some(left) = until.checked_duration_since(Instant::now()) else {
                 tracing::warn!(
-                    answered = answered.len(),
-                    others,
+                    unanswered = others.len(),
                     "not every instance answered this one's join; serving anyway"
                 );
                 return Ok(());
             };
             let next = c.notifications().timeout_iter(left).next()?;
             let Some(n) = next else { continue };
-            if let (_, Heard::Answered { joiner, by }) = read(n.payload())
+            if let (
+                _,
+                Heard::Answered {
+                    joiner,
+                    pid: Some(pid),
+                },
+            ) = read(n.payload())
                 && joiner == self.id
             {
-                answered.insert(by.to_owned());
+                others.remove(&pid);
             } else {
-                self.heard(c, n.payload())?;
+                self.heard(c, me, n.payload())?;
             }
         }
         Ok(())
     }
 
-    fn heard(&self, c: &mut Client, payload: &str) -> Result<(), postgres::Error> {
+    /// Acts on one message; `me` is this listening connection's backend pid.
+    fn heard(&self, c: &mut Client, me: i32, payload: &str) -> Result<(), postgres::Error> {
         let (from, heard) = read(payload);
         if from == self.id {
             return Ok(());
         }
+        // Another instance exists: whatever it says, this one is not alone.
+        if self.alone.load(Ordering::SeqCst) {
+            self.not_alone();
+        }
         match heard {
-            Heard::Changed => {
-                let _ = self.tx.send(Change::Everything);
+            Heard::Changed(change) => {
+                let _ = self.tx.send(change);
             }
             Heard::Joined(joiner) => {
-                self.not_alone();
-                notify(c, &format!("{} ack {joiner}", self.id))?;
+                notify(c, &format!("{} ack {joiner} {me}", self.id))?;
             }
             Heard::Answered { .. } => {}
         }

@@ -32,6 +32,7 @@ use tessera_postgres::Postgres;
 use tessera_sqlite::Sqlite;
 use tessera_store::Store;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::{Config, Database};
 use crate::error::ApiError;
@@ -175,10 +176,16 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
     // Other instances sharing the database tell this one what they change. Serve once this
     // one hears them (its listener's first word says so), or after a while without.
     if let Some(mut changes) = store.changes() {
-        if !matches!(
-            tokio::time::timeout(LISTEN_WAIT, changes.recv()).await,
-            Ok(Ok(_))
-        ) {
+        let listening = async {
+            loop {
+                match changes.recv().await {
+                    Ok(tessera_store::Change::Listening) => return true,
+                    Err(RecvError::Closed) => return false,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                }
+            }
+        };
+        if !matches!(tokio::time::timeout(LISTEN_WAIT, listening).await, Ok(true)) {
             tracing::warn!("not hearing other instances yet: their changes reach this one late");
         }
         tokio::spawn(tessera_core::cache::follow(changes, auth.caches().clone()));

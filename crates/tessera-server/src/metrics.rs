@@ -274,7 +274,8 @@ fn render(s: &AppState) -> String {
         &mut out,
         "tessera_invalidations_received_total",
         "counter",
-        "Announcements of other instances' writes heard (each clears the caches).",
+        "Cache clears not caused by this instance's writes: other instances' announcements, \
+         and this instance's listening connection starting or being lost.",
     );
     let _ = writeln!(out, "tessera_invalidations_received_total {}", t.heard);
     let (in_use, max) = s.store.pool_use();

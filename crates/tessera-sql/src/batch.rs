@@ -4,8 +4,9 @@
 //! them at once; a lone arrival goes out alone and at once. Each batch runs in a task of its
 //! own, so a caller that gives up strands no one whose work rode in its batch, and work whose
 //! caller gave up before it left the queue is dropped, never done late. The queue holds at
-//! most one entry per request in flight, which the server bounds. A batch that fails is
-//! retried one entry at a time, so that one bad entry cannot fail the others.
+//! most [`MAX_QUEUE`] entries (abandoned ones are pruned when it fills; past it, callers are
+//! told the database is unavailable). A batch that fails is retried one entry at a time
+//! (those whose callers still wait), so that one bad entry cannot fail the others.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -16,6 +17,9 @@ use tokio::sync::{Semaphore, oneshot};
 
 /// Entries in one batch at most.
 pub(crate) const MAX_BATCH: usize = 32;
+
+/// Entries waiting at most.
+pub(crate) const MAX_QUEUE: usize = 4096;
 
 struct Waiting<T, A> {
     item: T,
@@ -65,10 +69,18 @@ where
         F: Future<Output = StoreResult<Vec<A>>> + Send,
     {
         let (answer, mut rx) = oneshot::channel();
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(Waiting { item, answer });
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= MAX_QUEUE {
+                q.retain(|w| !w.answer.is_closed());
+            }
+            if q.len() >= MAX_QUEUE {
+                return Err(StoreError::Unavailable(
+                    "too much work is waiting for the database".into(),
+                ));
+            }
+            q.push_back(Waiting { item, answer });
+        }
         let slot = tokio::select! {
             biased;
             r = &mut rx => return r.unwrap_or_else(|_| Err(lost())),
@@ -95,6 +107,9 @@ where
                     }
                     Err(_) => {
                         for (answer, item) in answers.into_iter().zip(items) {
+                            if answer.is_closed() {
+                                continue;
+                            }
                             let one = run(vec![item]).await;
                             let one = one.and_then(|v| v.into_iter().next().ok_or_else(lost));
                             let _ = answer.send(one);
@@ -276,6 +291,44 @@ mod tests {
         assert!(matches!(out[1], Err(StoreError::Backend(_))));
         assert_eq!(out[2].as_ref().unwrap(), &28);
         assert_eq!(r.batches()[1], vec![12, BAD, 14]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_forgets_abandoned_entries_first() {
+        let b = Arc::new(Batcher::new(1));
+        let r = Runner::default();
+        r.hold.store(true, Ordering::SeqCst);
+        let first = tokio::spawn({
+            let (b, run) = (b.clone(), r.run());
+            async move { b.submit(1, run).await }
+        });
+        r.started.notified().await;
+        r.hold.store(false, Ordering::SeqCst);
+        let waiting: Vec<_> = (0..MAX_QUEUE as u32)
+            .map(|i| {
+                let (b, run) = (b.clone(), r.run());
+                tokio::spawn(async move { b.submit(i + 5000, run).await })
+            })
+            .collect();
+        until_queued(&b, MAX_QUEUE).await;
+        let refused = b.submit(0, r.run()).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))));
+        // Callers that gave up make room.
+        for w in &waiting[..10] {
+            w.abort();
+        }
+        tokio::task::yield_now().await;
+        let late = tokio::spawn({
+            let (b, run) = (b.clone(), r.run());
+            async move { b.submit(7, run).await }
+        });
+        until_queued(&b, MAX_QUEUE - 9).await;
+        r.go.notify_one();
+        first.await.unwrap().unwrap();
+        assert_eq!(late.await.unwrap().unwrap(), 14);
+        for w in waiting.into_iter().skip(10) {
+            w.await.unwrap().unwrap();
+        }
     }
 
     async fn futures_answers(

@@ -662,11 +662,14 @@ pub(crate) fn advance_live(
 ) -> StoreResult<Vec<Option<Principal>>> {
     const V: &str = "v";
     let mut seen = std::collections::HashSet::new();
-    let firsts: Vec<LiveAdvance> = batch
+    let mut firsts: Vec<LiveAdvance> = batch
         .iter()
         .filter(|a| seen.insert(a.family))
         .cloned()
         .collect();
+    // Rows are locked in key order, whatever order the requests came in: two batches naming
+    // the same families can then never hold one each and wait for the other (a deadlock).
+    firsts.sort_by_key(|a| a.family.to_string());
     let list = firsts
         .iter()
         .map(|a| {

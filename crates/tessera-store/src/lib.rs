@@ -458,19 +458,33 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 }
 
-/// A committed change that other instances must hear of to stay true.
+/// What a store tells its subscribers about other instances sharing the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// Anything may have changed: users, roles, policies, static tokens, settings.
     Everything,
+    /// One session family ended (a logout, an eviction, a replay).
+    FamilyEnded(Uuid),
+    /// This instance hears the others from now on (again): whatever it cached before may be
+    /// stale. Never sent between instances.
+    Listening,
 }
 
 impl Change {
     /// The change as it travels between instances.
     pub fn encode(self) -> String {
         match self {
-            Change::Everything => "*".to_owned(),
+            Change::Everything | Change::Listening => "*".to_owned(),
+            Change::FamilyEnded(f) => format!("family {f}"),
         }
+    }
+
+    /// Reads what [`Change::encode`] wrote. A message this version does not know (from a
+    /// newer instance, say) means [`Change::Everything`], the safe reading.
+    pub fn decode(s: &str) -> Change {
+        s.strip_prefix("family ")
+            .and_then(|f| Uuid::parse_str(f).ok())
+            .map_or(Change::Everything, Change::FamilyEnded)
     }
 }
 

@@ -704,3 +704,66 @@ async fn nginx_from_the_deploy_guide_in_front_of_two_instances() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_alone_that_hears_a_stranger_stops_trusting_its_cache() {
+    let started = tokio::task::spawn_blocking(|| {
+        let db = Scratch::or_skip("a stranger on the database")?;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Instance::start(&db, dir.path());
+        Some((db, dir, a))
+    })
+    .await
+    .unwrap();
+    let Some((db, _dir, a)) = started else { return };
+    let r = a.login(EMAIL, PASSWORD, "session").await;
+    let cookie = r.cookie.expect("a session cookie");
+    for _ in 0..3 {
+        let r = a
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Another instance that A never counted (its listening connection was down when A
+    // started) logs the session out, and announces it through its pool.
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        let family: String = c
+            .query_one("DELETE FROM directus_sessions RETURNING family", &[])
+            .unwrap()
+            .get(0);
+        let payload = format!("stranger family {family}");
+        c.execute("SELECT pg_notify('tessera_changes', $1)", &[&payload])
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    within_a_second(async || {
+        let r = a
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        r.status == 401
+    })
+    .await;
+    // And A no longer counts itself alone: a session it caches from now on is read anew.
+    let r = a.login(EMAIL, PASSWORD, "session").await;
+    let cookie = r.cookie.expect("a session cookie");
+    assert_eq!(
+        a.call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await
+            .status,
+        200
+    );
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        c.execute("DELETE FROM directus_sessions", &[]).unwrap();
+    })
+    .await
+    .unwrap();
+    let r = a
+        .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}
