@@ -6,6 +6,7 @@ pub mod access;
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod data_move;
 pub mod error;
 pub mod items;
 pub mod jwt;

@@ -126,12 +126,6 @@ pub async fn open_store(
             Ok((Arc::new(store), Some(dir)))
         }
         Database::Postgres(settings) => {
-            if config.secret.is_none() {
-                anyhow::bail!(
-                    "SECRET is required with DB_CLIENT=pg: every instance sharing the database \
-                     must sign and check tokens with the same secret"
-                );
-            }
             // Connecting and migrating block: keep them off the async workers.
             let settings = (**settings).clone();
             let store = tokio::task::spawn_blocking(move || Postgres::open(settings))
@@ -148,6 +142,12 @@ const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens the database, settles the secret, and bootstraps the first admin if needed.
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
+    if matches!(config.database, Database::Postgres(_)) && config.secret.is_none() {
+        anyhow::bail!(
+            "SECRET is required with DB_CLIENT=pg: every instance sharing the database must \
+             sign and check tokens with the same secret"
+        );
+    }
     let (store, dir) = open_store(&config).await?;
     let secret = match (&config.secret, &dir) {
         (Some(s), _) => s.clone(),

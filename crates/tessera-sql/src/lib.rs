@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
+use tessera_store::schema::Table;
 use tessera_store::{
     AccessRows, AdmitDecision, AttemptDecision, Change, Collection, Condition, Family,
     FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession, Opened, Principal,
@@ -379,6 +380,28 @@ impl<E: Engine> Store for SqlStore<E> {
 
     fn pool_use(&self) -> (usize, usize) {
         self.engine.pool_use()
+    }
+
+    async fn dump(
+        &self,
+        table: &'static Table,
+        after: Option<serde_json::Value>,
+        limit: u64,
+    ) -> StoreResult<Vec<Vec<serde_json::Value>>> {
+        self.engine
+            .read(move |x| ops::dump(x, table, after, limit))
+            .await
+    }
+
+    async fn load(
+        &self,
+        table: &'static Table,
+        rows: Vec<Vec<serde_json::Value>>,
+        later: bool,
+    ) -> StoreResult<()> {
+        self.engine
+            .write(move |x| ops::load(x, table, rows, later))
+            .await
     }
 
     async fn announce(&self, change: Change) -> StoreResult<()> {

@@ -5,11 +5,11 @@
 //! generation, without a transaction around the decision.
 
 use sea_query::{
-    Alias, Expr, ExprTrait, Func, IntoIden, LockBehavior, LockType, NullOrdering, Order, Query,
-    SelectStatement, TableRef, UpdateStatement, ValueTuple,
+    Alias, Expr, ExprTrait, Func, IntoIden, LockBehavior, LockType, NullOrdering, OnConflict,
+    Order, Query, SelectStatement, TableRef, UpdateStatement, ValueTuple,
 };
 use serde_json::Value;
-use tessera_store::schema::{Alias as AliasList, Collection, Kind};
+use tessera_store::schema::{Alias as AliasList, Collection, Kind, Table};
 use tessera_store::{
     AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, ClientMeta, Condition,
     EndSessions, Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser,
@@ -19,7 +19,7 @@ use tessera_store::{
 use uuid::Uuid;
 
 use crate::filter::{apply, bind, col, condition};
-use crate::{Cell, Conn, Row, row, rows, run};
+use crate::{Cell, Conn, Param, Row, row, rows, run};
 
 const USERS: &str = "directus_users";
 const SESSIONS: &str = "directus_sessions";
@@ -843,5 +843,90 @@ pub(crate) fn ping(x: &mut dyn Conn) -> StoreResult<()> {
     let mut s = Query::select();
     s.expr(Expr::cust("1"));
     row(x, &s)?;
+    Ok(())
+}
+
+/// A stored value as a data move carries it, whatever the column's kind.
+fn carried(c: &Cell) -> Value {
+    match c {
+        Cell::Null => Value::Null,
+        Cell::Int(i) => Value::from(*i),
+        Cell::Real(r) => Value::from(*r),
+        Cell::Text(s) => Value::String(s.clone()),
+        Cell::Bool(b) => Value::Bool(*b),
+    }
+}
+
+/// A carried value as a parameter; each engine converts it to its column's type.
+fn carry(v: &Value) -> Param {
+    match v {
+        Value::Null => Param::String(None),
+        Value::Bool(b) => Param::Bool(Some(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Param::BigInt(Some(i)),
+            None => Param::Double(n.as_f64()),
+        },
+        Value::String(s) => Param::String(Some(s.clone())),
+        other => Param::String(Some(other.to_string())),
+    }
+}
+
+/// Up to `limit` rows of `table` after key `after`, in key order (a data move's read).
+pub(crate) fn dump(
+    x: &mut dyn Conn,
+    table: &'static Table,
+    after: Option<Value>,
+    limit: u64,
+) -> StoreResult<Vec<Vec<Value>>> {
+    let mut q = Query::select();
+    q.columns(table.columns.iter().map(|c| t(c)))
+        .from(t(table.name))
+        .order_by(t(table.key), Order::Asc)
+        .limit(limit);
+    if let Some(after) = after {
+        q.and_where(col(table.key).gt(carry(&after)));
+    }
+    Ok(rows(x, &q)?
+        .iter()
+        .map(|r| {
+            (0..table.columns.len())
+                .map(|i| carried(cell(r, i)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Writes a data move's rows into `table`; see [`tessera_store::Store::load`].
+pub(crate) fn load(
+    x: &mut dyn Conn,
+    table: &'static Table,
+    rows: Vec<Vec<Value>>,
+    later: bool,
+) -> StoreResult<()> {
+    let written: Vec<usize> = (0..table.columns.len())
+        .filter(|&i| table.copy_key || table.columns[i] != table.key)
+        .collect();
+    for row in rows {
+        let mut s = Query::insert();
+        s.into_table(t(table.name))
+            .columns(written.iter().map(|&i| t(table.columns[i])))
+            .values_panic(written.iter().map(|&i| {
+                let v = row.get(i).unwrap_or(&Value::Null);
+                let deferred = !later && table.later.contains(&table.columns[i]);
+                Expr::val(if deferred {
+                    Param::String(None)
+                } else {
+                    carry(v)
+                })
+            }));
+        if table.copy_key {
+            s.on_conflict(
+                OnConflict::column(t(table.key))
+                    .update_columns(written.iter().map(|&i| t(table.columns[i])))
+                    .to_owned(),
+            );
+        }
+        run(x, &s)?;
+    }
     Ok(())
 }

@@ -446,6 +446,24 @@ pub trait Store: Send + Sync + 'static {
     /// Connections in use now, and how many may be in use at once (for metrics).
     fn pool_use(&self) -> (usize, usize);
 
+    /// Up to `limit` rows of `table` whose key is greater than `after` (all from the start
+    /// when `None`), in key order, each row's values in `table.columns` order; for a data move.
+    async fn dump(
+        &self,
+        table: &'static schema::Table,
+        after: Option<Value>,
+        limit: u64,
+    ) -> StoreResult<Vec<Vec<Value>>>;
+    /// Writes `rows` (as [`Store::dump`] gives them) into `table` in one transaction: a row
+    /// whose key exists replaces it; with `table.copy_key` false the key is left to the
+    /// database; the columns in `table.later` are written only when `later`.
+    async fn load(
+        &self,
+        table: &'static schema::Table,
+        rows: Vec<Vec<Value>>,
+        later: bool,
+    ) -> StoreResult<()>;
+
     /// Tells every other instance sharing the database that `change` committed, so that they
     /// drop what they cached of it. Where no other instance can share the database, nothing.
     async fn announce(&self, change: Change) -> StoreResult<()>;

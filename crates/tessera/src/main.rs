@@ -38,6 +38,21 @@ enum Command {
     ///
     /// Example: ADMIN_EMAIL=me@example.com tessera bootstrap
     Bootstrap(ServerFlags),
+    /// Copy every user, role, policy, access row, permission, setting and session from one
+    /// database to another, fresh one (SQLite to PostgreSQL or back). A database is
+    /// `sqlite:<file>`, `pg:<libpq connection string>` or a PostgreSQL URL
+    /// (`postgresql://user:pass@host/db`). The source's schema is brought up to date; nothing
+    /// else in it is written.
+    ///
+    /// Example: tessera migrate-data --from sqlite:./data/data.db --to postgresql://tessera@db/tessera
+    MigrateData {
+        /// The database to copy from.
+        #[arg(long)]
+        from: String,
+        /// The database to copy into: created or migrated as needed, and without users.
+        #[arg(long)]
+        to: String,
+    },
     /// Operator commands on users, for a stopped server or one running on the same database.
     ///
     /// Example: tessera users unlock admin@example.com
@@ -158,6 +173,49 @@ async fn run(flags: ServerFlags, action: ServerAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configuration of a database named on the command line: `sqlite:<file>`, or a
+/// PostgreSQL URL.
+fn database(spec: &str) -> anyhow::Result<Config> {
+    let vars: std::collections::HashMap<String, String> =
+        if let Some(file) = spec.strip_prefix("sqlite:") {
+            [("DB_CLIENT", "sqlite3"), ("DB_FILENAME", file)]
+        } else if let Some(connection) = spec.strip_prefix("pg:") {
+            [("DB_CLIENT", "pg"), ("DB_CONNECTION_STRING", connection)]
+        } else if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            [("DB_CLIENT", "pg"), ("DB_CONNECTION_STRING", spec)]
+        } else {
+            anyhow::bail!(
+                "a database is sqlite:<file>, pg:<connection string> or a postgresql:// URL, \
+                 not {:?}…",
+                spec.split(':').next().unwrap_or_default()
+            );
+        }
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain([("LOG_LEVEL".to_owned(), "warn".to_owned())])
+        .collect();
+    Config::from_vars(&vars).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `tessera migrate-data`: refuses a target that has users, then copies every table.
+async fn migrate_data(from: &str, to: &str) -> anyhow::Result<()> {
+    let (source, target) = (database(from)?, database(to)?);
+    if let tessera_server::config::Database::Sqlite { filename } = &source.database
+        && !filename.exists()
+    {
+        anyhow::bail!("{} does not exist", filename.display());
+    }
+    let (source, _) = tessera_server::open_store(&source).await?;
+    let (target, _) = tessera_server::open_store(&target).await?;
+    if target.user_count().await? > 0 {
+        anyhow::bail!("the target database already has users: migrate-data fills an empty one");
+    }
+    for m in tessera_core::data_move::move_data(&*source, &*target).await? {
+        println!("{}: {} rows", m.table, m.rows);
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +232,15 @@ fn main() -> ExitCode {
         Command::Client(command) => {
             let code = rt.block_on(cli::run(cli.common, command));
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Command::MigrateData { from, to } => {
+            return match rt.block_on(migrate_data(&from, &to)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Serve(f) => (f, ServerAction::Serve),
         Command::Migrate(f) => (f, ServerAction::Migrate),

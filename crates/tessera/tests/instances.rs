@@ -1,5 +1,6 @@
 //! Two `tessera serve` processes on one fresh PostgreSQL database, as two instances behind a
-//! load balancer: whatever one does, the other honours. Sessions move between them, logout
+//! load balancer: whatever one does, the other honours; and a database moved between engines
+//! with `tessera migrate-data`, every account and session still working. Sessions move between them, logout
 //! and suspension on one end access on the other at once, changes reach the other's caches
 //! within a second, concurrent refreshes spread over both give one successor, and the failed
 //! login count is shared. Skips loudly without PostgreSQL, except under `CI=true`.
@@ -51,12 +52,22 @@ struct Reply {
 }
 
 impl Instance {
+    /// An instance on the scratch PostgreSQL database.
     fn start(db: &Scratch, dir: &std::path::Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_on(
+            dir,
+            &[("DB_CLIENT", "pg"), ("DB_CONNECTION_STRING", &db.url())],
+        )
+    }
+
+    /// An instance on the database `database` names (`DB_*` settings).
+    fn start_on(dir: &std::path::Path, database: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN);
+        child
             .arg("serve")
             .current_dir(dir)
-            .env("DB_CLIENT", "pg")
-            .env("DB_CONNECTION_STRING", db.url())
+            .envs(database.iter().copied());
+        let mut child = child
             .env("SECRET", "one-secret-for-every-instance-0123456789")
             .env("ADMIN_EMAIL", EMAIL)
             .env("ADMIN_PASSWORD", PASSWORD)
@@ -766,4 +777,176 @@ async fn an_instance_alone_that_hears_a_stranger_stops_trusting_its_cache() {
         .call("GET", "/users/me", Auth::Cookie(&cookie), None)
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
+}
+
+/// `tessera migrate-data --from … --to …`; its output, or its error.
+fn migrate_data(from: &str, to: &str) -> Result<String, String> {
+    let out = Command::new(BIN)
+        .args(["migrate-data", "--from", from, "--to", to])
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_moves_to_postgresql_and_back_with_every_account_and_session() {
+    let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("moving between engines"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let first = tempfile::tempdir().unwrap();
+    let file = first.path().join("data.db");
+    let a = tokio::task::spawn_blocking({
+        let dir = first.path().to_owned();
+        let file = file.clone();
+        move || Instance::start_on(&dir, &[("DB_FILENAME", file.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    // A populated database: a role under another, a user in it with a static token, a
+    // suspended user, a setting, and live sessions of both kinds.
+    let admin = a.admin_jwt().await;
+    let role = |body: Value| {
+        let a = &a;
+        let admin = &admin;
+        async move {
+            let r = a
+                .call("POST", "/roles", Auth::Bearer(admin), Some(body))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body["data"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let parent = role(json!({"name": "Staff"})).await;
+    let child = role(json!({"name": "Editors", "parent": parent})).await;
+    let editor = create_user(
+        &a,
+        &admin,
+        "editor@example.com",
+        json!({"role": child, "token": "moved-static"}),
+    )
+    .await;
+    create_user(
+        &a,
+        &admin,
+        "gone@example.com",
+        json!({"status": "suspended"}),
+    )
+    .await;
+    let r = a
+        .call(
+            "PATCH",
+            "/settings",
+            Auth::Bearer(&admin),
+            Some(json!({"project_name": "Moved"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a
+        .login("editor@example.com", "User-Password-1", "json")
+        .await;
+    let refresh = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
+    let cookie = a
+        .login("editor@example.com", "User-Password-1", "session")
+        .await
+        .cookie
+        .expect("a session cookie");
+    drop(a);
+
+    // Into PostgreSQL.
+    let out = migrate_data(
+        &format!("sqlite:{}", file.display()),
+        &format!("pg:{}", db.url()),
+    )
+    .unwrap();
+    assert!(out.contains("directus_users: 3 rows"), "{out}");
+    assert!(out.contains("directus_sessions: 3 rows"), "{out}");
+    let second = tempfile::tempdir().unwrap();
+    let b = {
+        let (db_url, dir) = (db.url(), second.path().to_owned());
+        tokio::task::spawn_blocking(move || {
+            Instance::start_on(
+                &dir,
+                &[("DB_CLIENT", "pg"), ("DB_CONNECTION_STRING", &db_url)],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let works = async |i: &Instance, refresh: &str| -> String {
+        let r = i
+            .login("editor@example.com", "User-Password-1", "json")
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = i.login("gone@example.com", "User-Password-1", "json").await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        let r = me(i, Auth::Bearer("moved-static")).await;
+        assert_eq!(r.body["data"]["id"], editor.as_str(), "{}", r.body);
+        let r = i
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let admin = i.admin_jwt().await;
+        let r = i.call("GET", "/settings", Auth::Bearer(&admin), None).await;
+        assert_eq!(r.body["data"]["project_name"], "Moved", "{}", r.body);
+        let body = json!({"refresh_token": refresh});
+        let r = i
+            .call("POST", "/auth/refresh", Auth::None, Some(body))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["data"]["refresh_token"].as_str().unwrap().to_owned()
+    };
+    let refresh = works(&b, &refresh).await;
+    let admin = b.admin_jwt().await;
+    let r = b
+        .call(
+            "GET",
+            &format!("/users/{editor}?fields=role"),
+            Auth::Bearer(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["data"]["role"], child.as_str());
+    let r = b
+        .call(
+            "GET",
+            &format!("/roles/{child}?fields=parent"),
+            Auth::Bearer(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["data"]["parent"], parent.as_str(), "{}", r.body);
+    drop(b);
+
+    // A target that already has users is refused.
+    let err = migrate_data(
+        &format!("sqlite:{}", file.display()),
+        &format!("pg:{}", db.url()),
+    )
+    .unwrap_err();
+    assert!(err.contains("already has users"), "{err}");
+
+    // And back into a new SQLite database.
+    let third = tempfile::tempdir().unwrap();
+    let back = third.path().join("data.db");
+    migrate_data(
+        &format!("pg:{}", db.url()),
+        &format!("sqlite:{}", back.display()),
+    )
+    .unwrap();
+    let c = tokio::task::spawn_blocking({
+        let dir = third.path().to_owned();
+        let back = back.clone();
+        move || Instance::start_on(&dir, &[("DB_FILENAME", back.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    works(&c, &refresh).await;
 }
