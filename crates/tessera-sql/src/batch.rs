@@ -170,6 +170,25 @@ mod tests {
 
     type BoxRun = std::pin::Pin<Box<dyn Future<Output = StoreResult<Vec<u32>>> + Send>>;
 
+    type Handle = tokio::task::JoinHandle<StoreResult<u32>>;
+
+    /// Submits `item` from a task of its own.
+    fn submit(b: &Arc<Batcher<u32, u32>>, r: &Runner, item: u32) -> Handle {
+        let (b, run) = (b.clone(), r.run());
+        tokio::spawn(async move { b.submit(item, run).await })
+    }
+
+    /// A batcher with one slot, held by a batch of `1` that waits for `go`; later batches run
+    /// at once.
+    async fn held() -> (Arc<Batcher<u32, u32>>, Runner, Handle) {
+        let b = Arc::new(Batcher::new(1));
+        let r = Runner::default();
+        r.hold.store(true, Ordering::SeqCst);
+        let first = submit(&b, &r, 1);
+        r.started.notified().await;
+        (b, r, first)
+    }
+
     async fn until_queued(b: &Batcher<u32, u32>, n: usize) {
         while b.queue.lock().unwrap().len() < n {
             tokio::task::yield_now().await;
@@ -186,21 +205,9 @@ mod tests {
 
     #[tokio::test]
     async fn arrivals_while_the_slot_is_busy_go_together_in_order() {
-        let b = Arc::new(Batcher::new(1));
-        let r = Runner::default();
-        r.hold.store(true, Ordering::SeqCst);
-        let first = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(1, run).await }
-        });
-        r.started.notified().await;
+        let (b, r, first) = held().await;
         r.hold.store(false, Ordering::SeqCst);
-        let later: Vec<_> = (2..=40)
-            .map(|i| {
-                let (b, run) = (b.clone(), r.run());
-                tokio::spawn(async move { b.submit(i, run).await })
-            })
-            .collect();
+        let later: Vec<_> = (2..=40).map(|i| submit(&b, &r, i)).collect();
         until_queued(&b, 39).await;
         r.go.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -215,23 +222,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_item_whose_caller_gave_up_in_the_queue_never_runs() {
-        let b = Arc::new(Batcher::new(1));
-        let r = Runner::default();
-        r.hold.store(true, Ordering::SeqCst);
-        let first = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(1, run).await }
-        });
-        r.started.notified().await;
+        let (b, r, first) = held().await;
         r.hold.store(false, Ordering::SeqCst);
-        let abandoned = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(2, run).await }
-        });
-        let kept = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(3, run).await }
-        });
+        let abandoned = submit(&b, &r, 2);
+        let kept = submit(&b, &r, 3);
         until_queued(&b, 2).await;
         abandoned.abort();
         assert!(abandoned.await.unwrap_err().is_cancelled());
@@ -243,18 +237,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_giving_up_mid_batch_strands_no_one() {
-        let b = Arc::new(Batcher::new(1));
-        let r = Runner::default();
-        r.hold.store(true, Ordering::SeqCst);
-        let first = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(1, run).await }
-        });
-        r.started.notified().await;
-        let rider = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(5, run).await }
-        });
+        let (b, r, first) = held().await;
+        let rider = submit(&b, &r, 5);
         // The batch that holds the slot is running; the caller that sent it leaves.
         first.abort();
         let _ = first.await;
@@ -267,21 +251,11 @@ mod tests {
 
     #[tokio::test]
     async fn one_bad_item_fails_alone() {
-        let b = Arc::new(Batcher::new(1));
-        let r = Runner::default();
-        r.hold.store(true, Ordering::SeqCst);
-        let first = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(1, run).await }
-        });
-        r.started.notified().await;
+        let (b, r, first) = held().await;
         r.hold.store(false, Ordering::SeqCst);
         let rest: Vec<_> = [12, BAD, 14]
             .into_iter()
-            .map(|i| {
-                let (b, run) = (b.clone(), r.run());
-                tokio::spawn(async move { b.submit(i, run).await })
-            })
+            .map(|i| submit(&b, &r, i))
             .collect();
         until_queued(&b, 3).await;
         r.go.notify_one();
@@ -295,20 +269,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_forgets_abandoned_entries_first() {
-        let b = Arc::new(Batcher::new(1));
-        let r = Runner::default();
-        r.hold.store(true, Ordering::SeqCst);
-        let first = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(1, run).await }
-        });
-        r.started.notified().await;
+        let (b, r, first) = held().await;
         r.hold.store(false, Ordering::SeqCst);
         let waiting: Vec<_> = (0..MAX_QUEUE as u32)
-            .map(|i| {
-                let (b, run) = (b.clone(), r.run());
-                tokio::spawn(async move { b.submit(i + 5000, run).await })
-            })
+            .map(|i| submit(&b, &r, i + 5000))
             .collect();
         until_queued(&b, MAX_QUEUE).await;
         let refused = b.submit(0, r.run()).await;
@@ -318,10 +282,7 @@ mod tests {
             w.abort();
         }
         tokio::task::yield_now().await;
-        let late = tokio::spawn({
-            let (b, run) = (b.clone(), r.run());
-            async move { b.submit(7, run).await }
-        });
+        let late = submit(&b, &r, 7);
         until_queued(&b, MAX_QUEUE - 9).await;
         r.go.notify_one();
         first.await.unwrap().unwrap();

@@ -161,6 +161,12 @@ impl Endpoint {
             .await
     }
 
+    async fn refresh(&self, token: &str) -> Reply {
+        let body = json!({"refresh_token": token});
+        self.call("POST", "/auth/refresh", Auth::None, Some(body))
+            .await
+    }
+
     async fn admin_jwt(&self) -> String {
         let r = self.login(EMAIL, PASSWORD, "json").await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -204,6 +210,31 @@ async fn two_instances(
     .unwrap()
 }
 
+/// A fresh database and one instance on it.
+async fn one_instance(what: &'static str) -> Option<(Scratch, tempfile::TempDir, Instance)> {
+    tokio::task::spawn_blocking(move || {
+        let db = Scratch::or_skip(what)?;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Instance::start(&db, dir.path());
+        Some((db, dir, a))
+    })
+    .await
+    .unwrap()
+}
+
+/// An admin session cookie, used on `a` until `a` has it cached.
+async fn cached_session(a: &Instance) -> String {
+    let r = a.login(EMAIL, PASSWORD, "session").await;
+    let cookie = r.cookie.expect("a session cookie");
+    for _ in 0..3 {
+        let r = a
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    cookie
+}
+
 /// Runs a query on the scratch database off the async workers; the first column of the first
 /// row as a number.
 async fn count(db: &Scratch, sql: &'static str) -> i64 {
@@ -239,28 +270,14 @@ async fn a_session_made_on_one_instance_refreshes_on_the_other() {
     };
     let r = a.login(EMAIL, PASSWORD, "json").await;
     let token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
-    let r = b
-        .call(
-            "POST",
-            "/auth/refresh",
-            Auth::None,
-            Some(json!({"refresh_token": token})),
-        )
-        .await;
+    let r = b.refresh(&token).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let next = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(next, token);
     let jwt = r.body["data"]["access_token"].as_str().unwrap().to_owned();
     let r = a.call("GET", "/users/me", Auth::Bearer(&jwt), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = a
-        .call(
-            "POST",
-            "/auth/refresh",
-            Auth::None,
-            Some(json!({"refresh_token": next})),
-        )
-        .await;
+    let r = a.refresh(&next).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -393,11 +410,8 @@ async fn concurrent_refreshes_over_both_instances_give_one_successor() {
     let calls: Vec<_> = (0..50)
         .map(|i| {
             let at = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let body = json!({"refresh_token": token});
-            tokio::spawn(async move {
-                at.call("POST", "/auth/refresh", Auth::None, Some(body))
-                    .await
-            })
+            let token = token.clone();
+            tokio::spawn(async move { at.refresh(&token).await })
         })
         .collect();
     let mut successors = std::collections::HashSet::new();
@@ -416,14 +430,7 @@ async fn concurrent_refreshes_over_both_instances_give_one_successor() {
         1
     );
     let next = successors.into_iter().next().unwrap();
-    let r = b
-        .call(
-            "POST",
-            "/auth/refresh",
-            Auth::None,
-            Some(json!({"refresh_token": next})),
-        )
-        .await;
+    let r = b.refresh(&next).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -530,24 +537,11 @@ async fn an_instance_that_lost_its_listening_connection_hears_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_was_alone_honours_one_that_joins_at_once() {
-    let started = tokio::task::spawn_blocking(|| {
-        let db = Scratch::or_skip("two instances: a late joiner")?;
-        let dir = tempfile::tempdir().unwrap();
-        let a = Instance::start(&db, dir.path());
-        Some((db, dir, a))
-    })
-    .await
-    .unwrap();
-    let Some((db, dir, a)) = started else { return };
+    let Some((db, dir, a)) = one_instance("two instances: a late joiner").await else {
+        return;
+    };
     // Alone, A keeps the session in its cache.
-    let r = a.login(EMAIL, PASSWORD, "session").await;
-    let cookie = r.cookie.expect("a session cookie");
-    for _ in 0..3 {
-        let r = a
-            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    let cookie = cached_session(&a).await;
     // B joins; once it serves, A no longer trusts its cache of what B may change.
     let path = dir.path().to_owned();
     let (b, db) = tokio::task::spawn_blocking(move || (Instance::start(&db, &path), db))
@@ -684,10 +678,7 @@ async fn nginx_from_the_deploy_guide_in_front_of_two_instances() {
     let r = front.login(EMAIL, PASSWORD, "json").await;
     let mut token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
     for _ in 0..6 {
-        let body = json!({"refresh_token": token});
-        let r = front
-            .call("POST", "/auth/refresh", Auth::None, Some(body))
-            .await;
+        let r = front.refresh(&token).await;
         assert_eq!(r.status, 200, "{}", r.body);
         token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
     }
@@ -718,23 +709,10 @@ async fn nginx_from_the_deploy_guide_in_front_of_two_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_alone_that_hears_a_stranger_stops_trusting_its_cache() {
-    let started = tokio::task::spawn_blocking(|| {
-        let db = Scratch::or_skip("a stranger on the database")?;
-        let dir = tempfile::tempdir().unwrap();
-        let a = Instance::start(&db, dir.path());
-        Some((db, dir, a))
-    })
-    .await
-    .unwrap();
-    let Some((db, _dir, a)) = started else { return };
-    let r = a.login(EMAIL, PASSWORD, "session").await;
-    let cookie = r.cookie.expect("a session cookie");
-    for _ in 0..3 {
-        let r = a
-            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    let Some((db, _dir, a)) = one_instance("a stranger on the database").await else {
+        return;
+    };
+    let cookie = cached_session(&a).await;
     // Another instance that A never counted (its listening connection was down when A
     // started) logs the session out, and announces it through its pool.
     let config = db.config();
@@ -896,10 +874,7 @@ async fn a_database_moves_to_postgresql_and_back_with_every_account_and_session(
         let admin = i.admin_jwt().await;
         let r = i.call("GET", "/settings", Auth::Bearer(&admin), None).await;
         assert_eq!(r.body["data"]["project_name"], "Moved", "{}", r.body);
-        let body = json!({"refresh_token": refresh});
-        let r = i
-            .call("POST", "/auth/refresh", Auth::None, Some(body))
-            .await;
+        let r = i.refresh(refresh).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["data"]["refresh_token"].as_str().unwrap().to_owned()
     };
