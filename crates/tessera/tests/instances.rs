@@ -167,6 +167,15 @@ impl Endpoint {
             .await
     }
 
+    /// Logs a session cookie out; the answer must be 204.
+    async fn logout_session(&self, cookie: &str) {
+        let body = json!({"mode": "session"});
+        let r = self
+            .call("POST", "/auth/logout", Auth::Cookie(cookie), Some(body))
+            .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+
     async fn admin_jwt(&self) -> String {
         let r = self.login(EMAIL, PASSWORD, "json").await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -296,15 +305,7 @@ async fn logout_on_one_instance_ends_the_session_cookie_on_the_other_at_once() {
                 .await;
             assert_eq!(r.status, 200, "{}", r.body);
         }
-        let r = a
-            .call(
-                "POST",
-                "/auth/logout",
-                Auth::Cookie(&cookie),
-                Some(json!({"mode": "session"})),
-            )
-            .await;
-        assert_eq!(r.status, 204, "{}", r.body);
+        a.logout_session(&cookie).await;
         let r = b
             .call("GET", "/users/me", Auth::Cookie(&cookie), None)
             .await;
@@ -547,15 +548,7 @@ async fn an_instance_that_was_alone_honours_one_that_joins_at_once() {
     let (b, db) = tokio::task::spawn_blocking(move || (Instance::start(&db, &path), db))
         .await
         .unwrap();
-    let r = b
-        .call(
-            "POST",
-            "/auth/logout",
-            Auth::Cookie(&cookie),
-            Some(json!({"mode": "session"})),
-        )
-        .await;
-    assert_eq!(r.status, 204, "{}", r.body);
+    b.logout_session(&cookie).await;
     let r = a
         .call("GET", "/users/me", Auth::Cookie(&cookie), None)
         .await;
@@ -683,15 +676,7 @@ async fn nginx_from_the_deploy_guide_in_front_of_two_instances() {
         token = r.body["data"]["refresh_token"].as_str().unwrap().to_owned();
     }
     // Logout through one instance ends the cookie on both.
-    let r = front
-        .call(
-            "POST",
-            "/auth/logout",
-            Auth::Cookie(&cookie),
-            Some(json!({"mode": "session"})),
-        )
-        .await;
-    assert_eq!(r.status, 204, "{}", r.body);
+    front.logout_session(&cookie).await;
     for _ in 0..4 {
         let r = front
             .call("GET", "/users/me", Auth::Cookie(&cookie), None)
