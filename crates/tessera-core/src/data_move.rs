@@ -4,12 +4,20 @@
 //! so every refresh token and session cookie still works on the new database (with the same
 //! `SECRET`, access tokens do too). Self-references (a role's parent) are written in a second
 //! pass, once every row exists.
+//!
+//! The same command imports a Directus 11 or 12 database ([`import_directus`]): its users
+//! (argon2 hashes, which Tessera verifies as they are), roles, policies, access, permissions
+//! and settings, each column Tessera has taken by name; static tokens, which Directus keeps in
+//! plain text, are digested on the way in. Directus's sessions cannot be carried (their tokens
+//! name no family): its users log in again.
 
 use serde_json::Value;
-use tessera_store::Store;
 use tessera_store::schema::{TABLES, Table};
+use tessera_store::{Foreign, PUBLIC_POLICY_ID, Store};
 
-use crate::error::Result;
+use crate::clock::parse_ms;
+use crate::error::{Error, Result};
+use crate::tokens::digest;
 
 /// Rows read and written per step.
 const PAGE: u64 = 1000;
@@ -61,6 +69,121 @@ pub async fn move_data(from: &dyn Store, to: &dyn Store) -> Result<Vec<Moved>> {
         moved.push(Moved {
             table: table.name,
             rows,
+        });
+    }
+    Ok(moved)
+}
+
+/// Where a Tessera column's value comes from in a Directus table, when it is not the column of
+/// the same name.
+fn directus_column(table: &str, column: &'static str) -> &'static str {
+    match (table, column) {
+        ("directus_users", "token_hash") => "token",
+        _ => column,
+    }
+}
+
+/// The value a column takes when the Directus database has no such column (an older version):
+/// the schema's default.
+fn default_of(column: &str) -> Value {
+    match column {
+        "failed_logins" => Value::from(0),
+        "status" => Value::from("active"),
+        "provider" => Value::from("default"),
+        "text_direction" | "default_appearance" => Value::from("auto"),
+        "email_notifications" | "public_registration_verify_email" => Value::Bool(true),
+        "enforce_tfa" | "admin_access" | "app_access" | "public_registration" => Value::Bool(false),
+        "project_name" => Value::from("Directus"),
+        "project_color" => Value::from("#6644FF"),
+        "default_language" => Value::from("en-US"),
+        _ => Value::Null,
+    }
+}
+
+/// A Directus value as Tessera stores it: static tokens digested, times as milliseconds.
+fn converted(column: &str, v: Value) -> Value {
+    match (column, v) {
+        ("token_hash", Value::String(token)) => Value::from(digest(&token)),
+        ("last_access", Value::String(at)) => {
+            parse_ms(&at.replace(' ', "T")).map_or(Value::Null, Value::from)
+        }
+        (_, v) => v,
+    }
+}
+
+/// Whether a Directus row is one Tessera already has in its own form: the access row that
+/// gives the public policy to nobody (each database has its own, under its own id).
+fn already_there(table: &Table, columns: &[&'static str], row: &[Value]) -> bool {
+    let at = |name: &str| columns.iter().position(|c| *c == name).map(|i| &row[i]);
+    table.name == "directus_access"
+        && at("role").is_some_and(Value::is_null)
+        && at("user").is_some_and(Value::is_null)
+        && at("policy").and_then(Value::as_str) == Some(PUBLIC_POLICY_ID)
+}
+
+/// Imports a Directus 11 or 12 database into `to`, which should be a fresh database.
+pub async fn import_directus(from: &dyn Foreign, to: &dyn Store) -> Result<Vec<Moved>> {
+    let mut moved = Vec::new();
+    for table in TABLES.iter().filter(|t| t.name != "directus_sessions") {
+        let Some(present) = from.columns(table.name).await? else {
+            return Err(Error::payload(format!(
+                "the Directus database has no {}: only Directus 11 and 12 databases (with \
+                 policies) can be imported",
+                table.name
+            )));
+        };
+        // The Tessera columns this database can fill, and from which of its columns.
+        let filled: Vec<&'static str> = table
+            .columns
+            .iter()
+            .copied()
+            .filter(|c| present.iter().any(|p| p == directus_column(table.name, c)))
+            .collect();
+        let read: Vec<String> = filled
+            .iter()
+            .map(|c| directus_column(table.name, c).to_owned())
+            .collect();
+        let key = filled.iter().position(|c| *c == table.key);
+        let Some(key) = key else {
+            return Err(Error::payload(format!(
+                "{} in the Directus database has no {} column",
+                table.name, table.key
+            )));
+        };
+        let (mut after, mut n) = (None, 0u64);
+        let mut pages = Vec::new();
+        loop {
+            let rows = from
+                .rows(table.name, read.clone(), table.key, after.take(), PAGE)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(key).cloned();
+            let rows: Vec<Vec<Value>> = rows
+                .into_iter()
+                .filter(|r| !already_there(table, &filled, r))
+                .map(|r| {
+                    table
+                        .columns
+                        .iter()
+                        .map(|c| match filled.iter().position(|f| f == c) {
+                            Some(i) => converted(c, r[i].clone()),
+                            None => default_of(c),
+                        })
+                        .collect()
+                })
+                .collect();
+            n += rows.len() as u64;
+            to.load(table, rows.clone(), false).await?;
+            if !table.later.is_empty() {
+                pages.push(rows);
+            }
+        }
+        for rows in pages {
+            to.load(table, rows, true).await?;
+        }
+        moved.push(Moved {
+            table: table.name,
+            rows: n,
         });
     }
     Ok(moved)

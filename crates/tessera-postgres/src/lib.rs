@@ -209,12 +209,23 @@ impl Postgres {
         let unlocked = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
         migrated.map_err(err)?;
         unlocked.map_err(err)?;
-        let max = settings.pool_max.max(1);
         let mut idle = vec![first];
-        while idle.len() < settings.pool_min.min(max) {
+        while idle.len() < settings.pool_min.min(settings.pool_max.max(1)) {
             idle.push(connect(&settings)?);
         }
-        Ok(SqlStore::new(Self {
+        Ok(Self::pooled(settings, idle))
+    }
+
+    /// Another program's database (a Directus one, for `tessera migrate-data`), as it is: no
+    /// migration is applied, and only reads are made of it.
+    pub fn open_as_is(settings: Settings) -> StoreResult<PostgresStore> {
+        let first = connect(&settings)?;
+        Ok(Self::pooled(settings, vec![first]))
+    }
+
+    fn pooled(settings: Settings, idle: Vec<Pooled>) -> PostgresStore {
+        let max = settings.pool_max.max(1);
+        SqlStore::new(Self {
             pool: Arc::new(Pool {
                 settings,
                 instance: uuid::Uuid::new_v4().to_string(),
@@ -223,7 +234,7 @@ impl Postgres {
                 idle: Mutex::new(idle),
                 permits: Arc::new(tokio::sync::Semaphore::new(max)),
             }),
-        }))
+        })
     }
 
     /// Applies the migrations and returns; `tessera migrate`.
@@ -543,6 +554,17 @@ impl Conn for Pgc<'_> {
             .client
             .execute(&stmt, &refs)
             .map_err(|e| self.failed(e))
+    }
+
+    fn columns(&mut self, table: &str) -> StoreResult<Option<Vec<String>>> {
+        let sql = format!("SELECT * FROM \"{}\" LIMIT 0", table.replace('"', "\"\""));
+        match self.0.client.prepare(&sql) {
+            Ok(stmt) => Ok(Some(
+                stmt.columns().iter().map(|c| c.name().to_owned()).collect(),
+            )),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
     }
 
     fn serialize(&mut self, key: i64) -> StoreResult<()> {

@@ -108,6 +108,29 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
+/// Opens the configured database as it is, to read only: no directory, schema or migration is
+/// made (another program's database, such as Directus's, for `tessera migrate-data`).
+pub async fn open_foreign(config: &Config) -> anyhow::Result<Arc<dyn tessera_store::Foreign>> {
+    match &config.database {
+        Database::Sqlite { filename } => {
+            if !filename.exists() {
+                anyhow::bail!("{} does not exist", filename.display());
+            }
+            let store = tessera_sqlite::SqliteFile::open(filename)
+                .with_context(|| format!("opening database {}", filename.display()))?;
+            Ok(Arc::new(store))
+        }
+        Database::Postgres(settings) => {
+            let settings = (**settings).clone();
+            let store = tokio::task::spawn_blocking(move || Postgres::open_as_is(settings))
+                .await
+                .context("opening PostgreSQL")?
+                .context("opening the PostgreSQL database")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Opens (creating it and its directory if needed) the configured database, with its schema
 /// up to date; also returns the directory that holds it.
 pub async fn open_store(

@@ -17,8 +17,8 @@ use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
 use tessera_store::schema::Table;
 use tessera_store::{
     AccessRows, AdmitDecision, AttemptDecision, Change, Collection, Condition, Family,
-    FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession, Opened, Principal,
-    Query, Record, Store, StoreError, StoreResult, UserSummary, Write,
+    FamilyDecision, Foreign, Guard, LiveAdvance, LoginState, LoginUser, NewSession, Opened,
+    Principal, Query, Record, Store, StoreError, StoreResult, UserSummary, Write,
 };
 use uuid::Uuid;
 
@@ -86,6 +86,8 @@ pub trait Conn {
     fn query(&mut self, sql: &str, params: &[Param]) -> StoreResult<Vec<Row>>;
     /// Runs a statement; returns how many rows it changed.
     fn execute(&mut self, sql: &str, params: &[Param]) -> StoreResult<u64>;
+    /// The columns of `table`, in order; `None` where there is no such table.
+    fn columns(&mut self, table: &str) -> StoreResult<Option<Vec<String>>>;
     /// Waits until no other transaction holds `key`, then holds it until this one ends; on an
     /// engine whose writers already run one at a time, does nothing.
     fn serialize(&mut self, key: i64) -> StoreResult<()>;
@@ -389,7 +391,7 @@ impl<E: Engine> Store for SqlStore<E> {
         limit: u64,
     ) -> StoreResult<Vec<Vec<serde_json::Value>>> {
         self.engine
-            .read(move |x| ops::dump(x, table, after, limit))
+            .read(move |x| ops::page(x, table.name, table.columns, table.key, after, limit))
             .await
     }
 
@@ -435,4 +437,24 @@ pub fn conflict_field(text: &str) -> &'static str {
 /// An error an engine could not classify further.
 pub fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+#[async_trait]
+impl<E: Engine> Foreign for SqlStore<E> {
+    async fn columns(&self, table: &'static str) -> StoreResult<Option<Vec<String>>> {
+        self.engine.read(move |x| x.columns(table)).await
+    }
+
+    async fn rows(
+        &self,
+        table: &'static str,
+        columns: Vec<String>,
+        key: &'static str,
+        after: Option<serde_json::Value>,
+        limit: u64,
+    ) -> StoreResult<Vec<Vec<serde_json::Value>>> {
+        self.engine
+            .read(move |x| ops::page(x, table, &columns, key, after, limit))
+            .await
+    }
 }

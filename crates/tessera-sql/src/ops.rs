@@ -871,28 +871,27 @@ fn carry(v: &Value) -> Param {
     }
 }
 
-/// Up to `limit` rows of `table` after key `after`, in key order (a data move's read).
-pub(crate) fn dump(
+/// Up to `limit` rows of `columns` of `table` after key `after`, in key order (a data move's
+/// read, of Tessera's database or another program's).
+pub(crate) fn page<C: AsRef<str>>(
     x: &mut dyn Conn,
-    table: &'static Table,
+    table: &str,
+    columns: &[C],
+    key: &str,
     after: Option<Value>,
     limit: u64,
 ) -> StoreResult<Vec<Vec<Value>>> {
     let mut q = Query::select();
-    q.columns(table.columns.iter().map(|c| t(c)))
-        .from(t(table.name))
-        .order_by(t(table.key), Order::Asc)
+    q.columns(columns.iter().map(|c| t(c.as_ref())))
+        .from(t(table))
+        .order_by(t(key), Order::Asc)
         .limit(limit);
     if let Some(after) = after {
-        q.and_where(col(table.key).gt(carry(&after)));
+        q.and_where(col(key).gt(carry(&after)));
     }
     Ok(rows(x, &q)?
         .iter()
-        .map(|r| {
-            (0..table.columns.len())
-                .map(|i| carried(cell(r, i)))
-                .collect()
-        })
+        .map(|r| (0..columns.len()).map(|i| carried(cell(r, i))).collect())
         .collect())
 }
 

@@ -422,6 +422,19 @@ impl Conn for Sqlc<'_> {
         Ok(n as u64)
     }
 
+    fn columns(&mut self, table: &str) -> StoreResult<Option<Vec<String>>> {
+        let sql = format!("SELECT * FROM \"{}\" LIMIT 0", table.replace('"', "\"\""));
+        match self.0.prepare(&sql) {
+            Ok(stmt) => Ok(Some(
+                stmt.column_names().into_iter().map(str::to_owned).collect(),
+            )),
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.starts_with("no such table") => {
+                Ok(None)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
     fn serialize(&mut self, _key: i64) -> StoreResult<()> {
         // One writer thread: writes already run one at a time.
         Ok(())
@@ -435,4 +448,77 @@ fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
     StoreError::Backend("connection lock poisoned".into())
+}
+
+/// Another program's SQLite database (a Directus one, for `tessera migrate-data`), opened
+/// read-only and as it is: no pragma, no migration, no write.
+pub struct SqliteFile {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteFile {
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<SqlStore<SqliteFile>> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        Ok(SqlStore::new(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        }))
+    }
+}
+
+fn read_only() -> StoreError {
+    StoreError::Refused
+}
+
+impl Engine for SqliteFile {
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(poisoned)?;
+            f(&mut Sqlc(&conn))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn write<R, F>(&self, _f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        Err(read_only())
+    }
+
+    async fn write_each<R, F>(&self, _f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        Err(read_only())
+    }
+
+    fn name(&self) -> &'static str {
+        "sqlite3"
+    }
+
+    fn pool_use(&self) -> (usize, usize) {
+        (0, 1)
+    }
+
+    fn readers(&self) -> usize {
+        1
+    }
+
+    fn writers(&self) -> usize {
+        1
+    }
+
+    fn descriptors(&self) -> usize {
+        3
+    }
 }

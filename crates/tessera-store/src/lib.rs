@@ -476,6 +476,23 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 }
 
+/// Another program's database, read as it is (a Directus one, for `tessera migrate-data`).
+#[async_trait]
+pub trait Foreign: Send + Sync {
+    /// The columns of `table`, in order; `None` where there is no such table.
+    async fn columns(&self, table: &'static str) -> StoreResult<Option<Vec<String>>>;
+    /// Up to `limit` rows of `table` whose `key` is greater than `after`, in key order, each
+    /// row's values in `columns` order.
+    async fn rows(
+        &self,
+        table: &'static str,
+        columns: Vec<String>,
+        key: &'static str,
+        after: Option<Value>,
+        limit: u64,
+    ) -> StoreResult<Vec<Vec<Value>>>;
+}
+
 /// What a store tells its subscribers about other instances sharing the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

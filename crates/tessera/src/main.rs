@@ -39,7 +39,8 @@ enum Command {
     /// Example: ADMIN_EMAIL=me@example.com tessera bootstrap
     Bootstrap(ServerFlags),
     /// Copy every user, role, policy, access row, permission, setting and session from one
-    /// database to another, fresh one (SQLite to PostgreSQL or back). A database is
+    /// database to another, fresh one (SQLite to PostgreSQL or back), or import a Directus 11
+    /// or 12 database (everything but its sessions; static tokens are digested). A database is
     /// `sqlite:<file>`, `pg:<libpq connection string>` or a PostgreSQL URL
     /// (`postgresql://user:pass@host/db`). The source's schema is brought up to date; nothing
     /// else in it is written.
@@ -197,20 +198,28 @@ fn database(spec: &str) -> anyhow::Result<Config> {
     Config::from_vars(&vars).map_err(|e| anyhow::anyhow!(e))
 }
 
-/// `tessera migrate-data`: refuses a target that has users, then copies every table.
+/// `tessera migrate-data`: tells a Tessera source from a Directus one (by its migrations
+/// table, read before anything is written), refuses a target that has users, then copies.
 async fn migrate_data(from: &str, to: &str) -> anyhow::Result<()> {
     let (source, target) = (database(from)?, database(to)?);
-    if let tessera_server::config::Database::Sqlite { filename } = &source.database
-        && !filename.exists()
-    {
-        anyhow::bail!("{} does not exist", filename.display());
+    let foreign = tessera_server::open_foreign(&source).await?;
+    let tessera = foreign.columns("tessera_migrations").await?.is_some();
+    let directus = foreign.columns("directus_migrations").await?.is_some();
+    if !tessera && !directus {
+        anyhow::bail!("the source is neither a Tessera nor a Directus database");
     }
-    let (source, _) = tessera_server::open_store(&source).await?;
     let (target, _) = tessera_server::open_store(&target).await?;
     if target.user_count().await? > 0 {
         anyhow::bail!("the target database already has users: migrate-data fills an empty one");
     }
-    for m in tessera_core::data_move::move_data(&*source, &*target).await? {
+    let moved = if tessera {
+        drop(foreign);
+        let (source, _) = tessera_server::open_store(&source).await?;
+        tessera_core::data_move::move_data(&*source, &*target).await?
+    } else {
+        tessera_core::data_move::import_directus(&*foreign, &*target).await?
+    };
+    for m in moved {
         println!("{}: {} rows", m.table, m.rows);
     }
     Ok(())

@@ -910,3 +910,141 @@ async fn a_database_moves_to_postgresql_and_back_with_every_account_and_session(
     .unwrap();
     works(&c, &refresh).await;
 }
+
+/// The fixture made by a real Directus 12.4.1 (see `fixtures/README.md`).
+const DIRECTUS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/directus-12.4.1.sqlite"
+);
+
+/// What a database imported from the Directus fixture must answer.
+async fn imported(i: &Instance) {
+    let r = i
+        .login("admin@example.com", "Directus-Admin-123", "json")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let admin = r.body["data"]["access_token"].as_str().unwrap().to_owned();
+    let r = i
+        .call("GET", "/users?fields=email", Auth::Bearer(&admin), None)
+        .await;
+    assert_eq!(
+        r.body["data"].as_array().map(Vec::len),
+        Some(4),
+        "{}",
+        r.body
+    );
+    let r = i
+        .login("editor@example.com", "Editor-Password-1", "json")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = i
+        .login("suspended@example.com", "Suspended-Password-1", "json")
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Static tokens, kept in plain text by Directus, work as they did.
+    let r = me(i, Auth::Bearer("admin-static-token-0123456789")).await;
+    assert_eq!(
+        r.body["data"]["role"], "46e7041c-be42-4a8c-b989-f2d552a51137",
+        "{}",
+        r.body
+    );
+    let r = me(i, Auth::Bearer("editor-static-token-0123456789")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let viewers = "/roles/6b62251b-024c-49eb-ac43-d523e5ebbd2f?fields=parent";
+    let r = i.call("GET", viewers, Auth::Bearer(&admin), None).await;
+    assert_eq!(
+        r.body["data"]["parent"], "32d3a8c1-2b9a-4fb0-ac8b-2c7234447566",
+        "{}",
+        r.body
+    );
+    let r = i.call("GET", "/settings", Auth::Bearer(&admin), None).await;
+    assert_eq!(
+        r.body["data"]["project_name"], "Fixture Project",
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["data"]["auth_login_attempts"], 7, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directus_database_imports_into_either_engine() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("directus.db");
+    std::fs::copy(DIRECTUS, &source).unwrap();
+    let before = std::fs::read(&source).unwrap();
+    let from = format!("sqlite:{}", source.display());
+    let target = work.path().join("data.db");
+    let out = migrate_data(&from, &format!("sqlite:{}", target.display())).unwrap();
+    for expected in [
+        "directus_users: 4 rows",
+        "directus_roles: 3 rows",
+        "directus_policies: 4 rows",
+        "directus_permissions: 2 rows",
+    ] {
+        assert!(out.contains(expected), "{expected}:\n{out}");
+    }
+    assert_eq!(
+        std::fs::read(&source).unwrap(),
+        before,
+        "the source was written"
+    );
+    let on_sqlite = tokio::task::spawn_blocking({
+        let (dir, target) = (work.path().to_owned(), target.clone());
+        move || Instance::start_on(&dir, &[("DB_FILENAME", target.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    imported(&on_sqlite).await;
+    drop(on_sqlite);
+
+    let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("importing Directus"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    migrate_data(&from, &format!("pg:{}", db.url())).unwrap();
+    let on_pg = tokio::task::spawn_blocking({
+        let (dir, url) = (work.path().to_owned(), db.url());
+        move || Instance::start_on(&dir, &[("DB_CLIENT", "pg"), ("DB_CONNECTION_STRING", &url)])
+    })
+    .await
+    .unwrap();
+    imported(&on_pg).await;
+    let access = "SELECT count(*) FROM directus_access";
+    let permissions = "SELECT count(*) FROM directus_permissions";
+    assert_eq!(
+        (count(&db, access).await, count(&db, permissions).await),
+        (5, 2)
+    );
+}
+
+#[test]
+fn sources_that_are_not_tessera_or_directus_11_or_later_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let target = format!("sqlite:{}", work.path().join("data.db").display());
+    let stranger = work.path().join("other.db");
+    std::fs::write(&stranger, b"").unwrap();
+    let err = migrate_data(&format!("sqlite:{}", stranger.display()), &target).unwrap_err();
+    assert!(
+        err.contains("neither a Tessera nor a Directus database"),
+        "{err}"
+    );
+    // A Directus 10 database: roles carry access, there are no policies.
+    let old = work.path().join("directus10.db");
+    std::fs::copy(DIRECTUS, &old).unwrap();
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE directus_access; DROP TABLE directus_permissions; \
+             DROP TABLE directus_policies;",
+        )
+        .unwrap();
+    let err = migrate_data(&format!("sqlite:{}", old.display()), &target).unwrap_err();
+    assert!(err.contains("only Directus 11 and 12"), "{err}");
+    let missing = work.path().join("missing.db");
+    let err = migrate_data(&format!("sqlite:{}", missing.display()), &target).unwrap_err();
+    assert!(err.contains("does not exist"), "{err}");
+    let err = migrate_data("mysql://db/x", &target).unwrap_err();
+    assert!(err.contains("a database is sqlite:<file>"), "{err}");
+}
