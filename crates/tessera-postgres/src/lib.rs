@@ -488,6 +488,7 @@ impl ToSql for Bound {
             (Scalar::Text(s), &Type::FLOAT8) => {
                 s.trim().parse::<f64>().map_err(|_| bad())?.to_sql(ty, out)
             }
+            (Scalar::Text(s), &Type::UUID) => uuid::Uuid::parse_str(s)?.to_sql(ty, out),
             (Scalar::Text(s), &Type::BOOL) => match s.as_str() {
                 "true" | "1" => true.to_sql(ty, out),
                 "false" | "0" => false.to_sql(ty, out),
@@ -505,6 +506,10 @@ impl ToSql for Bound {
     to_sql_checked!();
 }
 
+fn millis(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 fn cell(row: &postgres::Row, i: usize) -> StoreResult<Cell> {
     let ty = row.columns()[i].type_().clone();
     let got = match ty {
@@ -520,6 +525,20 @@ fn cell(row: &postgres::Row, i: usize) -> StoreResult<Cell> {
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(i)
             .map(|v| v.map(|v| Cell::Real(v.into()))),
+        // Types Tessera's own schema does not use, found in other programs' databases (a
+        // Directus one being imported): ids as text, JSON as its text, times as milliseconds.
+        Type::UUID => row
+            .try_get::<_, Option<uuid::Uuid>>(i)
+            .map(|v| v.map(|v| Cell::Text(v.to_string()))),
+        Type::JSON | Type::JSONB => row
+            .try_get::<_, Option<serde_json::Value>>(i)
+            .map(|v| v.map(|v| Cell::Text(v.to_string()))),
+        Type::TIMESTAMPTZ => row
+            .try_get::<_, Option<time::OffsetDateTime>>(i)
+            .map(|v| v.map(|v| Cell::Int(millis(v)))),
+        Type::TIMESTAMP => row
+            .try_get::<_, Option<time::PrimitiveDateTime>>(i)
+            .map(|v| v.map(|v| Cell::Int(millis(v.assume_utc())))),
         _ => row
             .try_get::<_, Option<String>>(i)
             .map(|v| v.map(Cell::Text)),
