@@ -5,7 +5,7 @@
 //! `SECRET`, access tokens do too). Self-references (a role's parent) are written in a second
 //! pass, once every row exists.
 //!
-//! The same command imports a Directus 11 or 12 database ([`import_directus`]): its users
+//! The same command imports a Directus 10, 11 or 12 database ([`import_directus`]): its users
 //! (argon2 hashes, which Tessera verifies as they are), roles, policies, access, permissions
 //! and settings, each column Tessera has taken by name; static tokens, which Directus keeps in
 //! plain text, are digested on the way in. Directus's sessions cannot be carried (their tokens
@@ -74,11 +74,28 @@ pub async fn move_data(from: &dyn Store, to: &dyn Store) -> Result<Vec<Moved>> {
     Ok(moved)
 }
 
-/// Where a Tessera column's value comes from in a Directus table, when it is not the column of
-/// the same name.
-fn directus_column(table: &str, column: &'static str) -> &'static str {
-    match (table, column) {
-        ("directus_users", "token_hash") => "token",
+/// Which Directus table a Tessera table's rows come from. A Directus 10 database (`legacy`)
+/// has no policies: each role carries its flags, and its permissions name the role. It
+/// becomes one policy per role (same id, the role's flags) attached to that role, as
+/// Directus's own upgrade to 11 does, and its permissions belong to those policies (the
+/// public ones to the public policy).
+fn directus_table(legacy: bool, table: &str) -> &'static str {
+    match (legacy, table) {
+        (true, "directus_policies" | "directus_access") => "directus_roles",
+        _ => TABLES
+            .iter()
+            .find(|t| t.name == table)
+            .map_or("", |t| t.name),
+    }
+}
+
+/// Which column of that table a Tessera column's value comes from.
+fn directus_column(legacy: bool, table: &str, column: &'static str) -> &'static str {
+    match (legacy, table, column) {
+        (_, "directus_users", "token_hash") => "token",
+        (true, "directus_access", "role" | "policy") => "id",
+        (true, "directus_access", "user" | "sort") => "",
+        (true, "directus_permissions", "policy") => "role",
         _ => column,
     }
 }
@@ -100,10 +117,12 @@ fn default_of(column: &str) -> Value {
     }
 }
 
-/// A Directus value as Tessera stores it: static tokens digested, times as milliseconds.
-fn converted(column: &str, v: Value) -> Value {
+/// A Directus value as Tessera stores it: static tokens digested, times as milliseconds, a
+/// Directus 10 public permission given to the public policy.
+fn converted(table: &str, column: &str, v: Value) -> Value {
     match (column, v) {
         ("token_hash", Value::String(token)) => Value::from(digest(&token)),
+        ("policy", Value::Null) if table == "directus_permissions" => Value::from(PUBLIC_POLICY_ID),
         ("last_access", Value::String(at)) => {
             parse_ms(&at.replace(' ', "T")).map_or(Value::Null, Value::from)
         }
@@ -123,26 +142,25 @@ fn already_there(table: &Table, columns: &[&'static str], row: &[Value]) -> bool
 
 /// Imports a Directus 11 or 12 database into `to`, which should be a fresh database.
 pub async fn import_directus(from: &dyn Foreign, to: &dyn Store) -> Result<Vec<Moved>> {
+    let legacy = from.columns("directus_policies").await?.is_none();
     let mut moved = Vec::new();
     for table in TABLES.iter().filter(|t| t.name != "directus_sessions") {
-        let Some(present) = from.columns(table.name).await? else {
+        let source = directus_table(legacy, table.name);
+        let Some(present) = from.columns(source).await? else {
             return Err(Error::payload(format!(
-                "the Directus database has no {}: only Directus 11 and 12 databases (with \
-                 policies) can be imported",
-                table.name
+                "the Directus database has no {source}: it is not a Directus 10, 11 or 12 \
+                 database"
             )));
         };
         // The Tessera columns this database can fill, and from which of its columns.
+        let from_column = |c: &'static str| directus_column(legacy, table.name, c);
         let filled: Vec<&'static str> = table
             .columns
             .iter()
             .copied()
-            .filter(|c| present.iter().any(|p| p == directus_column(table.name, c)))
+            .filter(|c| present.iter().any(|p| p == from_column(c)))
             .collect();
-        let read: Vec<String> = filled
-            .iter()
-            .map(|c| directus_column(table.name, c).to_owned())
-            .collect();
+        let read: Vec<String> = filled.iter().map(|c| from_column(c).to_owned()).collect();
         let key = filled.iter().position(|c| *c == table.key);
         let Some(key) = key else {
             return Err(Error::payload(format!(
@@ -154,7 +172,7 @@ pub async fn import_directus(from: &dyn Foreign, to: &dyn Store) -> Result<Vec<M
         let mut pages = Vec::new();
         loop {
             let rows = from
-                .rows(table.name, read.clone(), table.key, after.take(), PAGE)
+                .rows(source, read.clone(), table.key, after.take(), PAGE)
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.get(key).cloned();
@@ -166,7 +184,7 @@ pub async fn import_directus(from: &dyn Foreign, to: &dyn Store) -> Result<Vec<M
                         .columns
                         .iter()
                         .map(|c| match filled.iter().position(|f| f == c) {
-                            Some(i) => converted(c, r[i].clone()),
+                            Some(i) => converted(table.name, c, r[i].clone()),
                             None => default_of(c),
                         })
                         .collect()

@@ -39,8 +39,8 @@ enum Command {
     /// Example: ADMIN_EMAIL=me@example.com tessera bootstrap
     Bootstrap(ServerFlags),
     /// Copy every user, role, policy, access row, permission, setting and session from one
-    /// database to another, fresh one (SQLite to PostgreSQL or back), or import a Directus 11
-    /// or 12 database (everything but its sessions; static tokens are digested). A database is
+    /// database to another, fresh one (SQLite to PostgreSQL or back), or import a Directus 10,
+    /// 11 or 12 database (everything but its sessions; static tokens are digested). A database is
     /// `sqlite:<file>`, `pg:<libpq connection string>` or a PostgreSQL URL
     /// (`postgresql://user:pass@host/db`). The source's schema is brought up to date; nothing
     /// else in it is written.

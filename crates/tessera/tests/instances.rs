@@ -1025,7 +1025,7 @@ async fn a_directus_database_imports_into_either_engine() {
 }
 
 #[test]
-fn sources_that_are_not_tessera_or_directus_11_or_later_are_refused() {
+fn sources_that_are_not_tessera_or_directus_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let target = format!("sqlite:{}", work.path().join("data.db").display());
     let stranger = work.path().join("other.db");
@@ -1035,8 +1035,8 @@ fn sources_that_are_not_tessera_or_directus_11_or_later_are_refused() {
         err.contains("neither a Tessera nor a Directus database"),
         "{err}"
     );
-    // A Directus 10 database: roles carry access, there are no policies.
-    let old = work.path().join("directus10.db");
+    // Tables missing that no Directus version lacks.
+    let old = work.path().join("broken.db");
     std::fs::copy(DIRECTUS, &old).unwrap();
     rusqlite::Connection::open(&old)
         .unwrap()
@@ -1046,10 +1046,141 @@ fn sources_that_are_not_tessera_or_directus_11_or_later_are_refused() {
         )
         .unwrap();
     let err = migrate_data(&format!("sqlite:{}", old.display()), &target).unwrap_err();
-    assert!(err.contains("only Directus 11 and 12"), "{err}");
+    assert!(
+        err.contains("has no directus_permissions: it is not a Directus 10, 11 or 12"),
+        "{err}"
+    );
     let missing = work.path().join("missing.db");
     let err = migrate_data(&format!("sqlite:{}", missing.display()), &target).unwrap_err();
     assert!(err.contains("does not exist"), "{err}");
     let err = migrate_data("mysql://db/x", &target).unwrap_err();
     assert!(err.contains("a database is sqlite:<file>"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directus_10_database_gets_a_policy_per_role() {
+    // Directus 10's shape: flags on roles, permissions naming roles, no policies or access;
+    // the password hashes are the ones Directus 12 made for the fixture.
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("directus10.db");
+    let hash = |email: &str| -> String {
+        rusqlite::Connection::open(DIRECTUS)
+            .unwrap()
+            .query_row(
+                "SELECT password FROM directus_users WHERE email = ?1",
+                [email],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let db = rusqlite::Connection::open(&source).unwrap();
+    db.execute_batch(
+        "CREATE TABLE directus_migrations (version TEXT PRIMARY KEY);
+         INSERT INTO directus_migrations VALUES ('20230721A');
+         CREATE TABLE directus_roles (id TEXT PRIMARY KEY, name TEXT, icon TEXT,
+             description TEXT, ip_access TEXT, enforce_tfa INTEGER, admin_access INTEGER,
+             app_access INTEGER);
+         INSERT INTO directus_roles VALUES
+             ('a0000000-0000-4000-8000-000000000001', 'Administrator', 'verified', NULL, NULL,
+              0, 1, 1),
+             ('a0000000-0000-4000-8000-000000000002', 'Editors', 'edit', NULL, NULL, 0, 0, 1);
+         CREATE TABLE directus_users (id TEXT PRIMARY KEY, email TEXT, password TEXT,
+             status TEXT, role TEXT, token TEXT, last_access TEXT);
+         CREATE TABLE directus_permissions (id INTEGER PRIMARY KEY, role TEXT,
+             collection TEXT, action TEXT, permissions TEXT, validation TEXT, presets TEXT,
+             fields TEXT);
+         INSERT INTO directus_permissions VALUES
+             (1, 'a0000000-0000-4000-8000-000000000002', 'directus_users', 'read', '{}',
+              NULL, NULL, 'id,email'),
+             (2, NULL, 'directus_settings', 'read', '{}', NULL, NULL, 'project_name');
+         CREATE TABLE directus_settings (id INTEGER PRIMARY KEY, project_name TEXT);
+         INSERT INTO directus_settings VALUES (1, 'Legacy');",
+    )
+    .unwrap();
+    for (id, email, role, token) in [
+        (
+            "b0000000-0000-4000-8000-000000000001",
+            "admin@example.com",
+            1,
+            None,
+        ),
+        (
+            "b0000000-0000-4000-8000-000000000002",
+            "editor@example.com",
+            2,
+            Some("legacy-token"),
+        ),
+    ] {
+        db.execute(
+            "INSERT INTO directus_users VALUES (?1, ?2, ?3, 'active', ?4, ?5, \
+             '2024-01-02 03:04:05')",
+            rusqlite::params![
+                id,
+                email,
+                hash(email),
+                format!("a0000000-0000-4000-8000-00000000000{role}"),
+                token
+            ],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let target = work.path().join("data.db");
+    let from = format!("sqlite:{}", source.display());
+    let out = migrate_data(&from, &format!("sqlite:{}", target.display())).unwrap();
+    assert!(out.contains("directus_policies: 2 rows"), "{out}");
+    assert!(out.contains("directus_access: 2 rows"), "{out}");
+    let i = tokio::task::spawn_blocking({
+        let (dir, target) = (work.path().to_owned(), target.clone());
+        move || Instance::start_on(&dir, &[("DB_FILENAME", target.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    // The Administrator role's flags became its policy's: its user is an admin.
+    let r = i
+        .login("admin@example.com", "Directus-Admin-123", "json")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let admin = r.body["data"]["access_token"].as_str().unwrap().to_owned();
+    let r = i
+        .call(
+            "GET",
+            "/users?fields=email,last_access",
+            Auth::Bearer(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.body
+    );
+    // Directus 10 kept times as text; the editor's (untouched by a login yet) reads back.
+    let editor = r.body["data"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["email"] == "editor@example.com"))
+        .cloned()
+        .unwrap();
+    assert_eq!(editor["last_access"], "2024-01-02T03:04:05.000Z");
+    let r = i
+        .login("editor@example.com", "Editor-Password-1", "json")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = me(&i, Auth::Bearer("legacy-token")).await;
+    assert_eq!(
+        r.body["data"]["role"],
+        "a0000000-0000-4000-8000-000000000002"
+    );
+    let r = i.call("GET", "/settings", Auth::Bearer(&admin), None).await;
+    assert_eq!(r.body["data"]["project_name"], "Legacy", "{}", r.body);
+    let moved = rusqlite::Connection::open(&target).unwrap();
+    let public: i64 = moved
+        .query_row(
+            "SELECT count(*) FROM directus_permissions WHERE policy = ?1",
+            ["abf8a154-5b1c-4a46-ac9c-7300570f4f17"],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(public, 1);
 }
