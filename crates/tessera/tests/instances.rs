@@ -1184,3 +1184,42 @@ async fn a_directus_10_database_gets_a_policy_per_role() {
         .unwrap();
     assert_eq!(public, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directus_database_on_postgresql_imports() {
+    let Some(db) =
+        tokio::task::spawn_blocking(|| Scratch::or_skip("importing Directus from PostgreSQL"))
+            .await
+            .unwrap()
+    else {
+        return;
+    };
+    // The database a real Directus 12.4.1 made on PostgreSQL (uuid ids, json, timestamptz).
+    let dump = include_str!("fixtures/directus-12.4.1.postgres.sql");
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        config
+            .connect(postgres::NoTls)
+            .unwrap()
+            .batch_execute(dump)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("data.db");
+    let out = migrate_data(
+        &format!("pg:{}", db.url()),
+        &format!("sqlite:{}", target.display()),
+    )
+    .unwrap();
+    assert!(out.contains("directus_users: 4 rows"), "{out}");
+    assert!(out.contains("directus_permissions: 2 rows"), "{out}");
+    let i = tokio::task::spawn_blocking({
+        let (dir, target) = (work.path().to_owned(), target.clone());
+        move || Instance::start_on(&dir, &[("DB_FILENAME", target.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    imported(&i).await;
+}
