@@ -378,15 +378,26 @@ fn can_log_in(u: &LoginUser) -> bool {
     u.status == "active" && u.provider == "default"
 }
 
-/// The token a refresh of family `f`'s live token issues: the next generation's.
-fn successor(secret: &[u8], f: &Family) -> String {
-    refresh_token(
+/// The token a refresh of the token `id` names issues: the next generation's (none past the
+/// last one).
+fn successor(secret: &[u8], id: RefreshId) -> Option<String> {
+    let generation = id.generation.checked_add(1)?;
+    Some(refresh_token(
         secret,
         RefreshId {
-            family: f.id,
-            generation: f.generation + 1,
+            family: id.family,
+            generation,
         },
-    )
+    ))
+}
+
+/// The token after family `f`'s live generation.
+fn successor_of(secret: &[u8], f: &Family) -> String {
+    let live = RefreshId {
+        family: f.id,
+        generation: f.generation,
+    };
+    successor(secret, live).expect("a stored generation is at most i64::MAX")
 }
 
 /// The token lifecycle service.
@@ -687,25 +698,18 @@ impl Auth {
         // The common case in one statement: the presented token is its family's live one (so
         // it names the family's generation), the family is unexpired and its user active —
         // exactly the `Live` verdict — and the family advances to the next generation.
-        if let Some(next) = p.id.generation.checked_add(1).map(|generation| {
-            refresh_token(
-                &self.secret,
-                RefreshId {
+        if let Some(next) = successor(&self.secret, p.id)
+            && let Some(user) = self
+                .store
+                .advance_live(LiveAdvance {
                     family: family_id,
-                    generation,
-                },
-            )
-        }) && let Some(user) = self
-            .store
-            .advance_live(LiveAdvance {
-                family: family_id,
-                live_hash: p.digest.clone(),
-                now_ms: now,
-                next_hash: digest(&next),
-                expires_ms: expires,
-                meta: meta.clone(),
-            })
-            .await?
+                    live_hash: p.digest.clone(),
+                    now_ms: now,
+                    next_hash: digest(&next),
+                    expires_ms: expires,
+                    meta: meta.clone(),
+                })
+                .await?
         {
             self.caches.forget_family(family_id);
             return self.refreshed(mode, &user, next, now, ip).await;
@@ -721,7 +725,7 @@ impl Auth {
                 family_id,
                 Box::new(move |f| {
                     let v = verdict(f, &judged, now, grace);
-                    let next = successor(&secret, f);
+                    let next = successor_of(&secret, f);
                     refresh_change(v, revoke, now, expires, &next, meta.clone())
                 }),
             )
@@ -750,7 +754,7 @@ impl Auth {
                     generation: family.generation,
                 },
             ),
-            Verdict::Live => successor(&self.secret, &family),
+            Verdict::Live => successor_of(&self.secret, &family),
         };
         self.refreshed(mode, &family.user, issued, now, ip).await
     }

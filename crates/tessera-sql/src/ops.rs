@@ -11,10 +11,10 @@ use sea_query::{
 use serde_json::Value;
 use tessera_store::schema::{Alias as AliasList, Collection, Kind, Table};
 use tessera_store::{
-    AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, ClientMeta, Condition,
-    EndSessions, Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser,
-    NewSession, Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError,
-    StoreResult, UserSummary, Values, Write,
+    AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
+    Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession,
+    Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError, StoreResult,
+    UserSummary, Values, Write,
 };
 use uuid::Uuid;
 
@@ -605,22 +605,27 @@ pub(crate) fn families(x: &mut dyn Conn, ids: Vec<Uuid>) -> StoreResult<Vec<Opti
         .collect())
 }
 
+/// What an advance to the next generation writes, given as expressions: values for one
+/// family, or a batch's columns.
+struct Advance {
+    now: Expr,
+    expires: Expr,
+    token_hash: Expr,
+    ip: Expr,
+    user_agent: Expr,
+    origin: Expr,
+}
+
 /// Sets what an advance to the next generation writes.
-fn advance(
-    u: &mut UpdateStatement,
-    now_ms: i64,
-    expires_ms: i64,
-    token_hash: String,
-    meta: ClientMeta,
-) {
+fn advance(u: &mut UpdateStatement, a: Advance) {
     u.value(t("generation"), col("generation").add(1))
-        .value(t("token_hash"), token_hash)
+        .value(t("token_hash"), a.token_hash)
         .value(t("prev_rotated_at"), col("rotated_at"))
-        .value(t("rotated_at"), now_ms)
-        .value(t("expires"), expires_ms)
-        .value(t("ip"), meta.ip)
-        .value(t("user_agent"), meta.user_agent)
-        .value(t("origin"), meta.origin);
+        .value(t("rotated_at"), a.now)
+        .value(t("expires"), a.expires)
+        .value(t("ip"), a.ip)
+        .value(t("user_agent"), a.user_agent)
+        .value(t("origin"), a.origin);
 }
 
 /// Sets the user's `last_access` to `now_ms` unless `seen` (as read with the family) is less
@@ -695,15 +700,16 @@ pub(crate) fn advance_live(
         .from(t(USERS))
         .and_where(col("status").eq("active"));
     let mut u = Query::update();
+    let a = Advance {
+        now: v_int(4),
+        expires: v_int(5),
+        token_hash: v(3),
+        ip: v(6),
+        user_agent: v(7),
+        origin: v(8),
+    };
+    advance(&mut u, a);
     u.table(t(SESSIONS))
-        .value(t("generation"), col("generation").add(1))
-        .value(t("token_hash"), v(3))
-        .value(t("prev_rotated_at"), col("rotated_at"))
-        .value(t("rotated_at"), v_int(4))
-        .value(t("expires"), v_int(5))
-        .value(t("ip"), v(6))
-        .value(t("user_agent"), v(7))
-        .value(t("origin"), v(8))
         .from(TableRef::ValuesList(list, t(V).into_iden()))
         .and_where(tc(SESSIONS, "family").equals((t(V), t("column1"))))
         .and_where(tc(SESSIONS, "token_hash").equals((t(V), t("column2"))))
@@ -789,7 +795,15 @@ pub(crate) fn change_family(
                 token_hash,
                 meta,
             } => {
-                advance(&mut u, now_ms, expires_ms, token_hash, meta);
+                let a = Advance {
+                    now: Expr::val(now_ms),
+                    expires: Expr::val(expires_ms),
+                    token_hash: Expr::val(token_hash),
+                    ip: Expr::val(meta.ip),
+                    user_agent: Expr::val(meta.user_agent),
+                    origin: Expr::val(meta.origin),
+                };
+                advance(&mut u, a);
                 (run(x, &u)?, Some(now_ms))
             }
             FamilyChange::Extend { now_ms, expires_ms } => {
