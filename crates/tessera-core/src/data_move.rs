@@ -29,6 +29,15 @@ pub struct Moved {
     pub rows: u64,
 }
 
+/// A failure once writing has begun: each page is written in a transaction of its own, so
+/// the pages before it stay.
+fn partial(e: Error) -> Error {
+    Error::payload(format!(
+        "{e}; the target now holds part of the data: empty it, or use a new database, before \
+         trying again"
+    ))
+}
+
 /// Copies `table` page by page, through `step` for each page.
 async fn pages(
     from: &dyn Store,
@@ -54,6 +63,10 @@ async fn pages(
 
 /// Copies every table of `from` into `to`, which should be a fresh database.
 pub async fn move_data(from: &dyn Store, to: &dyn Store) -> Result<Vec<Moved>> {
+    copy_all(from, to).await.map_err(partial)
+}
+
+async fn copy_all(from: &dyn Store, to: &dyn Store) -> Result<Vec<Moved>> {
     let mut moved = Vec::new();
     for table in TABLES {
         let rows = pages(from, table, async |rows| {
@@ -143,8 +156,13 @@ fn already_there(table: &Table, columns: &[&'static str], row: &[Value]) -> bool
 /// Imports a Directus 11 or 12 database into `to`, which should be a fresh database.
 pub async fn import_directus(from: &dyn Foreign, to: &dyn Store) -> Result<Vec<Moved>> {
     let legacy = from.columns("directus_policies").await?.is_none();
-    let mut moved = Vec::new();
-    for table in TABLES.iter().filter(|t| t.name != "directus_sessions") {
+    let tables: Vec<&'static Table> = TABLES
+        .iter()
+        .filter(|t| t.name != "directus_sessions")
+        .collect();
+    // Every table is looked for before anything is written.
+    let mut shapes = Vec::new();
+    for table in &tables {
         let source = directus_table(legacy, table.name);
         let Some(present) = from.columns(source).await? else {
             return Err(Error::payload(format!(
@@ -152,6 +170,19 @@ pub async fn import_directus(from: &dyn Foreign, to: &dyn Store) -> Result<Vec<M
                  database"
             )));
         };
+        shapes.push((*table, source, present));
+    }
+    import_all(from, to, legacy, shapes).await.map_err(partial)
+}
+
+async fn import_all(
+    from: &dyn Foreign,
+    to: &dyn Store,
+    legacy: bool,
+    shapes: Vec<(&'static Table, &'static str, Vec<String>)>,
+) -> Result<Vec<Moved>> {
+    let mut moved = Vec::new();
+    for (table, source, present) in shapes {
         // The Tessera columns this database can fill, and from which of its columns.
         let from_column = |c: &'static str| directus_column(legacy, table.name, c);
         let filled: Vec<&'static str> = table

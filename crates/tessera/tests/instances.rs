@@ -1050,6 +1050,21 @@ fn sources_that_are_not_tessera_or_directus_are_refused() {
         err.contains("has no directus_permissions: it is not a Directus 10, 11 or 12"),
         "{err}"
     );
+    // Found before anything was written: the target is still empty.
+    assert!(!err.contains("part of the data"), "{err}");
+    // Two accounts Tessera cannot tell apart (e-mails equal but for ASCII case): the import
+    // stops, and says that the target holds part of the data.
+    let twins = work.path().join("twins.db");
+    std::fs::copy(DIRECTUS, &twins).unwrap();
+    rusqlite::Connection::open(&twins)
+        .unwrap()
+        .execute_batch(
+            "UPDATE directus_users SET email = 'EDITOR@example.com' \
+             WHERE email = 'viewer@example.com';",
+        )
+        .unwrap();
+    let err = migrate_data(&format!("sqlite:{}", twins.display()), &target).unwrap_err();
+    assert!(err.contains("holds part of the data"), "{err}");
     let missing = work.path().join("missing.db");
     let err = migrate_data(&format!("sqlite:{}", missing.display()), &target).unwrap_err();
     assert!(err.contains("does not exist"), "{err}");
