@@ -405,7 +405,8 @@ impl Engine for Postgres {
                 Param::String(Some(changes::CHANNEL.to_owned())),
                 Param::String(Some(payload)),
             ];
-            x.query("SELECT pg_notify($1, $2)", &params).map(drop)
+            // `pg_notify` returns `void`, which no row reader takes: run it, read nothing.
+            x.execute("SELECT pg_notify($1, $2)", &params).map(drop)
         })
         .await
     }

@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
             windows_and_counts_agree,
             settings_update_by_their_id,
             expired_sessions_are_purged,
+            announcements_go_out,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
@@ -1106,4 +1107,11 @@ pub async fn expired_sessions_are_purged(s: Arc<dyn Store>) {
     .unwrap();
     assert!(s.family(new).await.unwrap().is_none());
     assert!(s.family(third).await.unwrap().is_some());
+}
+
+pub async fn announcements_go_out(s: Arc<dyn Store>) {
+    s.announce(crate::Change::Everything).await.unwrap();
+    s.announce(crate::Change::FamilyEnded(Uuid::new_v4()))
+        .await
+        .unwrap();
 }
