@@ -1238,3 +1238,106 @@ async fn a_directus_database_on_postgresql_imports() {
     .unwrap();
     imported(&i).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_and_imports_go_past_one_page() {
+    let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("moving many rows"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    // A Directus database on PostgreSQL (uuid keys) with more users than one page holds.
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        c.batch_execute(include_str!("fixtures/directus-12.4.1.postgres.sql"))
+            .unwrap();
+        c.batch_execute(
+            "INSERT INTO directus_users (id, email, password, status)
+             SELECT gen_random_uuid(), 'bulk' || i || '@example.com',
+                    (SELECT password FROM directus_users WHERE email = 'editor@example.com'),
+                    'active'
+             FROM generate_series(1, 2100) i",
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first.db");
+    let out = migrate_data(
+        &format!("pg:{}", db.url()),
+        &format!("sqlite:{}", first.display()),
+    )
+    .unwrap();
+    assert!(out.contains("directus_users: 2104 rows"), "{out}");
+    // And Tessera to Tessera, text keys paged the same way.
+    let second = work.path().join("second.db");
+    let out = migrate_data(
+        &format!("sqlite:{}", first.display()),
+        &format!("sqlite:{}", second.display()),
+    )
+    .unwrap();
+    assert!(out.contains("directus_users: 2104 rows"), "{out}");
+    let i = tokio::task::spawn_blocking({
+        let (dir, second) = (work.path().to_owned(), second.clone());
+        move || Instance::start_on(&dir, &[("DB_FILENAME", second.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    for email in ["bulk1@example.com", "bulk2100@example.com"] {
+        let r = i.login(email, "Editor-Password-1", "json").await;
+        assert_eq!(r.status, 200, "{email}: {}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_channel_neither_stops_an_instance_nor_leaves_it_alone() {
+    let Some((db, _dir, a)) = one_instance("garbage on the channel").await else {
+        return;
+    };
+    let cookie = cached_session(&a).await;
+    // Anyone who can reach the database can NOTIFY: empty, malformed, forged and oversized
+    // messages (PostgreSQL's limit is 8000 bytes).
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        let big = format!("x {}", "y".repeat(7990));
+        for payload in [
+            "",
+            "no-space",
+            "x ack",
+            "x ack someone not-a-pid",
+            "x family not-a-uuid",
+            "x join",
+            big.as_str(),
+        ] {
+            c.execute("SELECT pg_notify('tessera_changes', $1)", &[&payload])
+                .unwrap();
+        }
+        // A logout nobody announces: only a database read can see it.
+        c.execute("DELETE FROM directus_sessions", &[]).unwrap();
+    })
+    .await
+    .unwrap();
+    within_a_second(async || {
+        let r = a
+            .call("GET", "/users/me", Auth::Cookie(&cookie), None)
+            .await;
+        r.status == 401
+    })
+    .await;
+    // Still serving; and no longer counting itself alone, so a session ended behind its back
+    // (here with no announcement at all) is refused at the very next request.
+    let fresh = cached_session(&a).await;
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        c.execute("DELETE FROM directus_sessions", &[]).unwrap();
+    })
+    .await
+    .unwrap();
+    let r = a.call("GET", "/users/me", Auth::Cookie(&fresh), None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}
