@@ -38,20 +38,16 @@ fn partial(e: Error) -> Error {
     ))
 }
 
-/// Copies `table` page by page, through `step` for each page.
+/// Reads a table a page at a time, each page after the last key read (`key` is its place in
+/// a row), and hands each page to `step`; returns how many rows there were.
 async fn pages(
-    from: &dyn Store,
-    table: &'static Table,
+    key: usize,
+    mut fetch: impl AsyncFnMut(Option<Value>) -> Result<Vec<Vec<Value>>>,
     mut step: impl AsyncFnMut(Vec<Vec<Value>>) -> Result<()>,
 ) -> Result<u64> {
-    let key = table
-        .columns
-        .iter()
-        .position(|c| *c == table.key)
-        .unwrap_or_default();
     let (mut after, mut n) = (None, 0);
     loop {
-        let rows = from.dump(table, after.take(), PAGE).await?;
+        let rows = fetch(after.take()).await?;
         let Some(last) = rows.last() else {
             return Ok(n);
         };
@@ -69,12 +65,18 @@ pub async fn move_data(from: &dyn Store, to: &dyn Store) -> Result<Vec<Moved>> {
 async fn copy_all(from: &dyn Store, to: &dyn Store) -> Result<Vec<Moved>> {
     let mut moved = Vec::new();
     for table in TABLES {
-        let rows = pages(from, table, async |rows| {
+        let key = table
+            .columns
+            .iter()
+            .position(|c| *c == table.key)
+            .unwrap_or_default();
+        let fetch = async |after| Ok(from.dump(table, after, PAGE).await?);
+        let rows = pages(key, fetch, async |rows| {
             Ok(to.load(table, rows, false).await?)
         })
         .await?;
         if !table.later.is_empty() {
-            pages(from, table, async |rows| {
+            pages(key, fetch, async |rows| {
                 Ok(to.load(table, rows, true).await?)
             })
             .await?;
@@ -199,14 +201,13 @@ async fn import_all(
                 table.name, table.key
             )));
         };
-        let (mut after, mut n) = (None, 0u64);
-        let mut pages = Vec::new();
-        loop {
-            let rows = from
-                .rows(source, read.clone(), table.key, after.take(), PAGE)
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.get(key).cloned();
+        let (mut later, mut n) = (Vec::new(), 0u64);
+        let fetch = async |after| {
+            Ok(from
+                .rows(source, read.clone(), table.key, after, PAGE)
+                .await?)
+        };
+        pages(key, fetch, async |rows: Vec<Vec<Value>>| {
             let rows: Vec<Vec<Value>> = rows
                 .into_iter()
                 .filter(|r| !already_there(table, &filled, r))
@@ -221,13 +222,15 @@ async fn import_all(
                         .collect()
                 })
                 .collect();
+            // What was written, not what was read: a row Tessera already has is skipped.
             n += rows.len() as u64;
-            to.load(table, rows.clone(), false).await?;
             if !table.later.is_empty() {
-                pages.push(rows);
+                later.push(rows.clone());
             }
-        }
-        for rows in pages {
+            Ok(to.load(table, rows, false).await?)
+        })
+        .await?;
+        for rows in later {
             to.load(table, rows, true).await?;
         }
         moved.push(Moved {
