@@ -15,19 +15,14 @@ pub struct Accountability {
     pub roles: Vec<Uuid>,
     pub admin: bool,
     pub app: bool,
+    /// Some applicable policy of the direct role enforces two-factor login.
+    pub enforce_tfa: bool,
+    /// The policies that apply from the request's IP, in Directus's order: the role tree's root
+    /// first, the user's own last (the public policy for role-less and anonymous callers).
+    pub policies: Vec<Uuid>,
     /// The session family when the caller authenticated with a session JWT.
     pub session: Option<Uuid>,
     pub ip: Option<IpAddr>,
-}
-
-impl Accountability {
-    /// An anonymous caller.
-    pub fn public(ip: Option<IpAddr>) -> Self {
-        Self {
-            ip,
-            ..Self::default()
-        }
-    }
 }
 
 /// Composes the access rows of a principal with direct role `role` into its tree: the roles
@@ -93,16 +88,29 @@ pub struct GlobalAccess {
     pub enforce_tfa: bool,
 }
 
-/// ORs the flags of every policy that applies from `ip`. A policy restricted by `ip_access`
-/// still counts when the IP is unknown, as in Directus.
+/// Whether a policy applies from `ip`. A policy restricted by `ip_access` still counts when
+/// the IP is unknown, as in Directus.
+fn applies(p: &PolicyGrant, ip: Option<IpAddr>) -> bool {
+    match (&p.ip_access, ip) {
+        (Some(list), Some(ip)) if !list.trim().is_empty() => ip_allowed(list, ip),
+        _ => true,
+    }
+}
+
+/// The policies of a tree that apply from `ip`, in order.
+pub fn applicable(tree: &AccessTree, ip: Option<IpAddr>) -> Vec<Uuid> {
+    tree.policies
+        .iter()
+        .filter(|p| applies(p, ip))
+        .map(|p| p.id)
+        .collect()
+}
+
+/// ORs the flags of every policy that applies from `ip`.
 pub fn global_access(tree: &AccessTree, ip: Option<IpAddr>) -> GlobalAccess {
     let mut g = GlobalAccess::default();
     for p in &tree.policies {
-        let allowed = match (&p.ip_access, ip) {
-            (Some(list), Some(ip)) if !list.trim().is_empty() => ip_allowed(list, ip),
-            _ => true,
-        };
-        if !allowed {
+        if !applies(p, ip) {
             continue;
         }
         g.admin |= p.admin_access;

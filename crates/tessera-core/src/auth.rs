@@ -913,6 +913,8 @@ impl Auth {
             roles: tree.roles.clone(),
             admin: g.admin,
             app: g.app,
+            enforce_tfa: g.enforce_tfa,
+            policies: crate::access::applicable(&tree, ip),
             session,
             ip,
         })
@@ -971,7 +973,8 @@ impl Auth {
         ip: Option<IpAddr>,
     ) -> Result<Accountability> {
         let Some(token) = token else {
-            return Ok(Accountability::public(ip));
+            // Anonymous: the public policy (cached like any other access tree).
+            return self.accountability(None, None, None, ip).await;
         };
         let now = self.clock.now_ms();
         let verified = match self.caches.jwts.get(token) {

@@ -1,5 +1,6 @@
-//! In-process caches that keep token checks and `/users/me` off the database: static-token
-//! lookups, access trees, session families and user records. Entries live a few seconds at most;
+//! In-process caches that keep token checks, permission checks and `/users/me` off the
+//! database: static-token lookups, access trees, session families, user records, the
+//! permission rows of a set of policies and the rules resolved from them. Entries live a few seconds at most;
 //! every write that could change an answer calls [`Caches::invalidate`], and a generation
 //! counter keeps a read that raced such a write from caching its stale answer. Instances
 //! sharing a database keep each other's caches true: each write is announced through the
@@ -19,7 +20,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::jwt::VerifiedToken;
+use crate::permissions::{Action, Granted};
 use crate::query::Fields;
+use crate::rules::Rule;
 use crate::tally::{Cached, Tally};
 
 /// The caches, shared by the auth and item services.
@@ -42,8 +45,26 @@ pub struct Caches {
     /// Serialised `/users/me` answers by user, `fields` and whether the read was limited.
     /// Kept one second only, so `last_access` (moved by every login and refresh) lags by at
     /// most that much without a per-refresh invalidation.
-    pub(crate) me: Cache<(Uuid, Fields, bool), Option<Arc<str>>>,
+    pub(crate) me: Cache<MeKey, Option<Arc<str>>>,
+    /// The permission rows of a set of policies (and whether app access adds the minimal
+    /// ones).
+    pub(crate) permissions: Cache<(Vec<Uuid>, bool), Arc<Granted>>,
+    /// Rules resolved for one caller, collection and action (none that depends on `$NOW`).
+    pub(crate) rules: Cache<RuleKey, Option<Arc<Rule>>>,
 }
+
+/// `/users/me` answers by user, `fields`, and the policies and flags that shaped them.
+pub(crate) type MeKey = (Uuid, Fields, Vec<Uuid>, bool, bool);
+
+/// A caller (user, role, policies, app flag), a collection and an action.
+pub(crate) type RuleKey = (
+    Option<Uuid>,
+    Option<Uuid>,
+    Vec<Uuid>,
+    bool,
+    &'static str,
+    Action,
+);
 
 fn cache<K, V>(ttl: Duration) -> Cache<K, V>
 where
@@ -70,6 +91,8 @@ impl Caches {
             users: cache(ttl),
             aliases: cache(ttl),
             me: cache(Duration::from_secs(1)),
+            permissions: cache(ttl),
+            rules: cache(ttl),
             jwts: cache(Duration::from_secs(60)),
         }
     }
@@ -83,6 +106,8 @@ impl Caches {
         self.users.invalidate_all();
         self.aliases.invalidate_all();
         self.me.invalidate_all();
+        self.permissions.invalidate_all();
+        self.rules.invalidate_all();
     }
 
     /// Forgets one session family, after a write to it committed. Moving the family

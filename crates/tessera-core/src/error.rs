@@ -68,15 +68,22 @@ pub struct Violation {
     pub field: String,
     /// The validation rule: `email`, `regex`, `required`, `nnull`, …
     pub rule: &'static str,
+    /// What the message adds after naming the field (may be empty).
     pub detail: String,
+    /// Extensions the rule adds (`valid`, `invalid`, `substring`).
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl Violation {
     fn message(&self) -> String {
-        format!(
-            "Validation failed for field \"{}\". {}",
-            self.field, self.detail
-        )
+        if self.detail.is_empty() {
+            format!("Validation failed for field \"{}\".", self.field)
+        } else {
+            format!(
+                "Validation failed for field \"{}\". {}",
+                self.field, self.detail
+            )
+        }
     }
 
     fn to_item(&self) -> ErrorItem {
@@ -84,6 +91,9 @@ impl Violation {
         ext.insert("field".into(), self.field.clone().into());
         ext.insert("path".into(), Value::Array(Vec::new()));
         ext.insert("type".into(), self.rule.into());
+        for (k, v) in &self.extra {
+            ext.insert((*k).into(), v.clone());
+        }
         ext.insert("code".into(), ErrorCode::FailedValidation.as_str().into());
         ErrorItem {
             message: self.message(),
@@ -99,6 +109,7 @@ impl Error {
             field: field.to_owned(),
             rule,
             detail: detail.to_owned(),
+            extra: Vec::new(),
         }])
     }
 
@@ -106,6 +117,14 @@ impl Error {
     pub fn forbidden_collection(collection: &str) -> Self {
         Error::Forbidden(Some(format!(
             "You don't have permission to access collection \"{collection}\" or it does not exist. Queried in root."
+        )))
+    }
+
+    /// A 403 on an action, as Directus words it when no permission (or no reachable item)
+    /// allows it.
+    pub fn forbidden_action(action: &str, collection: &str) -> Self {
+        Error::Forbidden(Some(format!(
+            "You don't have permission to \"{action}\" from collection \"{collection}\" or it does not exist."
         )))
     }
 

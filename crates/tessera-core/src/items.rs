@@ -1,56 +1,35 @@
-//! The item routes' rules for users, roles and settings: who may read or write which
-//! collection (admins; app users their own row), how `fields` shapes an answer (concealed
-//! secrets, timestamps, alias lists, nested relations), and how a write body is checked and
-//! turned into stored values (hashed passwords, token digests, ended sessions).
+//! The item service: reads and writes of the collections the item routes serve (users, roles,
+//! policies, access, permissions, settings), each checked against the caller's permissions
+//! ([`crate::rules`]): the items a rule reaches, the fields it shows or lets a write set,
+//! validations and presets. It also owns how `fields` shapes an answer (concealed secrets,
+//! timestamps, alias lists, nested relations, fields shown on some items only), how a write
+//! body becomes stored values (hashed passwords, token digests, ended sessions), nested
+//! `policies` writes, the batch forms of update and delete, and the invariants every write
+//! keeps (no role cycle, an admin remains).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tessera_proto::CONCEALED;
-use tessera_store::schema::{ROLES, SETTINGS, USERS};
+use tessera_store::schema::{ACCESS, COLLECTIONS, PERMISSIONS, ROLES, SETTINGS, USERS};
 use tessera_store::{
     Change, Collection, Condition, EndSessions, Field, Guard, Kind, Nulls, Op, Query, Reads,
-    Record, Store, StoreError, Write,
+    Record, Relation, Store, StoreError, Values, Write, Written,
 };
 use uuid::Uuid;
 
 use crate::access::{Accountability, global_access};
 use crate::cache::Caches;
-use crate::clock::iso8601;
+use crate::clock::{Clock, iso8601};
 use crate::error::{Error, Result, Violation};
 use crate::password::Passwords;
-use crate::query::{Fields, ReadQuery, and};
+use crate::permissions::{self, Action, Granted};
+use crate::query::{Fields, ReadQuery, Vars, and, compile, filter_fields, path_variables};
+use crate::rules::Rule;
 use crate::tally::Cached;
 use crate::tokens::digest;
 use crate::validate::is_email;
-
-/// Fields of their own user row that app-access users may read (Directus's minimal app
-/// permissions).
-const APP_USER_FIELDS: &[&str] = &[
-    "id",
-    "first_name",
-    "last_name",
-    "last_page",
-    "email",
-    "password",
-    "location",
-    "title",
-    "description",
-    "tags",
-    "provider",
-    "avatar",
-    "language",
-    "appearance",
-    "theme_light",
-    "theme_dark",
-    "tfa_secret",
-    "status",
-    "role",
-];
-
-/// The plain fields of a role: what non-admins may read of their own roles (not the alias
-/// lists naming other users).
-const ROLE_FIELDS: &[&str] = &["id", "name", "icon", "description", "parent"];
 
 const STATUSES: &[&str] = &[
     "draft",
@@ -61,17 +40,6 @@ const STATUSES: &[&str] = &[
     "archived",
 ];
 
-/// The part of a collection a caller may read.
-enum Scope {
-    /// Every item, every field.
-    Full,
-    /// Items matching a filter, limited fields (`None` = all).
-    Partial {
-        filter: Condition,
-        fields: Option<&'static [&'static str]>,
-    },
-}
-
 /// What `GET /users/me` answers.
 pub enum Me {
     /// The serialised record (the `data` of the answer).
@@ -80,124 +48,339 @@ pub enum Me {
     IdOnly(Uuid),
 }
 
+/// The rule of an administrator: every item, every field.
+static FULL: LazyLock<Arc<Rule>> = LazyLock::new(|| {
+    Arc::new(Rule {
+        filter: None,
+        fields: None,
+        everywhere: None,
+        cases: Vec::new(),
+        validations: Vec::new(),
+        presets: Map::new(),
+    })
+});
+
+/// Who reads on the service's own behalf (dynamic variable lookups).
+fn system() -> Accountability {
+    Accountability {
+        admin: true,
+        app: true,
+        ..Accountability::default()
+    }
+}
+
+/// An item key as text (integer keys as their digits).
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `key` can name an item of `c` at all (a number for integer keys; no NUL).
+fn valid_key(c: &'static Collection, key: &str) -> bool {
+    storable(key) && (c.key().kind != Kind::Integer || key.parse::<i64>().is_ok())
+}
+
+/// The items of `c` whose key is one of `keys` (all valid for `c`).
+fn by_keys(c: &'static Collection, keys: &[String]) -> Condition {
+    let key = c.key();
+    let values = keys
+        .iter()
+        .map(|k| match key.kind {
+            Kind::Integer => k.parse::<i64>().map_or(Value::Null, Value::from),
+            _ => Value::String(k.clone()),
+        })
+        .collect();
+    Condition::Compare {
+        field: key,
+        op: Op::In,
+        value: Value::Array(values),
+    }
+}
+
+fn object(v: &Value) -> Result<&Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| Error::payload("Payload must be an object"))
+}
+
+/// Refuses a selection naming fields the rule never shows.
+fn check_selection(c: &'static Collection, rule: &Rule, sel: &Fields) -> Result<()> {
+    for n in sel.names.iter().chain(sel.nested.keys()) {
+        if !c.has(n) || !rule.may(n) {
+            return Err(Error::forbidden_field(n, c.name));
+        }
+    }
+    Ok(())
+}
+
+/// Walks a dotted path through a presented value (lists map over their items).
+fn walk(v: &Value, path: &str) -> Value {
+    path.split('.').fold(v.clone(), |v, seg| match v {
+        Value::Object(o) => o.get(seg).cloned().unwrap_or(Value::Null),
+        Value::Array(items) => Value::Array(items.iter().map(|i| walk(i, seg)).collect()),
+        _ => Value::Null,
+    })
+}
+
+/// The keys a batch update or delete names.
+enum Batch {
+    Keys(Vec<Value>),
+    Query(Box<ReadQuery>),
+}
+
 /// The item service.
 #[derive(Clone)]
 pub struct Items {
     store: Arc<dyn Store>,
     passwords: Passwords,
     caches: Caches,
-}
-
-fn id_field(c: &'static Collection) -> &'static Field {
-    c.field("id").unwrap_or(&c.fields[0])
-}
-
-/// The collection a relational field points at, and the fields of it a non-admin may read.
-fn relation(
-    c: &'static Collection,
-    field: &str,
-) -> Option<(&'static Collection, &'static [&'static str])> {
-    match (c.name, field) {
-        ("directus_users", "role") | ("directus_roles", "parent") => Some((&ROLES, ROLE_FIELDS)),
-        _ => None,
-    }
+    clock: Arc<dyn Clock>,
 }
 
 impl Items {
-    pub fn new(store: Arc<dyn Store>, passwords: Passwords, caches: Caches) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        passwords: Passwords,
+        caches: Caches,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             passwords,
             caches,
+            clock,
         }
     }
 
-    fn scope(&self, c: &'static Collection, acc: &Accountability) -> Result<Scope> {
-        if acc.admin {
-            return Ok(Scope::Full);
-        }
-        let id = id_field(c);
-        match (c.name, acc.app, acc.user) {
-            ("directus_users", true, Some(user)) => Ok(Scope::Partial {
-                filter: Condition::Compare {
-                    field: id,
-                    op: Op::Eq,
-                    value: user.to_string().into(),
-                },
-                fields: Some(APP_USER_FIELDS),
-            }),
-            ("directus_roles", true, _) => Ok(Scope::Partial {
-                filter: Condition::Compare {
-                    field: id,
-                    op: Op::In,
-                    value: acc
-                        .roles
-                        .iter()
-                        .map(|r| Value::String(r.to_string()))
-                        .collect(),
-                },
-                fields: Some(ROLE_FIELDS),
-            }),
-            _ => Err(Error::forbidden_collection(c.name)),
-        }
+    /// The permission rows of the caller's policies.
+    async fn granted(&self, acc: &Accountability) -> Result<Arc<Granted>> {
+        let key = (acc.policies.clone(), acc.app);
+        self.caches
+            .get_or_load(Cached::Permissions, &self.caches.permissions, key, async {
+                Ok(Arc::new(
+                    permissions::load(&*self.store, &acc.policies, acc.app).await?,
+                ))
+            })
+            .await
     }
 
-    fn require_admin(c: &'static Collection, acc: &Accountability) -> Result<()> {
-        if acc.admin {
-            Ok(())
+    /// The variables of the caller, with the path variables `values` name looked up.
+    async fn vars<'a>(
+        &self,
+        acc: &Accountability,
+        values: impl Iterator<Item = &'a Value>,
+    ) -> Result<Vars> {
+        let mut vars = Vars::of(acc, self.clock.now_ms());
+        let mut names = Vec::new();
+        values.for_each(|v| path_variables(v, &mut names));
+        for name in names {
+            let value = self.lookup(acc, &name).await?;
+            vars.paths.insert(name, value);
+        }
+        Ok(vars)
+    }
+
+    /// The value of a path variable such as `$CURRENT_USER.role.name` (a list for
+    /// `$CURRENT_ROLES.…` and `$CURRENT_POLICIES.…`).
+    async fn lookup(&self, acc: &Accountability, name: &str) -> Result<Value> {
+        let Some((base, path)) = name.split_once('.') else {
+            return Ok(Value::Null);
+        };
+        let one = |id: Option<Uuid>| id.into_iter().map(|u| u.to_string()).collect();
+        let many = |ids: &[Uuid]| ids.iter().map(Uuid::to_string).collect();
+        let (c, keys, list): (&'static Collection, Vec<String>, bool) = match base {
+            "$CURRENT_USER" => (&USERS, one(acc.user), false),
+            "$CURRENT_ROLE" => (&ROLES, one(acc.role), false),
+            "$CURRENT_ROLES" => (&ROLES, many(&acc.roles), true),
+            "$CURRENT_POLICIES" => (&tessera_store::schema::POLICIES, many(&acc.policies), true),
+            _ => return Ok(Value::Null),
+        };
+        let Ok(sel) = Fields::parse(path) else {
+            return Ok(Value::Null);
+        };
+        if keys.is_empty() {
+            return Ok(if list { json!([]) } else { Value::Null });
+        }
+        let q = Query {
+            filter: Some(by_keys(c, &keys)),
+            ..Query::default()
+        };
+        let recs = self.store.read_items(c, &q).await?;
+        let admin = system();
+        let found = match Box::pin(self.present_all(c, &admin, &FULL, &recs, &sel)).await {
+            Ok(found) => found,
+            // A path naming no field resolves to nothing, as in Directus.
+            Err(Error::Forbidden(_)) => return Ok(Value::Null),
+            Err(e) => return Err(e),
+        };
+        let values: Vec<Value> = found.iter().map(|v| walk(v, path)).collect();
+        Ok(if list {
+            Value::Array(values)
         } else {
-            Err(Error::forbidden_collection(c.name))
-        }
+            values.into_iter().next().unwrap_or(Value::Null)
+        })
     }
 
-    /// Shapes one stored record per `fields`: conceals secrets, formats timestamps, expands
-    /// aliases and nested relations. `allowed` limits the readable fields.
+    /// The caller's rule for one collection and action; `None` when nothing is granted.
+    async fn rule(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        action: Action,
+    ) -> Result<Option<Arc<Rule>>> {
+        if acc.admin {
+            return Ok(Some(FULL.clone()));
+        }
+        let granted = self.granted(acc).await?;
+        let grants = granted.grants(c.name, action);
+        if grants.is_empty() {
+            return Ok(None);
+        }
+        let load = async {
+            let vars = self
+                .vars(acc, grants.iter().flat_map(|g| g.rules()))
+                .await?;
+            Ok(Rule::resolve(c, grants, &vars).map(Arc::new))
+        };
+        // A rule that names the time is resolved afresh for every request.
+        let timed = grants
+            .iter()
+            .flat_map(|g| g.rules())
+            .any(|v| v.to_string().contains("$NOW"));
+        if timed {
+            return load.await;
+        }
+        let key = (
+            acc.user,
+            acc.role,
+            acc.policies.clone(),
+            acc.app,
+            c.name,
+            action,
+        );
+        self.caches
+            .get_or_load(Cached::Rules, &self.caches.rules, key, load)
+            .await
+    }
+
+    /// The caller's rule, or the 403 Directus answers when nothing is granted for the action
+    /// (worded as for a read: Directus builds its check as a query on the collection).
+    async fn permitted(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        action: Action,
+    ) -> Result<Arc<Rule>> {
+        self.rule(c, acc, action)
+            .await?
+            .ok_or_else(|| Error::forbidden_collection(c.name))
+    }
+
+    /// Checks a read query's filter and sort against what the caller may read, and builds
+    /// the store query (the rule's filter not yet applied).
+    async fn check_query(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        rq: &ReadQuery,
+    ) -> Result<Query> {
+        if let Some(filter) = &rq.filter {
+            let mut used = Vec::new();
+            filter_fields(c, filter, &mut used);
+            for (coll, name) in used {
+                let allowed = if coll.name == c.name {
+                    rule.may(&name) || !coll.has(&name)
+                } else {
+                    self.rule(coll, acc, Action::Read)
+                        .await?
+                        .is_some_and(|r| r.may(&name) || !coll.has(&name))
+                };
+                if !allowed {
+                    return Err(Error::forbidden_field(&name, coll.name));
+                }
+            }
+        }
+        for s in &rq.sort {
+            let name = s.strip_prefix('-').unwrap_or(s);
+            if !rule.may(name) {
+                return Err(Error::forbidden_field(name, c.name));
+            }
+        }
+        let vars = self.vars(acc, rq.filter.iter()).await?;
+        rq.to_store_query(c, &vars, &|n| rule.may(n))
+    }
+
+    /// Presents stored records per `fields` under `rule`: each item shows the fields the
+    /// rule grants on it (the others read as null).
+    async fn present_all(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        recs: &[Record],
+        sel: &Fields,
+    ) -> Result<Vec<Value>> {
+        check_selection(c, rule, sel)?;
+        let key = c.key();
+        let keys: Vec<String> = recs
+            .iter()
+            .map(|r| r.get(key.name).map(key_text).unwrap_or_default())
+            .collect();
+        let mut matched: Vec<HashSet<String>> = Vec::new();
+        if !recs.is_empty() {
+            for case in &rule.cases {
+                let q = Query {
+                    filter: Some(Condition::And(vec![by_keys(c, &keys), case.filter.clone()])),
+                    ..Query::default()
+                };
+                let hits = self.store.read_items(c, &q).await?;
+                matched.push(
+                    hits.iter()
+                        .filter_map(|r| r.get(key.name))
+                        .map(key_text)
+                        .collect(),
+                );
+            }
+        }
+        let mut out = Vec::with_capacity(recs.len());
+        for (rec, k) in recs.iter().zip(&keys) {
+            let flags: Vec<bool> = matched.iter().map(|m| m.contains(k)).collect();
+            let shown = rule.shown(&flags);
+            out.push(self.present(c, acc, rec, k, sel, shown.as_deref()).await?);
+        }
+        Ok(out)
+    }
+
+    /// Shapes one record: conceals secrets, formats timestamps, expands aliases and nested
+    /// relations; fields outside `shown` read as null.
     async fn present(
         &self,
         c: &'static Collection,
+        acc: &Accountability,
         rec: &Record,
+        key: &str,
         sel: &Fields,
-        allowed: Option<&'static [&'static str]>,
+        shown: Option<&[String]>,
     ) -> Result<Value> {
-        let readable = |n: &str| allowed.is_none_or(|a| a.contains(&n));
+        let visible = |n: &str| shown.is_none_or(|s| s.iter().any(|x| x == n));
         let mut names: Vec<&str> = Vec::new();
         if sel.all {
-            names.extend(c.fields.iter().map(|f| f.name).filter(|n| readable(n)));
-            if allowed.is_none() {
-                names.extend(c.aliases.iter().map(|a| a.name));
-            }
+            names.extend(c.fields.iter().map(|f| f.name).filter(|n| visible(n)));
+            names.extend(c.aliases().map(|a| a.name).filter(|n| visible(n)));
         }
         for n in sel.names.iter().chain(sel.nested.keys()) {
-            if !c.has(n) || !readable(n) {
-                return Err(Error::forbidden_field(n, c.name));
-            }
             if !names.contains(&n.as_str()) {
                 names.push(n);
             }
         }
-        let id = rec.get("id").map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
         let mut out = Map::new();
         for name in names {
-            let value = if let Some(alias) = c.alias(name) {
-                match &id {
-                    Some(id) => {
-                        let key = (
-                            alias.name,
-                            format!("{}.{}:{id}", alias.table, alias.foreign_key),
-                        );
-                        let values = self
-                            .caches
-                            .get_or_load(Cached::Aliases, &self.caches.aliases, key, async {
-                                Ok(Arc::new(self.store.alias_values(alias, id).await?))
-                            })
-                            .await?;
-                        Value::Array(values.as_ref().clone())
-                    }
-                    None => Value::Array(Vec::new()),
-                }
+            let value = if !visible(name) {
+                Value::Null
+            } else if let Some(alias) = c.alias(name) {
+                Box::pin(self.read_alias(acc, alias, key, sel.nested.get(name))).await?
             } else {
                 let field = c
                     .field(name)
@@ -209,10 +392,9 @@ impl Items {
                     (Kind::Timestamp, Value::Number(n)) => {
                         Value::String(iso8601(n.as_i64().unwrap_or_default()))
                     }
-                    _ => match (sel.nested.get(name), relation(c, name), raw.as_str()) {
-                        (Some(sub), Some((target, plain)), Some(key)) => {
-                            let limit = allowed.map(|_| plain);
-                            Box::pin(self.read_related(target, key, sub, limit)).await?
+                    _ => match (sel.nested.get(name), c.relation(name)) {
+                        (Some(sub), Some(rel)) => {
+                            Box::pin(self.read_related(acc, rel, &key_text(&raw), sub)).await?
                         }
                         _ => raw,
                     },
@@ -223,24 +405,85 @@ impl Items {
         Ok(Value::Object(out))
     }
 
+    /// The item a many-to-one field points at, as the caller may read it (null when it may
+    /// not).
     async fn read_related(
         &self,
-        c: &'static Collection,
-        id: &str,
+        acc: &Accountability,
+        rel: &'static Relation,
+        fk: &str,
         sel: &Fields,
-        allowed: Option<&'static [&'static str]>,
     ) -> Result<Value> {
+        let target = rel.target;
+        let rule = self.permitted(target, acc, Action::Read).await?;
+        check_selection(target, &rule, sel)?;
+        if !valid_key(target, fk) {
+            return Ok(Value::Null);
+        }
         let q = Query {
-            filter: Some(Condition::Compare {
-                field: id_field(c),
-                op: Op::Eq,
-                value: id.into(),
-            }),
+            filter: Some(and(rule.filter.clone(), by_keys(target, &[fk.to_owned()]))),
+            limit: Some(1),
             ..Query::default()
         };
-        match self.store.read_items(c, &q).await?.first() {
-            Some(rec) => self.present(c, rec, sel, allowed).await,
-            None => Ok(Value::Null),
+        let recs = self.store.read_items(target, &q).await?;
+        let mut found = self.present_all(target, acc, &rule, &recs, sel).await?;
+        Ok(found.pop().unwrap_or(Value::Null))
+    }
+
+    /// A one-to-many alias of item `key`: the keys of the linked items the caller may read,
+    /// or those items themselves when `sel` asks into them.
+    async fn read_alias(
+        &self,
+        acc: &Accountability,
+        alias: &'static Relation,
+        key: &str,
+        sel: Option<&Fields>,
+    ) -> Result<Value> {
+        let target = alias.target;
+        let Some(rule) = self.rule(target, acc, Action::Read).await? else {
+            return match sel {
+                Some(_) => Err(Error::forbidden_collection(target.name)),
+                None => Ok(json!([])),
+            };
+        };
+        let Some(remote) = target.field(alias.remote) else {
+            return Ok(json!([]));
+        };
+        if sel.is_none() && rule.filter.is_none() {
+            let cache_key = (
+                alias.name,
+                format!("{}.{}:{key}", target.table, remote.column),
+            );
+            let values = self
+                .caches
+                .get_or_load(Cached::Aliases, &self.caches.aliases, cache_key, async {
+                    Ok(Arc::new(self.store.alias_values(alias, key).await?))
+                })
+                .await?;
+            return Ok(Value::Array(values.as_ref().clone()));
+        }
+        let q = Query {
+            filter: Some(and(
+                rule.filter.clone(),
+                Condition::Compare {
+                    field: remote,
+                    op: Op::Eq,
+                    value: key.into(),
+                },
+            )),
+            sort: vec![(target.key(), false)],
+            ..Query::default()
+        };
+        let recs = self.store.read_items(target, &q).await?;
+        match sel {
+            None => Ok(Value::Array(
+                recs.iter()
+                    .map(|r| r.get(target.key().name).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            )),
+            Some(sel) => Ok(Value::Array(
+                self.present_all(target, acc, &rule, &recs, sel).await?,
+            )),
         }
     }
 
@@ -251,107 +494,125 @@ impl Items {
         acc: &Accountability,
         rq: &ReadQuery,
     ) -> Result<(Vec<Value>, Option<Value>)> {
-        let scope = self.scope(c, acc)?;
-        let mut q = rq.to_store_query(c, acc)?;
-        let (visible, allowed) = match scope {
-            Scope::Full => (None, None),
-            Scope::Partial { filter, fields } => {
-                q.filter = Some(and(q.filter.take(), filter.clone()));
-                (Some(filter), fields)
-            }
-        };
+        let rule = self.permitted(c, acc, Action::Read).await?;
         let sel = rq.fields();
-        let mut out = Vec::new();
-        for rec in self.store.read_items(c, &q).await? {
-            out.push(self.present(c, &rec, &sel, allowed).await?);
+        check_selection(c, &rule, &sel)?;
+        let mut q = self.check_query(c, acc, &rule, rq).await?;
+        if let Some(visible) = &rule.filter {
+            q.filter = Some(and(q.filter.take(), visible.clone()));
         }
+        let recs = self.store.read_items(c, &q).await?;
+        let out = self.present_all(c, acc, &rule, &recs, &sel).await?;
         let meta = if rq.meta.is_empty() {
             None
         } else {
             let all = rq.meta.iter().any(|m| m == "*");
             let mut m = Map::new();
             if all || rq.meta.iter().any(|m| m == "total_count") {
-                m.insert(
-                    "total_count".into(),
-                    self.store.count_items(c, visible.as_ref()).await?.into(),
-                );
+                let total = self.store.count_items(c, rule.filter.as_ref()).await?;
+                m.insert("total_count".into(), total.into());
             }
             if all || rq.meta.iter().any(|m| m == "filter_count") {
-                m.insert(
-                    "filter_count".into(),
-                    self.store.count_items(c, q.filter.as_ref()).await?.into(),
-                );
+                let count = self.store.count_items(c, q.filter.as_ref()).await?;
+                m.insert("filter_count".into(), count.into());
             }
             Some(Value::Object(m))
         };
         Ok((out, meta))
     }
 
+    /// The stored item `key` of `c` matching `extra`, if any.
     async fn fetch(
         &self,
         c: &'static Collection,
-        id: &str,
+        key: &str,
         extra: Option<Condition>,
     ) -> Result<Option<Record>> {
-        if !storable(id) {
+        if !valid_key(c, key) {
             return Ok(None);
         }
-        let cond = Condition::Compare {
-            field: id_field(c),
-            op: Op::Eq,
-            value: id.into(),
-        };
         let q = Query {
-            filter: Some(and(extra, cond)),
+            filter: Some(and(extra, by_keys(c, &[key.to_owned()]))),
             limit: Some(1),
             ..Query::default()
         };
         Ok(self.store.read_items(c, &q).await?.into_iter().next())
     }
 
-    /// `GET /<collection>/:id`. A missing item is FORBIDDEN, as in Directus.
+    /// `GET /<collection>/:id`. An item that does not exist or that the caller may not see
+    /// is FORBIDDEN, as in Directus.
     pub async fn read_one(
         &self,
         c: &'static Collection,
         acc: &Accountability,
-        id: &str,
+        key: &str,
         rq: &ReadQuery,
     ) -> Result<Value> {
-        let (extra, allowed) = match self.scope(c, acc)? {
-            Scope::Full => (None, None),
-            Scope::Partial { filter, fields } => (Some(filter), fields),
-        };
+        let rule = self.permitted(c, acc, Action::Read).await?;
+        let sel = rq.fields();
+        check_selection(c, &rule, &sel)?;
         let rec = self
-            .fetch(c, id, extra)
+            .fetch(c, key, rule.filter.clone())
             .await?
             .ok_or(Error::Forbidden(None))?;
-        self.present(c, &rec, &rq.fields(), allowed).await
+        let mut out = self.present_all(c, acc, &rule, &[rec], &sel).await?;
+        out.pop().ok_or(Error::Forbidden(None))
+    }
+
+    /// The items `keys` the caller may read, in that order (the answer of a write).
+    pub async fn read_keys(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        keys: &[String],
+        rq: &ReadQuery,
+    ) -> Result<Vec<Value>> {
+        let rule = self.permitted(c, acc, Action::Read).await?;
+        let sel = rq.fields();
+        check_selection(c, &rule, &sel)?;
+        let keys: Vec<String> = keys.iter().filter(|k| valid_key(c, k)).cloned().collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = Query {
+            filter: Some(and(rule.filter.clone(), by_keys(c, &keys))),
+            ..Query::default()
+        };
+        let mut recs = self.store.read_items(c, &q).await?;
+        let key = c.key().name;
+        let position = |r: &Record| {
+            let k = r.get(key).map(key_text).unwrap_or_default();
+            keys.iter().position(|x| *x == k).unwrap_or(usize::MAX)
+        };
+        recs.sort_by_key(position);
+        self.present_all(c, acc, &rule, &recs, &sel).await
     }
 
     /// `GET /users/me`.
     pub async fn me(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Me> {
         let user = acc.user.ok_or(Error::InvalidCredentials)?;
-        let Ok(scope) = self.scope(&USERS, acc) else {
-            return Ok(Me::IdOnly(user));
-        };
-        let allowed = match scope {
-            Scope::Full => None,
-            Scope::Partial { fields, .. } => fields,
-        };
-        let fields = rq.fields();
-        let key = (user, fields.clone(), allowed.is_some());
+        let sel = rq.fields();
+        let key = (user, sel.clone(), acc.policies.clone(), acc.admin, acc.app);
         let answer = self
             .caches
             .get_or_load(Cached::Me, &self.caches.me, key, async {
+                let Some(rule) = self.rule(&USERS, acc, Action::Read).await? else {
+                    return Ok(None);
+                };
                 let id = user.to_string();
-                let rec = self
-                    .caches
-                    .get_or_load(Cached::Users, &self.caches.users, id.clone(), async {
-                        Ok(self.fetch(&USERS, &id, None).await?.map(Arc::new))
-                    })
-                    .await?;
+                let rec = match &rule.filter {
+                    None => self
+                        .caches
+                        .get_or_load(Cached::Users, &self.caches.users, id.clone(), async {
+                            Ok(self.fetch(&USERS, &id, None).await?.map(Arc::new))
+                        })
+                        .await?
+                        .map(|r| r.as_ref().clone()),
+                    Some(f) => self.fetch(&USERS, &id, Some(f.clone())).await?,
+                };
                 let Some(rec) = rec else { return Ok(None) };
-                let value = self.present(&USERS, &rec, &fields, allowed).await?;
+                let mut found = self.present_all(&USERS, acc, &rule, &[rec], &sel).await?;
+                let value = found.pop().unwrap_or(Value::Null);
                 let json =
                     serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
                 Ok(Some(Arc::from(json)))
@@ -364,33 +625,696 @@ impl Items {
         }
     }
 
+    /// `GET /roles/me`: the caller's roles as it may read them, or only their ids.
+    pub async fn roles_me(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Vec<Value>> {
+        if acc.user.is_none() {
+            return Err(Error::Forbidden(None));
+        }
+        let keys: Vec<String> = acc.roles.iter().map(Uuid::to_string).collect();
+        match self.read_keys(&ROLES, acc, &keys, rq).await {
+            Err(Error::Forbidden(_)) => Ok(keys.into_iter().map(|id| json!({"id": id})).collect()),
+            other => other,
+        }
+    }
+
+    /// `GET /policies/me/globals`: the caller's global flags (all off for anonymous callers).
+    pub fn globals(acc: &Accountability) -> Value {
+        let known = acc.user.is_some() || acc.role.is_some();
+        json!({
+            "app_access": known && acc.app,
+            "admin_access": known && acc.admin,
+            "enforce_tfa": known && acc.enforce_tfa,
+        })
+    }
+
+    /// `GET /permissions/me`: what the caller may do, per collection and action.
+    pub async fn permissions_me(&self, acc: &Accountability) -> Result<Value> {
+        if acc.user.is_none() && acc.role.is_none() {
+            return Err(Error::Forbidden(None));
+        }
+        if acc.admin {
+            let full: Map<String, Value> = Action::ALL
+                .iter()
+                .map(|a| {
+                    (
+                        a.name().to_owned(),
+                        json!({"access": "full", "fields": ["*"]}),
+                    )
+                })
+                .collect();
+            return Ok(Value::Object(
+                COLLECTIONS
+                    .iter()
+                    .map(|c| (c.name.to_owned(), Value::Object(full.clone())))
+                    .collect(),
+            ));
+        }
+        Ok(permissions::summary(&*self.granted(acc).await?))
+    }
+
+    /// After a write committed: forget what this instance cached and tell the others.
+    async fn changed(&self) {
+        self.caches.invalidate();
+        crate::cache::announce(&*self.store, Change::Everything).await;
+    }
+
+    /// Runs planned writes in one transaction, guarded when one may take admin access away.
+    async fn commit(&self, c: &'static Collection, writes: Vec<Write>) -> Result<Vec<Written>> {
+        let guard = writes
+            .iter()
+            .any(may_demote)
+            .then(|| Box::new(AdminRemains { before: false }) as Box<dyn Guard>);
+        let values: Values = writes
+            .iter()
+            .flat_map(|w| match w {
+                Write::Insert { values, .. } | Write::Update { values, .. } => values.clone(),
+                Write::Delete { .. } => Vec::new(),
+            })
+            .collect();
+        let written = self
+            .store
+            .write(writes, guard)
+            .await
+            .map_err(|e| map_conflict(c, &values, e))?;
+        self.changed().await;
+        Ok(written)
+    }
+
+    /// Refuses keys the caller's rule does not reach (or that do not exist), as Directus
+    /// does before any update or delete by a non-admin.
+    async fn check_reach(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        action: Action,
+        keys: &[String],
+    ) -> Result<()> {
+        if keys.iter().any(|k| !valid_key(c, k)) {
+            return Err(if acc.admin {
+                Error::Forbidden(None)
+            } else {
+                Error::forbidden_action(action.name(), c.name)
+            });
+        }
+        if acc.admin {
+            return Ok(());
+        }
+        let q = Query {
+            filter: Some(and(rule.filter.clone(), by_keys(c, keys))),
+            ..Query::default()
+        };
+        let found: HashSet<String> = self
+            .store
+            .read_items(c, &q)
+            .await?
+            .iter()
+            .filter_map(|r| r.get(c.key().name))
+            .map(key_text)
+            .collect();
+        if keys.iter().all(|k| found.contains(k)) {
+            Ok(())
+        } else {
+            Err(Error::forbidden_action(action.name(), c.name))
+        }
+    }
+
+    /// Plans the insert of one item (and of the access rows its `policies` names); returns
+    /// its key when the service chooses it.
+    async fn plan_create(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        body: &Value,
+    ) -> Result<(Option<String>, Vec<Write>)> {
+        let obj = object(body)?;
+        let names: Vec<&str> = obj.keys().map(String::as_str).collect();
+        rule.check_write(c.name, &names)?;
+        let merged = rule.with_presets(obj);
+        rule.validate(&merged)?;
+        let mut values = self.values(c, &merged, true).await?;
+        self.check_values(c, &values)?;
+        let key = match c.key().kind {
+            Kind::Integer => None,
+            _ => Some(match values.iter().find(|(f, _)| f.name == c.key().name) {
+                Some((_, v)) => key_text(v),
+                None => {
+                    let id = Uuid::new_v4().to_string();
+                    values.insert(0, (c.key(), Value::String(id.clone())));
+                    id
+                }
+            }),
+        };
+        let mut writes = vec![Write::Insert { c, values }];
+        if let (Some(nested), Some(key)) = (merged.get("policies"), &key)
+            && (c.name == USERS.name || c.name == ROLES.name)
+        {
+            writes.extend(self.plan_policies(c, acc, key, nested, true).await?);
+        }
+        Ok((key, writes))
+    }
+
+    /// `POST /<collection>`: creates the items in one transaction; returns their keys.
+    pub async fn create_many(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        items: &[Value],
+    ) -> Result<Vec<String>> {
+        let rule = self.permitted(c, acc, Action::Create).await?;
+        let mut writes = Vec::new();
+        let mut planned = Vec::new();
+        for item in items {
+            let (key, mut w) = self.plan_create(c, acc, &rule, item).await?;
+            planned.push((writes.len(), key));
+            writes.append(&mut w);
+        }
+        let written = self.commit(c, writes).await?;
+        Ok(planned
+            .into_iter()
+            .map(|(at, key)| match (key, written.get(at)) {
+                (Some(key), _) => key,
+                (None, Some(Written::Inserted(v))) => key_text(v),
+                (None, _) => String::new(),
+            })
+            .collect())
+    }
+
+    /// Creates one item; returns its key.
+    pub async fn create(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        body: &Value,
+    ) -> Result<String> {
+        let mut keys = self.create_many(c, acc, std::slice::from_ref(body)).await?;
+        keys.pop()
+            .ok_or_else(|| Error::Internal("a create made no item".into()))
+    }
+
+    /// Plans the update of items `keys` with one body (and the nested `policies` writes).
+    async fn plan_update(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        keys: &[String],
+        body: &Value,
+    ) -> Result<(Vec<Write>, Values)> {
+        let obj = object(body)?;
+        let names: Vec<&str> = obj.keys().map(String::as_str).collect();
+        rule.check_write(c.name, &names)?;
+        rule.validate(obj)?;
+        self.check_reach(c, acc, rule, Action::Update, keys).await?;
+        let values = self.values(c, obj, false).await?;
+        self.check_values(c, &values)?;
+        let mut writes = Vec::new();
+        for key in keys {
+            if c.name == ROLES.name {
+                self.check_no_cycle(key, &values).await?;
+            }
+            writes.push(Write::Update {
+                c,
+                id: key.clone(),
+                values: values.clone(),
+                end: ended_sessions(c, acc, key, &values),
+            });
+            if let Some(nested) = obj.get("policies")
+                && (c.name == USERS.name || c.name == ROLES.name)
+            {
+                writes.extend(self.plan_policies(c, acc, key, nested, false).await?);
+            }
+        }
+        Ok((writes, values))
+    }
+
+    /// Runs planned updates; FORBIDDEN when an item is gone. Reactivated users have their
+    /// failed logins forgiven.
+    async fn run_updates(
+        &self,
+        c: &'static Collection,
+        updates: Vec<(Vec<Write>, Values)>,
+    ) -> Result<()> {
+        let mut writes = Vec::new();
+        let mut reactivated = Vec::new();
+        for (w, values) in updates {
+            let activates = values
+                .iter()
+                .any(|(f, v)| f.name == "status" && v.as_str() == Some("active"));
+            for write in &w {
+                if let Write::Update { c: wc, id, .. } = write
+                    && activates
+                    && wc.name == USERS.name
+                    && let Ok(uid) = Uuid::parse_str(id)
+                {
+                    reactivated.push(uid);
+                }
+            }
+            writes.extend(w);
+        }
+        let targets: Vec<bool> = writes
+            .iter()
+            .map(|w| matches!(w, Write::Update { c: wc, .. } if wc.name == c.name))
+            .collect();
+        let written = self.commit(c, writes).await?;
+        if written
+            .iter()
+            .zip(targets)
+            .any(|(w, target)| target && !w.found())
+        {
+            return Err(Error::Forbidden(None));
+        }
+        for uid in reactivated {
+            self.store.clear_login_failures(uid).await?;
+        }
+        Ok(())
+    }
+
+    /// `PATCH /<collection>/:id` and the `keys` form of a batch update.
+    pub async fn update_many(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        keys: &[String],
+        body: &Value,
+    ) -> Result<()> {
+        let rule = self.permitted(c, acc, Action::Update).await?;
+        let plan = self.plan_update(c, acc, &rule, keys, body).await?;
+        self.run_updates(c, vec![plan]).await
+    }
+
+    /// Updates one item.
+    pub async fn update(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        key: &str,
+        body: &Value,
+    ) -> Result<()> {
+        self.update_many(c, acc, &[key.to_owned()], body).await
+    }
+
+    /// `PATCH /<collection>`: a list of items with their keys, `{keys, data}` or
+    /// `{query, data}`; returns the keys updated.
+    pub async fn update_batch(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        body: &Value,
+    ) -> Result<Vec<String>> {
+        let key = c.key().name;
+        match body {
+            Value::Array(items) => {
+                let rule = self.permitted(c, acc, Action::Update).await?;
+                let mut plans = Vec::new();
+                let mut keys = Vec::new();
+                for item in items {
+                    let mut obj = object(item)?.clone();
+                    let k = obj
+                        .remove(key)
+                        .filter(|v| !v.is_null())
+                        .map(|v| key_text(&v))
+                        .ok_or_else(|| Error::payload(format!("\"{key}\" is required")))?;
+                    plans.push(
+                        self.plan_update(
+                            c,
+                            acc,
+                            &rule,
+                            std::slice::from_ref(&k),
+                            &Value::Object(obj),
+                        )
+                        .await?,
+                    );
+                    keys.push(k);
+                }
+                self.run_updates(c, plans).await?;
+                Ok(keys)
+            }
+            Value::Object(obj) => {
+                let data = obj
+                    .get("data")
+                    .ok_or_else(|| Error::payload("\"data\" is required"))?;
+                if !data.is_object() {
+                    return Err(Error::payload("\"data\" must be of type object"));
+                }
+                let keys = self.batch_keys(c, acc, obj, &["data"]).await?;
+                if !keys.is_empty() {
+                    self.update_many(c, acc, &keys, data).await?;
+                }
+                Ok(keys)
+            }
+            _ => Err(Error::payload("Payload in body is required")),
+        }
+    }
+
+    /// The keys of a batch body's `keys` or `query` (exactly one of them), checked as
+    /// Directus's batch schema checks them.
+    async fn batch_keys(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        obj: &Map<String, Value>,
+        also: &[&str],
+    ) -> Result<Vec<String>> {
+        let batch = match (obj.get("keys"), obj.get("query")) {
+            (Some(Value::Array(k)), None) => Batch::Keys(k.clone()),
+            (Some(_), None) => return Err(Error::payload("\"keys\" must be an array")),
+            (None, Some(q @ Value::Object(_))) => Batch::Query(Box::new(ReadQuery::from_json(q)?)),
+            (None, Some(_)) => return Err(Error::payload("\"query\" must be of type object")),
+            (Some(_), Some(_)) => {
+                return Err(Error::payload(
+                    "\"value\" contains a conflict between exclusive peers [query, keys]",
+                ));
+            }
+            (None, None) => {
+                return Err(Error::payload(
+                    "\"value\" must contain at least one of [query, keys]",
+                ));
+            }
+        };
+        if let Some(extra) = obj
+            .keys()
+            .find(|k| !["keys", "query"].contains(&k.as_str()) && !also.contains(&k.as_str()))
+        {
+            return Err(Error::payload(format!("\"{extra}\" is not allowed")));
+        }
+        match batch {
+            Batch::Keys(keys) => keys
+                .iter()
+                .map(|k| match k {
+                    Value::String(_) | Value::Number(_) => Ok(key_text(k)),
+                    _ => Err(Error::payload("\"keys\" must hold strings or numbers")),
+                })
+                .collect(),
+            Batch::Query(mut rq) => {
+                rq.limit = rq.limit.or(Some(-1));
+                rq.fields = Some(Fields::parse(c.key().name)?);
+                let (found, _) = self.read_many(c, acc, &rq).await?;
+                Ok(found
+                    .iter()
+                    .filter_map(|v| v.get(c.key().name))
+                    .map(key_text)
+                    .collect())
+            }
+        }
+    }
+
+    /// `PATCH /users/me`: the caller's own row, under the caller's update permission.
+    pub async fn update_me(&self, acc: &Accountability, body: &Value) -> Result<Uuid> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        self.update_many(&USERS, acc, &[user.to_string()], body)
+            .await?;
+        Ok(user)
+    }
+
+    /// `DELETE /<collection>/:id` and the list form of a batch delete. Deleting a role
+    /// suspends its users and detaches them, as Directus 11 does.
+    pub async fn delete_many(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        keys: &[String],
+    ) -> Result<()> {
+        let rule = self.permitted(c, acc, Action::Delete).await?;
+        self.check_reach(c, acc, &rule, Action::Delete, keys)
+            .await?;
+        let mut writes = Vec::new();
+        for key in keys {
+            if c.name == ROLES.name {
+                writes.extend(self.suspend_members(key).await?);
+            }
+            writes.push(Write::Delete { c, id: key.clone() });
+        }
+        let targets: Vec<bool> = writes
+            .iter()
+            .map(|w| matches!(w, Write::Delete { .. }))
+            .collect();
+        let written = self.commit(c, writes).await?;
+        if written.iter().zip(targets).any(|(w, t)| t && !w.found()) {
+            return Err(Error::Forbidden(None));
+        }
+        Ok(())
+    }
+
+    /// `DELETE /<collection>`: a list of keys, `{keys}` or `{query}`.
+    pub async fn delete_batch(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        body: &Value,
+    ) -> Result<()> {
+        let keys: Vec<String> = match body {
+            Value::Array(items) => {
+                let obj: Map<String, Value> = [("keys".to_owned(), Value::Array(items.clone()))]
+                    .into_iter()
+                    .collect();
+                self.batch_keys(c, acc, &obj, &[]).await?
+            }
+            Value::Object(obj) => self.batch_keys(c, acc, obj, &[]).await?,
+            _ => return Err(Error::payload("Payload in body is required")),
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.delete_many(c, acc, &keys).await
+    }
+
+    /// The writes that suspend and detach the users of a role about to be deleted.
+    async fn suspend_members(&self, role: &str) -> Result<Vec<Write>> {
+        let (Some(field), Some(status)) = (USERS.field("role"), USERS.field("status")) else {
+            return Ok(Vec::new());
+        };
+        if !valid_key(&ROLES, role) {
+            return Ok(Vec::new());
+        }
+        let q = Query {
+            filter: Some(Condition::Compare {
+                field,
+                op: Op::Eq,
+                value: role.into(),
+            }),
+            ..Query::default()
+        };
+        Ok(self
+            .store
+            .read_items(&USERS, &q)
+            .await?
+            .iter()
+            .filter_map(|u| u.get("id").and_then(Value::as_str))
+            .map(|uid| Write::Update {
+                c: &USERS,
+                id: uid.to_owned(),
+                values: vec![(status, "suspended".into()), (field, Value::Null)],
+                end: EndSessions::All,
+            })
+            .collect())
+    }
+
+    /// The access-row writes of a nested `policies` value on a user or role: a list (the
+    /// rows to keep or create; the others are deleted) or `{create, update, delete}`.
+    async fn plan_policies(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        owner_key: &str,
+        nested: &Value,
+        creating: bool,
+    ) -> Result<Vec<Write>> {
+        let owner = if c.name == USERS.name { "user" } else { "role" };
+        let mut create: Vec<&Value> = Vec::new();
+        let mut update: Vec<&Value> = Vec::new();
+        let mut delete: Vec<String> = Vec::new();
+        match nested {
+            Value::Null => {}
+            Value::Array(items) => {
+                let mut kept = Vec::new();
+                for item in items {
+                    match item {
+                        Value::Object(o) if o.contains_key("id") => {
+                            kept.extend(o.get("id").map(key_text));
+                            update.push(item);
+                        }
+                        Value::Object(_) => create.push(item),
+                        Value::String(k) => kept.push(k.clone()),
+                        _ => return Err(Error::payload("\"policies\" must hold objects")),
+                    }
+                }
+                if !creating {
+                    let existing = self
+                        .store
+                        .alias_values(
+                            c.alias("policies").ok_or(Error::Forbidden(None))?,
+                            owner_key,
+                        )
+                        .await?;
+                    delete.extend(existing.iter().map(key_text).filter(|k| !kept.contains(k)));
+                }
+            }
+            Value::Object(o) => {
+                let list = |name: &str| -> Result<Vec<&Value>> {
+                    match o.get(name) {
+                        None | Some(Value::Null) => Ok(Vec::new()),
+                        Some(Value::Array(items)) => Ok(items.iter().collect()),
+                        Some(_) => Err(Error::payload(format!(
+                            "\"policies.{name}\" must be an array"
+                        ))),
+                    }
+                };
+                create = list("create")?;
+                update = list("update")?;
+                delete = list("delete")?.into_iter().map(key_text).collect();
+            }
+            _ => {
+                return Err(Error::payload(
+                    "\"policies\" must be an array or an object of create, update and delete",
+                ));
+            }
+        }
+        let mut writes = Vec::new();
+        let owned = |keys: &[String]| {
+            Condition::And(vec![
+                by_keys(&ACCESS, keys),
+                Condition::Compare {
+                    field: ACCESS.field(owner).unwrap_or(ACCESS.key()),
+                    op: Op::Eq,
+                    value: owner_key.into(),
+                },
+            ])
+        };
+        if !create.is_empty() {
+            let rule = self.permitted(&ACCESS, acc, Action::Create).await?;
+            for item in create {
+                let mut obj = object(item)?.clone();
+                obj.insert(owner.into(), owner_key.into());
+                let (_, w) =
+                    Box::pin(self.plan_create(&ACCESS, acc, &rule, &Value::Object(obj))).await?;
+                writes.extend(w);
+            }
+        }
+        if !update.is_empty() {
+            let rule = self.permitted(&ACCESS, acc, Action::Update).await?;
+            for item in update {
+                let mut obj = object(item)?.clone();
+                let key = obj.remove("id").map(|k| key_text(&k)).unwrap_or_default();
+                if obj.is_empty() {
+                    continue;
+                }
+                self.check_owned(
+                    acc,
+                    &rule,
+                    Action::Update,
+                    owned(std::slice::from_ref(&key)),
+                    1,
+                )
+                .await?;
+                let (w, _) = Box::pin(self.plan_update(
+                    &ACCESS,
+                    acc,
+                    &rule,
+                    std::slice::from_ref(&key),
+                    &Value::Object(obj),
+                ))
+                .await?;
+                writes.extend(w);
+            }
+        }
+        if !delete.is_empty() {
+            let rule = self.permitted(&ACCESS, acc, Action::Delete).await?;
+            if delete.iter().any(|k| !valid_key(&ACCESS, k)) {
+                return Err(Error::forbidden_action("delete", ACCESS.name));
+            }
+            self.check_owned(acc, &rule, Action::Delete, owned(&delete), delete.len())
+                .await?;
+            writes.extend(
+                delete
+                    .into_iter()
+                    .map(|id| Write::Delete { c: &ACCESS, id }),
+            );
+        }
+        Ok(writes)
+    }
+
+    /// Refuses nested access writes to rows that are not the owner's or that the rule does
+    /// not reach.
+    async fn check_owned(
+        &self,
+        acc: &Accountability,
+        rule: &Rule,
+        action: Action,
+        cond: Condition,
+        expected: usize,
+    ) -> Result<()> {
+        let filter = if acc.admin {
+            cond
+        } else {
+            and(rule.filter.clone(), cond)
+        };
+        let q = Query {
+            filter: Some(filter),
+            ..Query::default()
+        };
+        if self.store.read_items(&ACCESS, &q).await?.len() == expected {
+            Ok(())
+        } else {
+            Err(Error::forbidden_action(action.name(), ACCESS.name))
+        }
+    }
+
+    /// `GET /settings`: the singleton, as the caller may read it.
+    pub async fn settings(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Value> {
+        let rule = self.permitted(&SETTINGS, acc, Action::Read).await?;
+        let rec = self.store.settings().await?;
+        let mut out = self
+            .present_all(&SETTINGS, acc, &rule, &[rec], &rq.fields())
+            .await?;
+        out.pop().ok_or(Error::Forbidden(None))
+    }
+
+    /// `PATCH /settings`.
+    pub async fn update_settings(&self, acc: &Accountability, body: &Value) -> Result<()> {
+        let rule = self.permitted(&SETTINGS, acc, Action::Update).await?;
+        let obj = object(body)?;
+        let names: Vec<&str> = obj.keys().map(String::as_str).collect();
+        rule.check_write(SETTINGS.name, &names)?;
+        rule.validate(obj)?;
+        let values = self.values(&SETTINGS, obj, false).await?;
+        self.check_values(&SETTINGS, &values)?;
+        let update = Write::Update {
+            c: &SETTINGS,
+            id: "1".into(),
+            values,
+            end: EndSessions::None,
+        };
+        self.store.write(vec![update], None).await?;
+        Ok(())
+    }
+
     /// Checks a write body against the collection and converts it to stored values. Nulls
     /// for `NOT NULL` fields, and required fields missing from a new item, fail validation
     /// together, before anything else is looked at (as Directus does, admins included).
+    /// Aliases (`policies`) are written separately.
     async fn values(
         &self,
         c: &'static Collection,
-        body: &Value,
+        obj: &Map<String, Value>,
         creating: bool,
-    ) -> Result<Vec<(&'static Field, Value)>> {
-        let obj = body
-            .as_object()
-            .ok_or_else(|| Error::payload("Payload must be an object"))?;
-        Self::check_nulls(c, obj, creating)?;
+    ) -> Result<Values> {
+        check_nulls(c, obj, creating)?;
         let mut out = Vec::new();
         for (key, v) in obj {
-            if key == "tfa_secret" && c.name == "directus_users" {
+            if key == "tfa_secret" && c.name == USERS.name {
                 return Err(Error::payload(
                     "You can't change the \"tfa_secret\" value manually",
                 ));
             }
             let Some(field) = c.field(key) else { continue };
-            if key == "id" {
-                if creating && !v.is_null() {
+            if field.name == c.key().name {
+                if creating && !v.is_null() && field.kind == Kind::Uuid {
                     let id = v
                         .as_str()
                         .filter(|s| Uuid::parse_str(s).is_ok())
-                        .ok_or_else(|| Error::payload("\"id\" must be a valid GUID"))?;
+                        .ok_or_else(|| Error::payload(format!("\"{key}\" must be a valid GUID")))?;
                     out.push((field, Value::String(id.to_owned())));
                 }
                 continue;
@@ -398,43 +1322,11 @@ impl Items {
             if !field.writable {
                 continue;
             }
-            let value = self.check_value(field, key, v).await?;
-            if let Some(value) = value {
+            if let Some(value) = self.check_value(field, key, v).await? {
                 out.push((field, value));
             }
         }
         Ok(out)
-    }
-
-    /// Refuses null for fields whose column is `NOT NULL`, and (on create) the absence of a
-    /// field that has no default: every such field is reported, in schema order.
-    fn check_nulls(
-        c: &'static Collection,
-        body: &Map<String, Value>,
-        creating: bool,
-    ) -> Result<()> {
-        let violations: Vec<Violation> = c
-            .fields
-            .iter()
-            .filter(|f| f.writable && f.nulls != Nulls::Allowed)
-            .filter_map(|f| match (body.get(f.name), f.nulls) {
-                (Some(Value::Null), _) => Some((f.name, "nnull", "Value can't be null.")),
-                (None, Nulls::Required) if creating => {
-                    Some((f.name, "required", "Value is required."))
-                }
-                _ => None,
-            })
-            .map(|(field, rule, detail)| Violation {
-                field: field.to_owned(),
-                rule,
-                detail: detail.to_owned(),
-            })
-            .collect();
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::FailedValidation(violations))
-        }
     }
 
     /// One field's value, or `None` when Directus would drop it (an empty password).
@@ -462,6 +1354,21 @@ impl Items {
                 return Err(must("text without NUL characters"));
             }
             (Kind::Json, v) => v.clone(),
+            (Kind::Csv, Value::String(s)) => Value::Array(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(Value::from)
+                    .collect(),
+            ),
+            (Kind::Csv, Value::Array(items))
+                if items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|s| storable(s) && !s.contains(','))) =>
+            {
+                v.clone()
+            }
+            (Kind::Csv, _) => return Err(must("an array of names")),
             (Kind::Boolean, Value::Bool(_)) => v.clone(),
             (Kind::Boolean, _) => return Err(must("a boolean")),
             (Kind::Integer, Value::Number(n)) if n.is_i64() => v.clone(),
@@ -498,7 +1405,7 @@ impl Items {
     }
 
     /// Refuses a `parent` that is the role itself or one of its descendants.
-    async fn check_no_cycle(&self, id: &str, values: &[(&'static Field, Value)]) -> Result<()> {
+    async fn check_no_cycle(&self, id: &str, values: &Values) -> Result<()> {
         let Some(parent) = values
             .iter()
             .find(|(f, _)| f.name == "parent")
@@ -518,247 +1425,51 @@ impl Items {
         Ok(())
     }
 
-    fn check_user_values(values: &[(&'static Field, Value)]) -> Result<()> {
+    /// The per-collection checks of values about to be written.
+    fn check_values(&self, c: &'static Collection, values: &Values) -> Result<()> {
         for (f, v) in values {
-            match (f.name, v) {
-                ("email", Value::String(s)) if !is_email(s) => {
+            match (c.name, f.name, v) {
+                ("directus_users", "email", Value::String(s)) if !is_email(s) => {
                     return Err(Error::invalid_field(
                         "email",
                         "email",
                         "Value has to be a valid email address.",
                     ));
                 }
-                ("status", Value::String(s)) if !STATUSES.contains(&s.as_str()) => {
+                ("directus_users", "status", Value::String(s))
+                    if !STATUSES.contains(&s.as_str()) =>
+                {
                     return Err(Error::payload(format!(
                         "\"status\" must be one of [{}]",
                         STATUSES.join(", ")
                     )));
                 }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// After a write committed: forget what this instance cached and tell the others.
-    async fn changed(&self) {
-        self.caches.invalidate();
-        crate::cache::announce(&*self.store, Change::Everything).await;
-    }
-
-    fn map_conflict(
-        c: &'static Collection,
-        values: &[(&'static Field, Value)],
-        e: StoreError,
-    ) -> Error {
-        match e {
-            StoreError::Conflict { field } if field != "token" => {
-                let value = values
-                    .iter()
-                    .find(|(f, _)| f.name == field)
-                    .and_then(|(_, v)| v.as_str())
-                    .map(|s| {
-                        if field == "email" {
-                            format!("[{}]", s.to_lowercase())
-                        } else {
-                            s.to_owned()
-                        }
-                    })
-                    .unwrap_or_default();
-                Error::RecordNotUnique {
-                    collection: c.name,
-                    field: field.to_owned(),
-                    value,
+                ("directus_permissions", "action", Value::String(s))
+                    if Action::parse(s).is_none() =>
+                {
+                    return Err(Error::payload(format!(
+                        "\"action\" must be one of [{}]",
+                        Action::ALL.map(Action::name).join(", ")
+                    )));
                 }
-            }
-            StoreError::Refused => Error::UnprocessableContent(
-                "Cannot remove the last admin user from the system".into(),
-            ),
-            other => other.into(),
-        }
-    }
-
-    /// `POST /<collection>` for one item; returns the new id.
-    pub async fn create(
-        &self,
-        c: &'static Collection,
-        acc: &Accountability,
-        body: &Value,
-    ) -> Result<String> {
-        Self::require_admin(c, acc)?;
-        let mut values = self.values(c, body, true).await?;
-        if c.name == "directus_users" {
-            Self::check_user_values(&values)?;
-        }
-        let id = match values.iter().find(|(f, _)| f.name == "id") {
-            Some((_, v)) => v.as_str().unwrap_or_default().to_owned(),
-            None => {
-                let id = Uuid::new_v4().to_string();
-                values.insert(0, (id_field(c), Value::String(id.clone())));
-                id
-            }
-        };
-        let insert = Write::Insert {
-            c,
-            values: values.clone(),
-        };
-        self.store
-            .write(vec![insert], None)
-            .await
-            .map_err(|e| Self::map_conflict(c, &values, e))?;
-        self.changed().await;
-        Ok(id)
-    }
-
-    /// `PATCH /<collection>/:id`. A missing item is FORBIDDEN, as in Directus.
-    pub async fn update(
-        &self,
-        c: &'static Collection,
-        acc: &Accountability,
-        id: &str,
-        body: &Value,
-    ) -> Result<()> {
-        Self::require_admin(c, acc)?;
-        if !storable(id) {
-            return Err(Error::Forbidden(None));
-        }
-        self.update_unchecked(c, acc, id, body).await
-    }
-
-    /// `PATCH /users/me`: the caller's own row, with the same rules.
-    pub async fn update_me(&self, acc: &Accountability, body: &Value) -> Result<Uuid> {
-        let user = acc.user.ok_or(Error::InvalidCredentials)?;
-        Self::require_admin(&USERS, acc)?;
-        self.update_unchecked(&USERS, acc, &user.to_string(), body)
-            .await?;
-        Ok(user)
-    }
-
-    async fn update_unchecked(
-        &self,
-        c: &'static Collection,
-        acc: &Accountability,
-        id: &str,
-        body: &Value,
-    ) -> Result<()> {
-        let values = self.values(c, body, false).await?;
-        if c.name == "directus_roles" {
-            self.check_no_cycle(id, &values).await?;
-        }
-        let mut end = EndSessions::None;
-        if c.name == "directus_users" {
-            Self::check_user_values(&values)?;
-            let changes = |n: &str| values.iter().any(|(f, _)| f.name == n);
-            let deactivates = values
-                .iter()
-                .any(|(f, v)| f.name == "status" && v.as_str() != Some("active"));
-            if deactivates {
-                end = EndSessions::All;
-            } else if changes("password") || changes("email") {
-                end = match &acc.session {
-                    Some(s) if acc.user.map(|u| u.to_string()).as_deref() == Some(id) => {
-                        EndSessions::AllExcept(*s)
-                    }
-                    _ => EndSessions::All,
-                };
-            }
-        }
-        let guard = admin_guard(c, &values);
-        let update = Write::Update {
-            c,
-            id: id.to_owned(),
-            values: values.clone(),
-            end,
-        };
-        let found = self
-            .store
-            .write(vec![update], guard)
-            .await
-            .map_err(|e| Self::map_conflict(c, &values, e))?;
-        if found.first() != Some(&true) {
-            return Err(Error::Forbidden(None));
-        }
-        // Whoever (re)activates a user forgives its failed logins and lifts a login lock.
-        let activates = values
-            .iter()
-            .any(|(f, v)| f.name == "status" && v.as_str() == Some("active"));
-        if c.name == "directus_users"
-            && activates
-            && let Ok(uid) = Uuid::parse_str(id)
-        {
-            self.store.clear_login_failures(uid).await?;
-        }
-        self.changed().await;
-        Ok(())
-    }
-
-    /// `DELETE /<collection>/:id`. Deleting a role suspends its users and detaches them, as
-    /// Directus 11 does.
-    pub async fn delete(
-        &self,
-        c: &'static Collection,
-        acc: &Accountability,
-        id: &str,
-    ) -> Result<()> {
-        Self::require_admin(c, acc)?;
-        if !storable(id) {
-            return Err(Error::Forbidden(None));
-        }
-        let mut writes = Vec::new();
-        if c.name == "directus_roles" {
-            let role = USERS.field("role").ok_or(Error::Forbidden(None))?;
-            let status = USERS.field("status").ok_or(Error::Forbidden(None))?;
-            let q = Query {
-                filter: Some(Condition::Compare {
-                    field: role,
-                    op: Op::Eq,
-                    value: id.into(),
-                }),
-                ..Query::default()
-            };
-            for user in self.store.read_items(&USERS, &q).await? {
-                if let Some(uid) = user.get("id").and_then(Value::as_str) {
-                    writes.push(Write::Update {
-                        c: &USERS,
-                        id: uid.to_owned(),
-                        values: vec![(status, "suspended".into()), (role, Value::Null)],
-                        end: EndSessions::All,
-                    });
+                ("directus_permissions", "permissions" | "validation" | "presets", v)
+                    if !(v.is_null() || v.is_object()) =>
+                {
+                    return Err(Error::payload(format!(
+                        "\"{}\" must be of type object",
+                        f.name
+                    )));
                 }
-            }
-        }
-        writes.push(Write::Delete { c, id: id.into() });
-        let found = self
-            .store
-            .write(writes, admin_guard(c, &[]))
-            .await
-            .map_err(|e| Self::map_conflict(c, &[], e))?;
-        if found.last() != Some(&true) {
-            return Err(Error::Forbidden(None));
-        }
-        self.changed().await;
-        Ok(())
-    }
-
-    /// `GET /settings`: the singleton.
-    pub async fn settings(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Value> {
-        Self::require_admin(&SETTINGS, acc)?;
-        let rec = self.store.settings().await?;
-        self.present(&SETTINGS, &rec, &rq.fields(), None).await
-    }
-
-    /// `PATCH /settings`.
-    pub async fn update_settings(&self, acc: &Accountability, body: &Value) -> Result<()> {
-        Self::require_admin(&SETTINGS, acc)?;
-        let values = self.values(&SETTINGS, body, false).await?;
-        for (f, v) in &values {
-            match (f.name, v) {
-                ("auth_login_attempts", Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => {
+                ("directus_settings", "auth_login_attempts", Value::Number(n))
+                    if n.as_i64().is_some_and(|n| n < 0) =>
+                {
                     return Err(Error::payload(
                         "\"auth_login_attempts\" must be greater than or equal to 0",
                     ));
                 }
-                ("auth_password_policy", Value::String(p)) if !p.is_empty() => {
+                ("directus_settings", "auth_password_policy", Value::String(p))
+                    if !p.is_empty() =>
+                {
                     compile_policy(p).map_err(|e| {
                         Error::payload(format!(
                             "\"auth_password_policy\" must be a valid regular expression ({e})"
@@ -768,14 +1479,110 @@ impl Items {
                 _ => {}
             }
         }
-        let update = Write::Update {
-            c: &SETTINGS,
-            id: "1".into(),
-            values,
-            end: EndSessions::None,
-        };
-        self.store.write(vec![update], None).await?;
+        if c.name == PERMISSIONS.name {
+            check_permission_filter(values)?;
+        }
         Ok(())
+    }
+}
+
+/// Refuses a permission row whose item filter does not compile for a collection Tessera
+/// serves, so that a bad rule is a 400 when written rather than a silent "nothing granted".
+fn check_permission_filter(values: &Values) -> Result<()> {
+    let get = |name: &str| values.iter().find(|(f, _)| f.name == name).map(|(_, v)| v);
+    let (Some(Value::String(name)), Some(filter @ Value::Object(_))) =
+        (get("collection"), get("permissions"))
+    else {
+        return Ok(());
+    };
+    let Some(target) = tessera_store::schema::collection(name) else {
+        return Ok(());
+    };
+    compile(target, filter, &Vars::default())
+        .map(|_| ())
+        .map_err(|e| Error::payload(format!("\"permissions\" is not a valid filter: {e}")))
+}
+
+/// Refuses null for fields whose column is `NOT NULL`, and (on create) the absence of a field
+/// that has no default: every such field is reported, in schema order.
+fn check_nulls(c: &'static Collection, body: &Map<String, Value>, creating: bool) -> Result<()> {
+    let violations: Vec<Violation> = c
+        .fields
+        .iter()
+        .filter(|f| f.writable && f.nulls != Nulls::Allowed)
+        .filter_map(|f| match (body.get(f.name), f.nulls) {
+            (Some(Value::Null), _) => Some((f.name, "nnull", "Value can't be null.")),
+            (None, Nulls::Required) if creating => Some((f.name, "required", "Value is required.")),
+            _ => None,
+        })
+        .map(|(field, rule, detail)| Violation {
+            field: field.to_owned(),
+            rule,
+            detail: detail.to_owned(),
+            extra: Vec::new(),
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FailedValidation(violations))
+    }
+}
+
+/// Which of user `id`'s sessions an update ends: all of them when it deactivates the user;
+/// all but the caller's own when it changes the password or e-mail.
+fn ended_sessions(
+    c: &'static Collection,
+    acc: &Accountability,
+    id: &str,
+    values: &Values,
+) -> EndSessions {
+    if c.name != USERS.name {
+        return EndSessions::None;
+    }
+    let changes = |n: &str| values.iter().any(|(f, _)| f.name == n);
+    let deactivates = values
+        .iter()
+        .any(|(f, v)| f.name == "status" && v.as_str() != Some("active"));
+    if deactivates {
+        EndSessions::All
+    } else if changes("password") || changes("email") {
+        match &acc.session {
+            Some(s) if acc.user.map(|u| u.to_string()).as_deref() == Some(id) => {
+                EndSessions::AllExcept(*s)
+            }
+            _ => EndSessions::All,
+        }
+    } else {
+        EndSessions::None
+    }
+}
+
+fn map_conflict(c: &'static Collection, values: &Values, e: StoreError) -> Error {
+    match e {
+        StoreError::Conflict { field } if field != "token" => {
+            let value = values
+                .iter()
+                .find(|(f, _)| f.name == field)
+                .and_then(|(_, v)| v.as_str())
+                .map(|s| {
+                    if field == "email" {
+                        format!("[{}]", s.to_lowercase())
+                    } else {
+                        s.to_owned()
+                    }
+                })
+                .unwrap_or_default();
+            Error::RecordNotUnique {
+                collection: c.name,
+                field: field.to_owned(),
+                value,
+            }
+        }
+        StoreError::Refused => {
+            Error::UnprocessableContent("Cannot remove the last admin user from the system".into())
+        }
+        other => other.into(),
     }
 }
 
@@ -785,21 +1592,25 @@ pub(crate) fn storable(text: &str) -> bool {
     !text.contains('\0')
 }
 
-/// The guard of a write that may take admin access away from someone: deleting a user, role
-/// or policy, or changing a user's status or role, a role's parent, or a policy's admin flag.
-fn admin_guard(
-    c: &'static Collection,
-    values: &[(&'static Field, Value)],
-) -> Option<Box<dyn Guard>> {
+/// Whether a write may take admin access away from someone: deleting a user, role, policy or
+/// access row; changing a user's status or role, a role's parent, a policy's admin flag, or
+/// an access row.
+fn may_demote(w: &Write) -> bool {
     let touches =
-        |names: &[&str]| values.is_empty() || values.iter().any(|(f, _)| names.contains(&f.name));
-    let guarded = match c.name {
-        "directus_users" => touches(&["status", "role"]),
-        "directus_roles" => touches(&["parent"]),
-        "directus_policies" => touches(&["admin_access"]),
-        _ => false,
-    };
-    guarded.then(|| Box::new(AdminRemains { before: false }) as Box<dyn Guard>)
+        |values: &Values, names: &[&str]| values.iter().any(|(f, _)| names.contains(&f.name));
+    match w {
+        Write::Insert { .. } => false,
+        Write::Delete { c, .. } => {
+            [USERS.name, ROLES.name, "directus_policies", ACCESS.name].contains(&c.name)
+        }
+        Write::Update { c, values, .. } => match c.name {
+            "directus_users" => touches(values, &["status", "role"]),
+            "directus_roles" => touches(values, &["parent"]),
+            "directus_policies" => touches(values, &["admin_access"]),
+            "directus_access" => true,
+            _ => false,
+        },
+    }
 }
 
 /// Refuses a write after which no active admin remains where one did before (as Directus
@@ -864,7 +1675,7 @@ fn compile_policy(policy: &str) -> std::result::Result<fancy_regex::Regex, Strin
 
 #[cfg(test)]
 mod tests {
-    use super::compile_policy;
+    use super::*;
 
     #[test]
     fn policies_with_lookaheads_and_slashes() {
@@ -875,5 +1686,36 @@ mod tests {
         let min = compile_policy("^.{8,}$").unwrap();
         assert!(!min.is_match("short").unwrap());
         assert!(compile_policy("(unclosed").is_err());
+    }
+
+    #[test]
+    fn paths_walk_through_lists() {
+        let v =
+            json!({"role": {"name": "Editors"}, "policies": [{"policy": "a"}, {"policy": "b"}]});
+        assert_eq!(walk(&v, "role.name"), json!("Editors"));
+        assert_eq!(walk(&v, "policies.policy"), json!(["a", "b"]));
+        assert_eq!(walk(&v, "missing.deeper"), Value::Null);
+    }
+
+    #[test]
+    fn demoting_writes_are_guarded() {
+        let status = USERS.field("status").unwrap();
+        let name = USERS.field("first_name").unwrap();
+        let update = |values: Values| Write::Update {
+            c: &USERS,
+            id: "x".into(),
+            values,
+            end: EndSessions::None,
+        };
+        assert!(may_demote(&update(vec![(status, "suspended".into())])));
+        assert!(!may_demote(&update(vec![(name, "A".into())])));
+        assert!(may_demote(&Write::Delete {
+            c: &ACCESS,
+            id: "x".into()
+        }));
+        assert!(!may_demote(&Write::Delete {
+            c: &PERMISSIONS,
+            id: "1".into()
+        }));
     }
 }

@@ -57,7 +57,12 @@ fn operator() -> Accountability {
 
 impl Operator {
     pub fn new(store: Arc<dyn Store>, passwords: Passwords) -> Self {
-        let items = Items::new(store.clone(), passwords.clone(), Caches::new());
+        let items = Items::new(
+            store.clone(),
+            passwords.clone(),
+            Caches::new(),
+            Arc::new(crate::clock::SystemClock),
+        );
         Self {
             store,
             items,

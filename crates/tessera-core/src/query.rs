@@ -1,12 +1,14 @@
 //! The item query language of the REST routes: `fields` (with `*` and `relation.field`),
-//! `filter` (JSON or bracket form, `_and`/`_or`, comparison operators, `$CURRENT_USER`),
-//! `sort`, `limit`, `offset`, `page`, `meta`. Parses query strings and checks them against a
-//! collection's schema, producing the store's [`Query`].
+//! `filter` (JSON or bracket form, `_and`/`_or`, comparison operators, relational paths such
+//! as `role.name` and `policies.policy.id`, dynamic variables), `sort`, `limit`, `offset`,
+//! `page`, `meta`. Parses query strings and checks them against a collection's schema,
+//! producing the store's [`Query`]. Permission filters compile through the same code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 use tessera_store::{Collection, Condition, Field, Kind, Op, Query};
+use uuid::Uuid;
 
 use crate::access::Accountability;
 use crate::error::{Error, Result};
@@ -224,16 +226,46 @@ impl ReadQuery {
         self.fields.clone().unwrap_or_else(Fields::star)
     }
 
+    /// Reads a query given as JSON (the `query` of a batch update or delete): the same keys
+    /// as a query string, lists as arrays or comma lists.
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::payload("\"query\" must be of type object"))?;
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        for (key, val) in obj {
+            let text = match (key.as_str(), val) {
+                ("filter", Value::Object(_)) => val.to_string(),
+                (_, Value::Array(items)) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                (_, Value::String(s)) => s.clone(),
+                (_, Value::Null) => continue,
+                (_, other) => other.to_string(),
+            };
+            pairs.append_pair(key, &text);
+        }
+        Self::parse(&pairs.finish())
+    }
+
     /// Checks the query against `c` and builds the store query. Unknown fields in filter or
-    /// sort are 403 (as Directus); bad operators 400.
-    pub fn to_store_query(&self, c: &'static Collection, acc: &Accountability) -> Result<Query> {
+    /// sort are 403 (as Directus); bad operators 400. `search` looks only at the fields
+    /// `readable` accepts.
+    pub fn to_store_query(
+        &self,
+        c: &'static Collection,
+        vars: &Vars,
+        readable: &dyn Fn(&str) -> bool,
+    ) -> Result<Query> {
         let mut filter = self
             .filter
             .as_ref()
-            .map(|f| condition(c, f, acc, 0, &mut Budget::default()))
+            .map(|f| compile(c, f, vars))
             .transpose()?;
         if let Some(text) = &self.search {
-            filter = Some(and(filter, search(c, text)));
+            filter = Some(and(filter, search(c, text, readable)));
         }
         let mut sort = Vec::new();
         for s in &self.sort {
@@ -284,11 +316,12 @@ pub fn and(a: Option<Condition>, b: Condition) -> Condition {
 
 /// Directus's `search`: text fields contain it, or an id field equals it. Concealed and hashed
 /// fields never take part.
-fn search(c: &'static Collection, text: &str) -> Condition {
+fn search(c: &'static Collection, text: &str, readable: &dyn Fn(&str) -> bool) -> Condition {
     let is_uuid = uuid::Uuid::parse_str(text).is_ok();
     Condition::Or(
         c.fields
             .iter()
+            .filter(|f| readable(f.name))
             .filter_map(|field| match field.kind {
                 Kind::String => Some(Condition::Compare {
                     field,
@@ -341,6 +374,7 @@ fn type_name(kind: Kind) -> &'static str {
         Kind::Timestamp => "timestamp",
         Kind::Hash => "hash",
         Kind::String | Kind::Digest | Kind::Concealed => "string",
+        Kind::Csv => "csv",
     }
 }
 
@@ -412,26 +446,166 @@ fn coerce(field: &Field, op: Op, op_name: &str, value: Value) -> Result<Value> {
     }
 }
 
-/// Resolves dynamic variables and the string forms of literals.
-fn resolve(v: &Value, acc: &Accountability) -> Value {
+/// What dynamic variables stand for in one request: `$CURRENT_USER`, `$CURRENT_ROLE`,
+/// `$CURRENT_ROLES`, `$CURRENT_POLICIES`, each optionally followed by a path whose values were
+/// looked up beforehand ([`Vars::paths`]), and `$NOW` with an optional adjustment.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pub user: Option<Uuid>,
+    pub role: Option<Uuid>,
+    pub roles: Vec<Uuid>,
+    pub policies: Vec<Uuid>,
+    pub now_ms: i64,
+    /// The values of `$CURRENT_…​.<path>` variables, keyed by the whole variable.
+    pub paths: HashMap<String, Value>,
+}
+
+/// The variables whose value is a lookup beyond the accountability (`$CURRENT_USER.email`).
+pub const PATH_VARIABLES: &[&str] = &[
+    "$CURRENT_USER.",
+    "$CURRENT_ROLE.",
+    "$CURRENT_ROLES.",
+    "$CURRENT_POLICIES.",
+];
+
+impl Vars {
+    /// The variables of a caller at a moment.
+    pub fn of(acc: &Accountability, now_ms: i64) -> Self {
+        Self {
+            user: acc.user,
+            role: acc.role,
+            roles: acc.roles.clone(),
+            policies: acc.policies.clone(),
+            now_ms,
+            paths: HashMap::new(),
+        }
+    }
+}
+
+fn ids(list: &[Uuid]) -> Value {
+    Value::Array(list.iter().map(|r| Value::String(r.to_string())).collect())
+}
+
+/// Every path variable (`$CURRENT_USER.role.name`, …) named anywhere in `v`.
+pub fn path_variables(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if PATH_VARIABLES.iter().any(|p| s.starts_with(p)) && !out.contains(s) => {
+            out.push(s.clone());
+        }
+        Value::Array(items) => items.iter().for_each(|i| path_variables(i, out)),
+        Value::Object(map) => map.values().for_each(|i| path_variables(i, out)),
+        _ => {}
+    }
+}
+
+/// `$NOW` moved by an adjustment such as `-1 day`, `+2 hours` or `-1.5h` (days when no unit
+/// is given); an adjustment that does not parse leaves the time as it is, as in Directus.
+fn adjusted_now(now_ms: i64, adjustment: &str) -> i64 {
+    let text = adjustment.trim();
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(r) => (-1.0, r),
+        None => (1.0, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let rest = rest.trim();
+    let split = rest
+        .find(|ch: char| !(ch.is_ascii_digit() || ch == '.' || ch == '-'))
+        .unwrap_or(rest.len());
+    let (amount, unit) = rest.split_at(split);
+    let Ok(amount) = amount.parse::<f64>() else {
+        return now_ms;
+    };
+    let unit_ms: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60e3,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600e3,
+        "" | "d" | "day" | "days" => 86_400e3,
+        "w" | "week" | "weeks" => 7.0 * 86_400e3,
+        "mo" | "mth" | "month" | "months" => 30.0 * 86_400e3,
+        "y" | "yr" | "yrs" | "year" | "years" => 365.0 * 86_400e3,
+        _ => return now_ms,
+    };
+    let moved = sign * amount * unit_ms;
+    if moved.is_finite() && moved.abs() < 1e15 {
+        now_ms.saturating_add(moved as i64)
+    } else {
+        now_ms
+    }
+}
+
+/// Resolves dynamic variables and the string forms of literals (`"true"`, `"null"`, …).
+pub fn resolve(v: &Value, vars: &Vars) -> Value {
     match v {
         Value::String(s) => match s.as_str() {
-            "$CURRENT_USER" => acc.user.map_or(Value::Null, |u| u.to_string().into()),
-            "$CURRENT_ROLE" => acc.role.map_or(Value::Null, |r| r.to_string().into()),
-            "$CURRENT_ROLES" => Value::Array(
-                acc.roles
-                    .iter()
-                    .map(|r| Value::String(r.to_string()))
-                    .collect(),
-            ),
+            "$CURRENT_USER" => vars.user.map_or(Value::Null, |u| u.to_string().into()),
+            "$CURRENT_ROLE" => vars.role.map_or(Value::Null, |r| r.to_string().into()),
+            "$CURRENT_ROLES" => ids(&vars.roles),
+            "$CURRENT_POLICIES" => ids(&vars.policies),
+            "$NOW" => crate::clock::iso8601(vars.now_ms).into(),
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             "null" | "NULL" => Value::Null,
+            text if text.starts_with("$NOW(") && text.ends_with(')') => {
+                crate::clock::iso8601(adjusted_now(vars.now_ms, &text[5..text.len() - 1])).into()
+            }
+            text if PATH_VARIABLES.iter().any(|p| text.starts_with(p)) => {
+                vars.paths.get(text).cloned().unwrap_or(Value::Null)
+            }
             _ => v.clone(),
         },
-        Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, acc)).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, vars)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, val)| (k.clone(), resolve(val, vars)))
+                .collect(),
+        ),
         other => other.clone(),
     }
+}
+
+/// Compiles a filter over `c` (a query's or a permission's) into the store's condition.
+pub fn compile(c: &'static Collection, filter: &Value, vars: &Vars) -> Result<Condition> {
+    condition(c, filter, vars, 0, &mut Budget::default())
+}
+
+/// Every field a filter reads, with the collection it belongs to (relational paths name
+/// fields of other collections), so that a caller's right to read them can be checked.
+pub fn filter_fields(
+    c: &'static Collection,
+    filter: &Value,
+    out: &mut Vec<(&'static Collection, String)>,
+) {
+    let Some(obj) = filter.as_object() else {
+        return;
+    };
+    for (key, val) in obj {
+        match key.as_str() {
+            "_and" | "_or" => match val {
+                Value::Array(items) => items.iter().for_each(|i| filter_fields(c, i, out)),
+                Value::Object(o) => o.values().for_each(|i| filter_fields(c, i, out)),
+                _ => {}
+            },
+            name => {
+                out.push((c, name.to_owned()));
+                if let (Some(rel), Some(inner)) = (c.relation(name), val.as_object())
+                    && !is_operators(inner)
+                {
+                    let inner = inner
+                        .get("_some")
+                        .or_else(|| inner.get("_none"))
+                        .unwrap_or(val);
+                    filter_fields(rel.target, inner, out);
+                }
+            }
+        }
+    }
+}
+
+/// Whether every key of a field's filter is an operator (else it is a relational path).
+fn is_operators(obj: &Map<String, Value>) -> bool {
+    obj.keys().all(|k| k.starts_with('_'))
+        && !obj.contains_key("_some")
+        && !obj.contains_key("_none")
 }
 
 /// What a filter has used so far of [`MAX_FILTER_CONDITIONS`] and [`MAX_FILTER_VALUES`].
@@ -462,7 +636,7 @@ impl Budget {
 fn condition(
     c: &'static Collection,
     filter: &Value,
-    acc: &Accountability,
+    vars: &Vars,
     depth: usize,
     budget: &mut Budget,
 ) -> Result<Condition> {
@@ -486,7 +660,7 @@ fn condition(
                 budget.spend(1, 0)?;
                 let subs = items
                     .into_iter()
-                    .map(|i| condition(c, i, acc, depth + 1, budget))
+                    .map(|i| condition(c, i, vars, depth + 1, budget))
                     .collect::<Result<Vec<_>>>()?;
                 parts.push(if key == "_and" {
                     Condition::And(subs)
@@ -495,12 +669,29 @@ fn condition(
                 });
             }
             name => {
-                let field = c
-                    .field(name)
-                    .ok_or_else(|| Error::forbidden_field(name, c.name))?;
                 let ops = val.as_object().ok_or_else(|| {
                     Error::InvalidQuery(format!("Invalid filter for field \"{name}\""))
                 })?;
+                if let Some(rel) = c.relation(name)
+                    && !is_operators(ops)
+                {
+                    budget.spend(1, 0)?;
+                    let (inner, none) = match (ops.get("_some"), ops.get("_none")) {
+                        (Some(inner), _) if rel.many => (inner, false),
+                        (_, Some(inner)) if rel.many => (inner, true),
+                        _ => (val, false),
+                    };
+                    let cond = condition(rel.target, inner, vars, depth + 1, budget)?;
+                    parts.push(Condition::Related {
+                        via: rel,
+                        cond: Box::new(cond),
+                        none,
+                    });
+                    continue;
+                }
+                let field = c
+                    .field(name)
+                    .ok_or_else(|| Error::forbidden_field(name, c.name))?;
                 for (op_name, operand) in ops {
                     let op = operator(op_name).ok_or_else(|| {
                         Error::InvalidQuery(format!(
@@ -520,7 +711,7 @@ fn condition(
                             "Field with \"conceal\" special does not allow the \"{op_name}\" filter operator"
                         )));
                     }
-                    let mut value = resolve(operand, acc);
+                    let mut value = resolve(operand, vars);
                     if matches!(op, Op::In | Op::Nin)
                         && let Value::String(s) = &value
                     {
@@ -595,17 +786,17 @@ mod tests {
         let json_filter = format!("filter={}{{}}{}", "{\"_and\":[".repeat(40), "]}".repeat(40));
         let q = ReadQuery::parse(&json_filter).unwrap();
         assert!(
-            q.to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+            q.to_store_query(&tessera_store::schema::USERS, &Vars::default(), &|_| true)
                 .is_err()
         );
         let big = ReadQuery::parse("offset=18446744073709551615").unwrap();
         assert!(
-            big.to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+            big.to_store_query(&tessera_store::schema::USERS, &Vars::default(), &|_| true)
                 .is_err()
         );
         let searched = ReadQuery::parse("search=ada")
             .unwrap()
-            .to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+            .to_store_query(&tessera_store::schema::USERS, &Vars::default(), &|_| true)
             .unwrap();
         let Some(Condition::Or(parts)) = searched.filter else {
             panic!("search is an OR of fields");
@@ -617,16 +808,16 @@ mod tests {
         let pages = ReadQuery::parse("page=18446744073709551615&limit=100").unwrap();
         assert!(
             pages
-                .to_store_query(&tessera_store::schema::USERS, &Accountability::default())
+                .to_store_query(&tessera_store::schema::USERS, &Vars::default(), &|_| true)
                 .is_err()
         );
     }
 
     #[test]
     fn bracket_and_json_filters() {
-        let acc = Accountability::default();
+        let acc = Vars::default();
         let q = ReadQuery::parse("filter[email][_eq]=a@b.co&limit=5&sort=-email").unwrap();
-        let sq = q.to_store_query(&USERS, &acc).unwrap();
+        let sq = q.to_store_query(&USERS, &acc, &|_| true).unwrap();
         assert_eq!(sq.limit, Some(5));
         assert!(sq.sort[0].1);
         assert!(matches!(
@@ -646,22 +837,28 @@ mod tests {
 
     #[test]
     fn concealed_and_hash_fields_only_allow_null_checks() {
-        let acc = Accountability::default();
+        let acc = Vars::default();
         let q = ReadQuery::parse(r#"filter={"token":{"_eq":"x"}}"#).unwrap();
         assert_eq!(
-            q.to_store_query(&USERS, &acc).unwrap_err().to_string(),
+            q.to_store_query(&USERS, &acc, &|_| true)
+                .unwrap_err()
+                .to_string(),
             "Invalid query. Field with \"conceal\" special does not allow the \"_eq\" filter operator."
         );
         let q = ReadQuery::parse(r#"filter={"password":{"_eq":"x"}}"#).unwrap();
         assert_eq!(
-            q.to_store_query(&USERS, &acc).unwrap_err().to_string(),
+            q.to_store_query(&USERS, &acc, &|_| true)
+                .unwrap_err()
+                .to_string(),
             "Invalid query. \"hash\" field type does not contain the \"_eq\" filter operator."
         );
         let q = ReadQuery::parse(r#"filter={"token":{"_nnull":true}}"#).unwrap();
-        assert!(q.to_store_query(&USERS, &acc).is_ok());
+        assert!(q.to_store_query(&USERS, &acc, &|_| true).is_ok());
         let q = ReadQuery::parse(r#"filter={"first_name":{"_foo":1}}"#).unwrap();
         assert_eq!(
-            q.to_store_query(&USERS, &acc).unwrap_err().to_string(),
+            q.to_store_query(&USERS, &acc, &|_| true)
+                .unwrap_err()
+                .to_string(),
             "Invalid query. \"string\" field type does not contain the \"_foo\" filter operator."
         );
     }

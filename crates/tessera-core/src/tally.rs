@@ -35,16 +35,20 @@ pub enum Cached {
     Users,
     Aliases,
     Me,
+    Permissions,
+    Rules,
 }
 
 /// Cache labels, in [`Cached`]'s order.
-pub const CACHES: [&str; 6] = [
+pub const CACHES: [&str; 8] = [
     "static_tokens",
     "access",
     "sessions",
     "users",
     "aliases",
     "me",
+    "permissions",
+    "rules",
 ];
 
 #[derive(Default)]
@@ -52,8 +56,8 @@ pub struct Tally {
     logins: [AtomicU64; 5],
     refreshes: [AtomicU64; 5],
     replays: AtomicU64,
-    hits: [AtomicU64; 6],
-    misses: [AtomicU64; 6],
+    hits: [AtomicU64; 8],
+    misses: [AtomicU64; 8],
     heard: AtomicU64,
 }
 

@@ -191,11 +191,16 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
         store.clone(),
         secret.as_bytes(),
         passwords.clone(),
-        hooks.clock,
+        hooks.clock.clone(),
         config.auth.clone(),
     )
     .with_probe(hooks.probe);
-    let items = Items::new(store.clone(), passwords.clone(), auth.caches().clone());
+    let items = Items::new(
+        store.clone(),
+        passwords.clone(),
+        auth.caches().clone(),
+        hooks.clock,
+    );
     // Other instances sharing the database tell this one what they change. Serve once this
     // one hears them (its listener's first word says so), or after a while without.
     if let Some(mut changes) = store.changes() {
@@ -251,7 +256,10 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     };
     let ping = req.uri().path() == "/server/ping";
     let acc = if ping {
-        tessera_core::access::Accountability::public(ip)
+        tessera_core::access::Accountability {
+            ip,
+            ..Default::default()
+        }
     } else {
         match s
             .auth
@@ -322,6 +330,7 @@ async fn powered_by(mut res: Response) -> Response {
 pub fn router(state: AppState) -> Router {
     use axum::routing::post;
     use routes::{auth, items, server};
+    use tessera_store::schema::{ACCESS, PERMISSIONS, POLICIES, ROLES, USERS};
     let router = Router::new()
         .route("/auth", get(auth::providers))
         .route("/auth/login", post(auth::login))
@@ -330,26 +339,25 @@ pub fn router(state: AppState) -> Router {
         .route("/server/ping", get(server::ping))
         .route("/server/health", get(server::health))
         .route("/server/info", get(server::info))
-        .route("/users", get(items::list_users).post(items::create_users))
         .route("/users/me", get(items::me).patch(items::update_me))
-        .route(
-            "/users/{id}",
-            get(items::get_user)
-                .patch(items::update_user)
-                .delete(items::delete_user),
-        )
-        .route("/roles", get(items::list_roles).post(items::create_roles))
-        .route(
-            "/roles/{id}",
-            get(items::get_role)
-                .patch(items::update_role)
-                .delete(items::delete_role),
-        )
+        .route("/roles/me", get(items::roles_me))
+        .route("/policies/me/globals", get(items::policy_globals))
+        .route("/permissions/me", get(items::permissions_me))
         .route(
             "/settings",
             get(items::settings).patch(items::update_settings),
         )
-        .route("/server/metrics", get(metrics::serve))
+        .route("/server/metrics", get(metrics::serve));
+    let router = [
+        ("/users", &USERS),
+        ("/roles", &ROLES),
+        ("/policies", &POLICIES),
+        ("/access", &ACCESS),
+        ("/permissions", &PERMISSIONS),
+    ]
+    .into_iter()
+    .fold(router, |r, (path, c)| items::collection(r, path, c));
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(from_fn_with_state(state.clone(), authenticate));

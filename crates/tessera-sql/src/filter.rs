@@ -5,7 +5,8 @@
 //! results sort the same everywhere.
 
 use sea_query::{
-    Alias, Condition as Sql, Expr, ExprTrait, Func, LikeExpr, NullOrdering, Order, SelectStatement,
+    Alias, Condition as Sql, Expr, ExprTrait, Func, LikeExpr, NullOrdering, Order, Query as Select,
+    SelectStatement,
 };
 use serde_json::Value;
 use tessera_store::{Condition, Field, Kind, Op, Query};
@@ -24,6 +25,9 @@ pub(crate) fn bind(kind: Kind, v: &Value) -> Param {
         (Kind::Boolean, Value::Null) => Param::Bool(None),
         (_, Value::Null) => Param::String(None),
         (Kind::Json, v) => Param::String(Some(v.to_string())),
+        (Kind::Csv, Value::Array(items)) => {
+            Param::String(Some(items.iter().map(text).collect::<Vec<_>>().join(",")))
+        }
         (Kind::Boolean, Value::Bool(b)) => Param::Bool(Some(*b)),
         (Kind::Boolean, Value::Number(n)) => Param::Bool(Some(n.as_f64() != Some(0.0))),
         (Kind::Integer | Kind::Timestamp, Value::Number(n)) => match n.as_i64() {
@@ -68,6 +72,21 @@ pub(crate) fn condition(cond: &Condition) -> Sql {
             .iter()
             .fold(Sql::any(), |any, p| any.add(condition(p))),
         Condition::Compare { field, op, value } => Sql::all().add(compare(field, *op, value)),
+        Condition::Related { via, cond, none } => {
+            // Inside the subquery, unqualified columns name the target's own.
+            let mut linked = Select::select();
+            linked
+                .column(Alias::new(via.remote))
+                .from(Alias::new(via.target.table))
+                .cond_where(condition(cond))
+                .and_where(col(via.remote).is_not_null());
+            let local = col(via.local);
+            Sql::all().add(if *none {
+                local.not_in_subquery(linked)
+            } else {
+                local.in_subquery(linked)
+            })
+        }
     }
 }
 

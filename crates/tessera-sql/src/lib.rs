@@ -251,7 +251,7 @@ impl<E: Engine> Store for SqlStore<E> {
         &self,
         writes: Vec<Write>,
         guard: Option<Box<dyn Guard>>,
-    ) -> StoreResult<Vec<bool>> {
+    ) -> StoreResult<Vec<tessera_store::Written>> {
         let _turn = match guard {
             Some(_) => Some(self.guarded.lock().await),
             None => None,
@@ -263,7 +263,7 @@ impl<E: Engine> Store for SqlStore<E> {
 
     async fn alias_values(
         &self,
-        alias: &'static tessera_store::Alias,
+        alias: &'static tessera_store::Relation,
         id: &str,
     ) -> StoreResult<Vec<serde_json::Value>> {
         let id = id.to_owned();

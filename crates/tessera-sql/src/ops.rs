@@ -9,12 +9,12 @@ use sea_query::{
     Order, Query, SelectStatement, TableRef, UpdateStatement, ValueTuple,
 };
 use serde_json::Value;
-use tessera_store::schema::{Alias as AliasList, Collection, Kind, Table};
+use tessera_store::schema::{Collection, Kind, Relation, Table};
 use tessera_store::{
     AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
     Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession,
     Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError, StoreResult,
-    UserSummary, Values, Write,
+    UserSummary, Values, Write, Written,
 };
 use uuid::Uuid;
 
@@ -66,6 +66,12 @@ fn json(kind: Kind, c: &Cell) -> Value {
         (Kind::Json, Cell::Text(s)) => {
             serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
         }
+        (Kind::Csv, Cell::Text(s)) if s.is_empty() => Value::Array(Vec::new()),
+        (Kind::Csv, Cell::Text(s)) => Value::Array(
+            s.split(',')
+                .map(|part| Value::String(part.to_owned()))
+                .collect(),
+        ),
         (_, Cell::Int(i)) => Value::from(*i),
         (_, Cell::Real(r)) => Value::from(*r),
         (_, Cell::Text(s)) => Value::String(s.clone()),
@@ -113,13 +119,15 @@ pub(crate) fn count_items(
     Ok(u64::try_from(n).unwrap_or_default())
 }
 
-fn insert(x: &mut dyn Conn, c: &'static Collection, values: &Values) -> StoreResult<()> {
+fn insert(x: &mut dyn Conn, c: &'static Collection, values: &Values) -> StoreResult<Written> {
+    let key = c.key();
     let mut s = Query::insert();
     s.into_table(t(c.table))
         .columns(values.iter().map(|(f, _)| t(f.column)))
-        .values_panic(values.iter().map(|(f, v)| Expr::val(bind(f.kind, v))));
-    run(x, &s)?;
-    Ok(())
+        .values_panic(values.iter().map(|(f, v)| Expr::val(bind(f.kind, v))))
+        .returning_col(t(key.column));
+    let made = row(x, &s)?.ok_or_else(|| StoreError::Backend("an insert made no row".into()))?;
+    Ok(Written::Inserted(json(key.kind, cell(&made, 0))))
 }
 
 /// A guard's view of the transaction it guards.
@@ -174,12 +182,12 @@ fn update(
     id: &str,
     values: &Values,
     end: &EndSessions,
-) -> StoreResult<bool> {
+) -> StoreResult<Written> {
     let found = if values.is_empty() {
         let mut s = Query::select();
         s.expr(Expr::cust("1"))
             .from(t(c.table))
-            .and_where(col("id").eq(id));
+            .and_where(by_key(c, id));
         row(x, &s)?.is_some()
     } else {
         let mut s = Query::update();
@@ -189,31 +197,49 @@ fn update(
                     .iter()
                     .map(|(f, v)| (t(f.column), Expr::val(bind(f.kind, v)))),
             )
-            .and_where(col("id").eq(id));
+            .and_where(by_key(c, id));
         run(x, &s)? > 0
     };
     if found {
         end_sessions(x, id, end)?;
     }
-    Ok(found)
+    Ok(written(found))
 }
 
-fn delete(x: &mut dyn Conn, c: &'static Collection, id: &str) -> StoreResult<bool> {
+fn written(found: bool) -> Written {
+    if found {
+        Written::Found
+    } else {
+        Written::Missing
+    }
+}
+
+/// The condition naming item `id` by its key, bound as the key's kind.
+fn by_key(c: &'static Collection, id: &str) -> Expr {
+    let key = c.key();
+    let value = match key.kind {
+        Kind::Integer => id.parse::<i64>().map_or(Value::Null, Value::from),
+        _ => Value::String(id.to_owned()),
+    };
+    col(key.column).eq(Expr::val(bind(key.kind, &value)))
+}
+
+fn delete(x: &mut dyn Conn, c: &'static Collection, id: &str) -> StoreResult<Written> {
     let mut s = Query::delete();
-    s.from_table(t(c.table)).and_where(col("id").eq(id));
-    Ok(run(x, &s)? > 0)
+    s.from_table(t(c.table)).and_where(by_key(c, id));
+    Ok(written(run(x, &s)? > 0))
 }
 
 pub(crate) fn write(
     x: &mut dyn Conn,
     writes: Vec<Write>,
     guard: Option<Box<dyn Guard>>,
-) -> StoreResult<Vec<bool>> {
+) -> StoreResult<Vec<Written>> {
     guarded(x, guard, |x| {
         writes
             .iter()
             .map(|w| match w {
-                Write::Insert { c, values } => insert(x, c, values).map(|()| true),
+                Write::Insert { c, values } => insert(x, c, values),
                 Write::Update { c, id, values, end } => update(x, c, id, values, end),
                 Write::Delete { c, id } => delete(x, c, id),
             })
@@ -223,17 +249,18 @@ pub(crate) fn write(
 
 pub(crate) fn alias_values(
     x: &mut dyn Conn,
-    alias: &'static AliasList,
+    alias: &'static Relation,
     id: &str,
 ) -> StoreResult<Vec<Value>> {
+    let key = alias.target.key();
     let mut s = Query::select();
-    s.column(t(alias.value))
-        .from(t(alias.table))
-        .and_where(col(alias.foreign_key).eq(id))
-        .order_by(t(alias.value), Order::Asc);
+    s.column(t(key.column))
+        .from(t(alias.target.table))
+        .and_where(col(alias.remote).eq(id))
+        .order_by(t(key.column), Order::Asc);
     Ok(rows(x, &s)?
         .iter()
-        .map(|r| json(Kind::Uuid, cell(r, 0)))
+        .map(|r| json(key.kind, cell(r, 0)))
         .collect())
 }
 

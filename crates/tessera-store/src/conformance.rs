@@ -17,7 +17,7 @@ use crate::schema::{ACCESS, Collection, POLICIES, ROLES, SETTINGS, USERS};
 use crate::{
     Admission, AttemptChange, ClientMeta, Condition, EndSessions, FamilyChange, FamilyDecision,
     Guard, LiveAdvance, NewSession, Op, Query, Reads, Store, StoreError, StoreResult, Values,
-    Write,
+    Write, Written,
 };
 
 /// Generates one `#[tokio::test]` per conformance test. `$make` is an async function that
@@ -553,7 +553,7 @@ pub async fn a_failing_write_undoes_its_whole_batch(s: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(found, [false, false]);
+    assert_eq!(found, [Written::Missing, Written::Missing]);
 }
 
 pub async fn concurrent_writes_fail_alone(s: Arc<dyn Store>) {
@@ -1062,7 +1062,7 @@ pub async fn settings_update_by_their_id(s: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(found, [true]);
+    assert_eq!(found, [Written::Found]);
     let after = s.settings().await.unwrap();
     assert_eq!(after["project_name"], json!("Tessera"));
     assert_eq!(after["auth_login_attempts"], json!(3));

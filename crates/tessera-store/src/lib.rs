@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use schema::{Alias, Collection, Field, Kind, Nulls};
+pub use schema::{Collection, Field, Kind, Nulls, Relation};
 
 /// One item of a collection, keyed by field name, values as stored (timestamps in Unix ms,
 /// digests and hashes unconcealed: the core decides what a reader sees).
@@ -305,6 +305,13 @@ pub enum Condition {
         op: Op,
         value: Value,
     },
+    /// Items for which `via` leads to at least one item matching `cond` (`role.name`,
+    /// `policies.policy.id`), or, when `none`, to no such item (`_none`).
+    Related {
+        via: &'static Relation,
+        cond: Box<Condition>,
+        none: bool,
+    },
 }
 
 /// A validated read: filter, sort, window.
@@ -324,7 +331,7 @@ pub type Values = Vec<(&'static Field, Value)>;
 /// One write of [`Store::write`].
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// Inserts an item; `values` include its primary key.
+    /// Inserts an item; `values` include its primary key unless the database assigns it.
     Insert {
         c: &'static Collection,
         values: Values,
@@ -338,6 +345,25 @@ pub enum Write {
     },
     /// Deletes item `id` (and, by cascade, what hangs off it).
     Delete { c: &'static Collection, id: String },
+}
+
+/// What one [`Write`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// An insert, with the key of the new item (the one given, or the one the database
+    /// assigned).
+    Inserted(Value),
+    /// An update or delete that found its item.
+    Found,
+    /// An update or delete that found nothing.
+    Missing,
+}
+
+impl Written {
+    /// Whether the write found (or made) its item.
+    pub fn found(&self) -> bool {
+        !matches!(self, Written::Missing)
+    }
 }
 
 /// Reads a guard may make inside the transaction it guards.
@@ -369,14 +395,14 @@ pub trait Store: Send + Sync + 'static {
         filter: Option<&Condition>,
     ) -> StoreResult<u64>;
     /// Applies `writes` in order, in one transaction, under `guard` if given; says for each
-    /// whether it found its item (an insert always does). A failing write undoes them all.
+    /// what it did. A failing write undoes them all.
     async fn write(
         &self,
         writes: Vec<Write>,
         guard: Option<Box<dyn Guard>>,
-    ) -> StoreResult<Vec<bool>>;
+    ) -> StoreResult<Vec<Written>>;
     /// The values making up an alias list for one item.
-    async fn alias_values(&self, alias: &'static Alias, id: &str) -> StoreResult<Vec<Value>>;
+    async fn alias_values(&self, alias: &'static Relation, id: &str) -> StoreResult<Vec<Value>>;
 
     /// The user whose (ASCII) lower-cased e-mail equals `email_lower`.
     async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>>;

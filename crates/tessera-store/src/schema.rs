@@ -23,6 +23,9 @@ pub enum Kind {
     Digest,
     /// A secret stored as given but never shown (`tfa_secret`).
     Concealed,
+    /// A list of names, stored as comma-separated text and read as a JSON array (Directus's
+    /// `cast-csv`: a permission's `fields`, a policy's `ip_access`).
+    Csv,
 }
 
 impl Kind {
@@ -89,25 +92,48 @@ const fn ro(name: &'static str, kind: Kind) -> Field {
     }
 }
 
-/// A list of ids found through another collection's foreign key (`policies`, `users`, …).
-#[derive(Debug, Clone, Copy)]
-pub struct Alias {
+/// A link from a collection to items of another (or of the same one): the items of `target`
+/// whose `remote` column equals this item's `local` column. A field holding a foreign key
+/// (`role`) links many-to-one (`local` is its column, `remote` the target's key); an alias
+/// (`policies`) links one-to-many (`local` is this collection's key, `remote` the foreign key
+/// in `target`) and reads as the list of the linked items' keys.
+#[derive(Debug)]
+pub struct Relation {
     pub name: &'static str,
-    /// The table holding the foreign key.
-    pub table: &'static str,
-    /// The foreign-key column pointing at this collection's primary key.
-    pub foreign_key: &'static str,
-    /// The column whose values make up the list.
-    pub value: &'static str,
+    pub target: &'static Collection,
+    pub local: &'static str,
+    pub remote: &'static str,
+    pub many: bool,
 }
 
-/// A collection: its table, primary key, fields in Directus's read order, and alias lists.
+const fn one(name: &'static str, target: &'static Collection) -> Relation {
+    Relation {
+        name,
+        target,
+        local: name,
+        remote: "id",
+        many: false,
+    }
+}
+
+const fn many(name: &'static str, target: &'static Collection, remote: &'static str) -> Relation {
+    Relation {
+        name,
+        target,
+        local: "id",
+        remote,
+        many: true,
+    }
+}
+
+/// A collection: its table, fields in Directus's read order, and the relations its fields and
+/// aliases follow.
 #[derive(Debug)]
 pub struct Collection {
     pub name: &'static str,
     pub table: &'static str,
     pub fields: &'static [Field],
-    pub aliases: &'static [Alias],
+    pub relations: &'static [Relation],
 }
 
 impl Collection {
@@ -116,15 +142,41 @@ impl Collection {
         self.fields.iter().find(|f| f.name == name)
     }
 
-    /// The alias called `name`, if the collection has one.
-    pub fn alias(&self, name: &str) -> Option<&'static Alias> {
-        self.aliases.iter().find(|a| a.name == name)
+    /// The alias (one-to-many list) called `name`, if the collection has one.
+    pub fn alias(&self, name: &str) -> Option<&'static Relation> {
+        self.relations.iter().find(|r| r.many && r.name == name)
+    }
+
+    /// The aliases, in read order.
+    pub fn aliases(&self) -> impl Iterator<Item = &'static Relation> + use<> {
+        let relations: &'static [Relation] = self.relations;
+        relations.iter().filter(|r| r.many)
+    }
+
+    /// The relation a field or alias called `name` follows, if any.
+    pub fn relation(&self, name: &str) -> Option<&'static Relation> {
+        self.relations.iter().find(|r| r.name == name)
     }
 
     /// Whether `name` is a field or an alias of this collection.
     pub fn has(&self, name: &str) -> bool {
         self.field(name).is_some() || self.alias(name).is_some()
     }
+
+    /// The primary key.
+    pub fn key(&self) -> &'static Field {
+        let fields: &'static [Field] = self.fields;
+        fields.iter().find(|f| f.name == "id").unwrap_or(&fields[0])
+    }
+}
+
+/// Every collection the item routes serve, by name.
+pub static COLLECTIONS: &[&Collection] =
+    &[&USERS, &ROLES, &POLICIES, &ACCESS, &PERMISSIONS, &SETTINGS];
+
+/// The collection called `name`.
+pub fn collection(name: &str) -> Option<&'static Collection> {
+    COLLECTIONS.iter().copied().find(|c| c.name == name)
 }
 
 /// `directus_users`.
@@ -164,12 +216,7 @@ pub static USERS: Collection = Collection {
         f("theme_dark_overrides", Kind::Json),
         not_null("text_direction", Kind::String),
     ],
-    aliases: &[Alias {
-        name: "policies",
-        table: "directus_access",
-        foreign_key: "user",
-        value: "id",
-    }],
+    relations: &[one("role", &ROLES), many("policies", &ACCESS, "user")],
 };
 
 /// `directus_roles`.
@@ -183,25 +230,11 @@ pub static ROLES: Collection = Collection {
         f("description", Kind::String),
         f("parent", Kind::Uuid),
     ],
-    aliases: &[
-        Alias {
-            name: "children",
-            table: "directus_roles",
-            foreign_key: "parent",
-            value: "id",
-        },
-        Alias {
-            name: "policies",
-            table: "directus_access",
-            foreign_key: "role",
-            value: "id",
-        },
-        Alias {
-            name: "users",
-            table: "directus_users",
-            foreign_key: "role",
-            value: "id",
-        },
+    relations: &[
+        one("parent", &ROLES),
+        many("children", &ROLES, "parent"),
+        many("policies", &ACCESS, "role"),
+        many("users", &USERS, "role"),
     ],
 };
 
@@ -214,12 +247,16 @@ pub static POLICIES: Collection = Collection {
         required("name", Kind::String),
         not_null("icon", Kind::String),
         f("description", Kind::String),
-        f("ip_access", Kind::String),
+        f("ip_access", Kind::Csv),
         not_null("enforce_tfa", Kind::Boolean),
         not_null("admin_access", Kind::Boolean),
         not_null("app_access", Kind::Boolean),
     ],
-    aliases: &[],
+    relations: &[
+        many("permissions", &PERMISSIONS, "policy"),
+        many("users", &ACCESS, "policy"),
+        many("roles", &ACCESS, "policy"),
+    ],
 };
 
 /// `directus_access`: which role or user (or, with neither, everybody) a policy applies to.
@@ -233,7 +270,29 @@ pub static ACCESS: Collection = Collection {
         required("policy", Kind::Uuid),
         f("sort", Kind::Integer),
     ],
-    aliases: &[],
+    relations: &[
+        one("role", &ROLES),
+        one("user", &USERS),
+        one("policy", &POLICIES),
+    ],
+};
+
+/// `directus_permissions`: what a policy allows on one collection and action. The key is a
+/// number the database assigns.
+pub static PERMISSIONS: Collection = Collection {
+    name: "directus_permissions",
+    table: "directus_permissions",
+    fields: &[
+        ro("id", Kind::Integer),
+        required("collection", Kind::String),
+        required("action", Kind::String),
+        f("permissions", Kind::Json),
+        f("validation", Kind::Json),
+        f("presets", Kind::Json),
+        f("fields", Kind::Csv),
+        required("policy", Kind::Uuid),
+    ],
+    relations: &[one("policy", &POLICIES)],
 };
 
 /// `directus_settings`: a single row with id 1.
@@ -257,7 +316,7 @@ pub static SETTINGS: Collection = Collection {
         f("public_registration_role", Kind::Uuid),
         f("public_registration_email_filter", Kind::Json),
     ],
-    aliases: &[],
+    relations: &[one("public_registration_role", &ROLES)],
 };
 
 /// A table as a data move copies it (`tessera migrate-data`): every column of the schema,
