@@ -401,6 +401,77 @@ async fn changes_on_one_instance_reach_the_others_caches_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_permission_changes_on_one_instance_reach_the_others_tokens() {
+    let Some((_db, _dir, a, b)) = two_instances("two instances: permissions").await else {
+        return;
+    };
+    let admin = a.admin_jwt().await;
+    let (a, b, admin) = (&a, &b, admin.as_str());
+    let made = async |path: &str, body: Value| {
+        let r = a.call("POST", path, Auth::Bearer(admin), Some(body)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["data"]["id"].clone()
+    };
+    let role = made("/roles", json!({"name": "Watchers"})).await;
+    let policy = made("/policies", json!({"name": "Watch roles"})).await;
+    let permission = made(
+        "/permissions",
+        json!({"policy": policy, "collection": "directus_roles", "action": "read", "fields": ["id", "name"]}),
+    )
+    .await;
+    create_user(
+        a,
+        admin,
+        "watcher@example.com",
+        json!({"role": role, "token": "watcher-token"}),
+    )
+    .await;
+    let r = b
+        .login("watcher@example.com", "User-Password-1", "json")
+        .await;
+    let jwt = r.body["data"]["access_token"].as_str().unwrap().to_owned();
+    let roles = async |auth: Auth<'_>| b.call("GET", "/roles", auth, None).await;
+    let each = [Auth::Bearer(&jwt), Auth::Bearer("watcher-token")];
+    // Warm B's caches with the refusal first.
+    for auth in each {
+        for _ in 0..3 {
+            assert_eq!(roles(auth).await.status, StatusCode::FORBIDDEN);
+        }
+    }
+    let access = made("/access", json!({"role": role, "policy": policy})).await;
+    for auth in each {
+        within_a_second(async || roles(auth).await.status == StatusCode::OK).await;
+    }
+    let r = a
+        .call(
+            "PATCH",
+            &format!("/permissions/{permission}"),
+            Auth::Bearer(admin),
+            Some(json!({"permissions": {"name": {"_eq": "Watchers"}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for auth in each {
+        within_a_second(async || {
+            roles(auth).await.body["data"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    let r = a
+        .call(
+            "DELETE",
+            &format!("/access/{}", access.as_str().unwrap()),
+            Auth::Bearer(admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    for auth in each {
+        within_a_second(async || roles(auth).await.status == StatusCode::FORBIDDEN).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_over_both_instances_give_one_successor() {
     let Some((db, _dir, a, b)) = two_instances("two instances: refresh race").await else {
         return;

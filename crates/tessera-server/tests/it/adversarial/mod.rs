@@ -9,6 +9,7 @@ mod files;
 mod input;
 mod instances;
 mod lockout;
+mod permissions;
 mod reuse;
 mod rights;
 mod storage;

@@ -1,0 +1,253 @@
+//! A user with narrow permissions trying to reach past them: escalating its own role or
+//! policies, reading unreadable fields through filters, sorts, search or relations, batches
+//! that smuggle one unreachable key, and secrets probed through filter operators.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const EMAIL: &str = "narrow@example.com";
+const PASSWORD: &str = "Narrow-Pass-12";
+
+async fn made(s: &TestServer, path: &str, body: Value) -> Value {
+    let r = s.admin("POST", path, Some(body)).await;
+    assert_eq!(r.status, 200, "POST {path}: {}", r.text);
+    r.body["data"]["id"].clone()
+}
+
+/// A user whose policy reads users' `id` and `first_name` and updates its own `first_name`;
+/// returns (user id, its JWT).
+async fn narrow_user(s: &TestServer) -> (String, String) {
+    let policy = made(s, "/policies", json!({"name": "Narrow"})).await;
+    let role = made(
+        s,
+        "/roles",
+        json!({"name": "Narrow", "policies": {"create": [{"policy": policy}]}}),
+    )
+    .await;
+    for (action, extra) in [
+        ("read", json!({"fields": ["id", "first_name"]})),
+        (
+            "update",
+            json!({"fields": ["first_name"], "permissions": {"id": {"_eq": "$CURRENT_USER"}}}),
+        ),
+    ] {
+        let mut body = json!({"policy": policy, "collection": "directus_users", "action": action});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        made(s, "/permissions", body).await;
+    }
+    let id = s
+        .create_user(json!({"email": EMAIL, "password": PASSWORD, "role": role}))
+        .await;
+    let jwt = access_of(&s.login(EMAIL, PASSWORD, None).await);
+    (id, jwt)
+}
+
+async fn as_user(
+    s: &TestServer,
+    jwt: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    s.call(
+        method,
+        path,
+        &[("authorization", &format!("Bearer {jwt}"))],
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_narrow_user_cannot_grant_itself_a_role_or_a_policy() {
+    let s = TestServer::spawn(&[]).await;
+    let (_, admin_role) = s.admin_identity().await;
+    let (id, jwt) = narrow_user(&s).await;
+    let admin_policy = s
+        .admin(
+            "GET",
+            &format!("/access?filter[role][_eq]={admin_role}"),
+            None,
+        )
+        .await
+        .body["data"][0]["policy"]
+        .clone();
+    for body in [
+        json!({"role": admin_role}),
+        json!({"policies": {"create": [{"policy": admin_policy}]}}),
+        json!({"policies": [{"policy": admin_policy}]}),
+        json!({"first_name": "ok", "status": "active"}),
+    ] {
+        for path in ["/users/me".to_owned(), format!("/users/{id}")] {
+            let r = as_user(&s, &jwt, "PATCH", &path, Some(body.clone())).await;
+            assert_eq!(r.status, 403, "{path} {body}: {}", r.text);
+        }
+    }
+    for (path, body) in [
+        ("/access", json!({"user": id, "policy": admin_policy})),
+        (
+            "/permissions",
+            json!({"policy": admin_policy, "collection": "directus_users", "action": "read"}),
+        ),
+        ("/policies", json!({"name": "Mine", "admin_access": true})),
+    ] {
+        let r = as_user(&s, &jwt, "POST", path, Some(body)).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
+    let r = s
+        .admin("GET", &format!("/users/{id}?fields=role,policies"), None)
+        .await;
+    assert_eq!(r.body["data"]["policies"], json!([]));
+    assert_ne!(r.body["data"]["role"], json!(admin_role));
+    let r = as_user(&s, &jwt, "GET", "/policies/me/globals", None).await;
+    assert_eq!(r.body["data"]["admin_access"], false);
+    // What it was granted still works.
+    let r = as_user(
+        &s,
+        &jwt,
+        "PATCH",
+        "/users/me",
+        Some(json!({"first_name": "Allowed"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["data"], json!({"id": id, "first_name": "Allowed"}));
+}
+
+#[tokio::test]
+async fn unreadable_fields_cannot_be_probed_through_filters_sorts_search_or_relations() {
+    let s = TestServer::spawn(&[]).await;
+    let (_, jwt) = narrow_user(&s).await;
+    for path in [
+        "/users?filter[email][_starts_with]=admin",
+        "/users?filter[_or][0][first_name][_eq]=x&filter[_or][1][email][_eq]=admin@example.com",
+        "/users?sort=email",
+        "/users?sort=-last_access",
+        "/users?filter[role][name][_eq]=Administrator",
+        "/users?filter[policies][_some][policy][admin_access][_eq]=true",
+        "/users?fields=role.name",
+        "/users?fields=email",
+    ] {
+        let r = as_user(&s, &jwt, "GET", path, None).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
+    // `search` looks at readable fields only: the admin's e-mail finds nobody.
+    let r = as_user(&s, &jwt, "GET", "/users?search=admin@example", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["data"], json!([]));
+    // Secrets take null checks only, admin or not.
+    for path in [
+        "/users?filter[token][_eq]=admin-static-token-0123456789",
+        "/users?filter[password][_starts_with]=$argon2",
+        "/users?filter[tfa_secret][_contains]=A",
+    ] {
+        let r = s.admin("GET", path, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_smuggling_one_unreachable_key_changes_nothing() {
+    let s = TestServer::spawn(&[]).await;
+    let (id, jwt) = narrow_user(&s).await;
+    let (admin_id, _) = s.admin_identity().await;
+    let batch = json!({"keys": [id, admin_id], "data": {"first_name": "Pwned"}});
+    let r = as_user(&s, &jwt, "PATCH", "/users", Some(batch)).await;
+    assert_error(
+        &r,
+        403,
+        "FORBIDDEN",
+        "You don't have permission to \"update\" from collection \"directus_users\" or it does not exist.",
+    );
+    let list = json!([{"id": id, "first_name": "Mine"}, {"id": admin_id, "first_name": "Pwned"}]);
+    let r = as_user(&s, &jwt, "PATCH", "/users", Some(list)).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let by_query =
+        json!({"query": {"filter": {"id": {"_nnull": true}}}, "data": {"first_name": "Pwned"}});
+    let r = as_user(&s, &jwt, "PATCH", "/users", Some(by_query)).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = s.admin("GET", "/users?fields=first_name", None).await;
+    for u in r.body["data"].as_array().unwrap() {
+        assert_ne!(u["first_name"], "Pwned");
+        assert_ne!(u["first_name"], "Mine");
+    }
+    // Deleting is not granted at all, in any form.
+    for body in [
+        json!([admin_id]),
+        json!({"keys": [id]}),
+        json!({"query": {}}),
+    ] {
+        let r = as_user(&s, &jwt, "DELETE", "/users", Some(body)).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+    }
+    assert_eq!(
+        as_user(&s, &jwt, "DELETE", &format!("/users/{admin_id}"), None)
+            .await
+            .status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn rules_naming_the_callers_data_follow_it_and_a_write_it_cannot_read_back_answers_204() {
+    let s = TestServer::spawn(&[]).await;
+    let policy = made(&s, "/policies", json!({"name": "Team"})).await;
+    let role = made(
+        &s,
+        "/roles",
+        json!({"name": "Team blue", "policies": {"create": [{"policy": policy}]}}),
+    )
+    .await;
+    made(
+        &s,
+        "/permissions",
+        json!({"policy": policy, "collection": "directus_roles", "action": "read", "fields": ["id", "name"],
+            "permissions": {"name": {"_eq": "$CURRENT_USER.role.name"}}}),
+    )
+    .await;
+    made(
+        &s,
+        "/permissions",
+        json!({"policy": policy, "collection": "directus_roles", "action": "create", "fields": ["name"]}),
+    )
+    .await;
+    made(&s, "/roles", json!({"name": "Team red"})).await;
+    s.create_user(json!({"email": EMAIL, "password": PASSWORD, "role": role}))
+        .await;
+    let jwt = access_of(&s.login(EMAIL, PASSWORD, None).await);
+    let r = as_user(&s, &jwt, "GET", "/roles", None).await;
+    assert_eq!(
+        r.body["data"],
+        json!([{"id": role, "name": "Team blue"}]),
+        "{}",
+        r.text
+    );
+    // Created, but not readable under the read rule: saved, and answered 204.
+    let r = as_user(
+        &s,
+        &jwt,
+        "POST",
+        "/roles",
+        Some(json!({"name": "Team green"})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let all = s
+        .admin("GET", "/roles?filter[name][_eq]=Team green", None)
+        .await;
+    assert_eq!(all.body["data"].as_array().unwrap().len(), 1);
+    // The rule follows a rename of the caller's role at once.
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/roles/{}", role.as_str().unwrap()),
+            Some(json!({"name": "Team red"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = as_user(&s, &jwt, "GET", "/roles?sort=id", None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "{}", r.text);
+}
