@@ -756,6 +756,7 @@ async fn bad_permission_rows_and_queries_are_refused_without_a_server_error() {
         json!({"policy": policy, "collection": "directus_users", "action": "read", "permissions": {"nope": {"_eq": 1}}}),
         json!({"policy": policy, "collection": "directus_users", "action": "read", "fields": 5}),
         json!({"policy": "not-a-uuid", "collection": "directus_users", "action": "read"}),
+        json!({"policy": "00000000-0000-4000-8000-000000000000", "collection": "directus_users", "action": "read"}),
     ] {
         let r = s.admin("POST", "/permissions", Some(body.clone())).await;
         assert_eq!(r.status, 400, "{body}: {}", r.text);
