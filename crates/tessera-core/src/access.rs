@@ -50,7 +50,13 @@ pub fn compose(rows: AccessRows, role: Option<Uuid>) -> AccessTree {
     };
     let mut policies = Vec::new();
     if roles.is_empty() {
-        policies.extend(rows.public.into_iter().map(|p| grant(p, false)));
+        // A policy attached to nobody applies to everybody without a role, anonymous callers
+        // included: it may grant permissions, never admin access (unlike Directus, where an
+        // admin policy detached from its role would make every anonymous caller an admin).
+        policies.extend(rows.public.into_iter().map(|p| PolicyGrant {
+            admin_access: false,
+            ..grant(p, false)
+        }));
     } else {
         for (id, attached) in rows.chain.iter().zip(rows.by_role).rev() {
             let direct = Some(*id) == role;
@@ -158,7 +164,7 @@ fn entry_matches(entry: &str, ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_store::PolicyGrant;
+    use tessera_store::{PolicyGrant, PolicyRow};
 
     fn grant(admin: bool, app: bool, ip: Option<&str>) -> PolicyGrant {
         PolicyGrant {
@@ -182,6 +188,26 @@ mod tests {
         let outside = global_access(&tree, Some("192.168.1.1".parse().unwrap()));
         assert!(!outside.admin && !outside.app);
         assert!(global_access(&tree, None).admin);
+    }
+
+    #[test]
+    fn a_policy_attached_to_nobody_never_grants_admin() {
+        let admin = |id| PolicyRow {
+            id,
+            admin_access: true,
+            app_access: true,
+            enforce_tfa: false,
+            ip_access: None,
+        };
+        let rows = AccessRows {
+            chain: vec![],
+            by_role: vec![],
+            of_user: vec![],
+            public: vec![admin(Uuid::new_v4())],
+        };
+        let g = global_access(&compose(rows, None), None);
+        assert!(!g.admin);
+        assert!(g.app);
     }
 
     #[test]

@@ -251,3 +251,57 @@ async fn rules_naming_the_callers_data_follow_it_and_a_write_it_cannot_read_back
     let r = as_user(&s, &jwt, "GET", "/roles?sort=id", None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "{}", r.text);
 }
+
+#[tokio::test]
+async fn an_admin_policy_attached_to_nobody_makes_no_anonymous_admin() {
+    let s = TestServer::spawn(&[]).await;
+    let (_, admin_role) = s.admin_identity().await;
+    // Role-less users take the policies attached to nobody too.
+    s.user("roleless@example.com", "Roleless-Pass-1").await;
+    let row = s
+        .admin(
+            "GET",
+            &format!("/access?filter[role][_eq]={admin_role}"),
+            None,
+        )
+        .await
+        .body["data"][0]
+        .clone();
+    let policy = row["policy"].clone();
+    // Moving the admin policy off the admin role would leave no admin: refused.
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/access/{}", row["id"].as_str().unwrap()),
+            Some(json!({"role": null})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    // Attached to nobody as well: neither anonymous callers nor role-less users become admins.
+    made(&s, "/access", json!({"policy": policy})).await;
+    // (Its app access does apply: the minimal app rules show an anonymous caller no user.)
+    let r = s.call("GET", "/users", &[], None).await;
+    assert_eq!(r.body["data"], json!([]), "{}", r.text);
+    assert_eq!(
+        s.call("GET", "/settings?fields=project_name", &[], None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        s.call("GET", "/policies/me/globals", &[], None).await.body["data"]["admin_access"],
+        false
+    );
+    let jwt = access_of(
+        &s.login("roleless@example.com", "Roleless-Pass-1", None)
+            .await,
+    );
+    let r = as_user(&s, &jwt, "GET", "/policies/me/globals", None).await;
+    assert_eq!(r.body["data"]["admin_access"], false, "{}", r.text);
+    assert_eq!(
+        as_user(&s, &jwt, "GET", "/settings?fields=project_name", None)
+            .await
+            .status,
+        403
+    );
+}
