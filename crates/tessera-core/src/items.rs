@@ -264,6 +264,17 @@ impl Items {
             .await
     }
 
+    /// Whether the caller may do `action` on some items of `c` (what the API description
+    /// shows it).
+    pub async fn allows(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        action: Action,
+    ) -> Result<bool> {
+        Ok(self.rule(c, acc, action).await?.is_some())
+    }
+
     /// The caller's rule, or the 403 Directus answers when nothing is granted for the action
     /// (worded as for a read: Directus builds its check as a query on the collection).
     async fn permitted(

@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 mod listen;
 mod metrics;
+mod oas;
 mod routes;
 
 use std::future::Future;
@@ -326,29 +327,48 @@ async fn powered_by(mut res: Response) -> Response {
     res
 }
 
-/// The full router.
+/// The full router. Each route is added with its description ([`oas::Api`]), which
+/// `/server/specs/oas` serves.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::post;
+    use axum::routing::{patch, post};
+    use oas::{Answer, FIELDS, Op, data};
     use routes::{auth, items, server};
-    use tessera_store::schema::{ACCESS, PERMISSIONS, POLICIES, ROLES, USERS};
-    let router = Router::new()
-        .route("/auth", get(auth::providers))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
-        .route("/server/ping", get(server::ping))
-        .route("/server/health", get(server::health))
-        .route("/server/info", get(server::info))
-        .route("/users/me", get(items::me).patch(items::update_me))
-        .route("/roles/me", get(items::roles_me))
-        .route("/policies/me/globals", get(items::policy_globals))
-        .route("/permissions/me", get(items::permissions_me))
-        .route(
-            "/settings",
-            get(items::settings).patch(items::update_settings),
-        )
-        .route("/server/metrics", get(metrics::serve));
-    let router = [
+    use serde_json::json;
+    use tessera_core::permissions::Action;
+    use tessera_store::schema::{ACCESS, PERMISSIONS, POLICIES, ROLES, SETTINGS, USERS};
+    let any = || json!({"type": "object"});
+    let login_body = json!({"type": "object", "properties": {
+        "email": {"type": "string"}, "password": {"type": "string"},
+        "mode": {"type": "string", "enum": ["json", "cookie", "session"]}, "otp": {"type": "string"}
+    }});
+    let refresh_body = json!({"type": "object", "properties": {
+        "refresh_token": {"type": "string"}, "mode": {"type": "string", "enum": ["json", "cookie", "session"]}
+    }});
+    let described: oas::Described = Arc::default();
+    let api = oas::Api::default()
+        .route("/auth", get(auth::providers), vec![Op::new("get", "auth", "The login providers", Answer::Json(data(json!({"type": "array"}))))])
+        .route("/auth/login", post(auth::login), vec![Op::new("post", "auth", "Log in with e-mail and password", Answer::Json(data(any()))).body(login_body)])
+        .route("/auth/refresh", post(auth::refresh), vec![Op::new("post", "auth", "Exchange a refresh token for new tokens", Answer::Json(data(any()))).body(refresh_body.clone())])
+        .route("/auth/logout", post(auth::logout), vec![Op::new("post", "auth", "End a session", Answer::Empty).body(refresh_body)])
+        .route("/server/ping", get(server::ping), vec![Op::new("get", "server", "Is the server up", Answer::Body("text/html", json!({"type": "string"})))])
+        .route("/server/health", get(server::health), vec![Op::new("get", "server", "Health of the server and its database", Answer::Body("application/health+json", any()))])
+        .route("/server/info", get(server::info), vec![Op::new("get", "server", "About the project and server", Answer::Json(data(any())))])
+        .route("/server/metrics", get(metrics::serve), vec![Op::new("get", "server", "Prometheus metrics", Answer::Body("text/plain", json!({"type": "string"})))])
+        .route("/server/specs/oas", get(oas::serve), vec![Op::new("get", "server", "This document, for the caller", Answer::Json(any()))])
+        .route("/users/me", get(items::me).patch(items::update_me), vec![
+            Op::new("get", "directus_users", "The caller's own user", Answer::Json(data(oas::item_schema(&USERS)))).query(FIELDS),
+            Op::new("patch", "directus_users", "Update the caller's own user", Answer::JsonOr204(data(oas::item_schema(&USERS)))).query(FIELDS).body(oas::input_schema(&USERS)),
+        ])
+        .route("/roles/me", get(items::roles_me), vec![Op::new("get", "directus_roles", "The caller's roles", Answer::Json(data(json!({"type": "array", "items": oas::item_schema(&ROLES)})))).query(FIELDS)])
+        .route("/policies/me/globals", get(items::policy_globals), vec![Op::new("get", "directus_policies", "The caller's global access flags", Answer::Json(data(json!({"type": "object", "properties": {
+            "app_access": {"type": "boolean"}, "admin_access": {"type": "boolean"}, "enforce_tfa": {"type": "boolean"}
+        }}))))])
+        .route("/permissions/me", get(items::permissions_me), vec![Op::new("get", "directus_permissions", "What the caller may do, per collection and action", Answer::Json(data(any())))])
+        .route("/settings", get(items::settings).merge(patch(items::update_settings)), vec![
+            Op::new("get", "directus_settings", "The project settings", Answer::Json(data(oas::item_schema(&SETTINGS)))).guard(&SETTINGS, Action::Read).query(FIELDS),
+            Op::new("patch", "directus_settings", "Update the project settings", Answer::JsonOr204(data(oas::item_schema(&SETTINGS)))).guard(&SETTINGS, Action::Update).query(FIELDS).body(oas::input_schema(&SETTINGS)),
+        ]);
+    let api = [
         ("/users", &USERS),
         ("/roles", &ROLES),
         ("/policies", &POLICIES),
@@ -356,10 +376,12 @@ pub fn router(state: AppState) -> Router {
         ("/permissions", &PERMISSIONS),
     ]
     .into_iter()
-    .fold(router, |r, (path, c)| items::collection(r, path, c));
-    let router = router
+    .fold(api, |api, (path, c)| items::collection(api, path, c));
+    let router = api
+        .finish(&described)
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::Extension(described))
         .layer(from_fn_with_state(state.clone(), authenticate));
     let router = if state.config.metrics_enabled {
         router.layer(from_fn_with_state(state.clone(), metrics::measure))

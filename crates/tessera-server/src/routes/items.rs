@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +18,7 @@ use tessera_store::schema::USERS;
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::http::{Data, JsonBody, json_body, no_content, raw_data};
+use crate::oas::{self, Api};
 
 type Caller = Extension<Arc<Accountability>>;
 
@@ -96,13 +96,9 @@ async fn update_one(
 }
 
 /// Adds the item routes of collection `c` under `path`.
-pub fn collection(
-    router: Router<AppState>,
-    path: &str,
-    c: &'static Collection,
-) -> Router<AppState> {
-    router
-        .route(
+pub fn collection(api: Api, path: &str, c: &'static Collection) -> Api {
+    let (on_collection, on_item) = oas::collection_ops(c);
+    api.route(
             path,
             get(move |State(s): State<AppState>, Extension(acc): Caller, RawQuery(q): RawQuery| async move {
                 list(&s, c, &acc, &q).await
@@ -117,6 +113,7 @@ pub fn collection(
                 s.items.delete_batch(c, &acc, &body.0).await?;
                 ApiResult::Ok(no_content())
             }),
+            on_collection,
         )
         .route(
             &format!("{path}/{{id}}"),
@@ -130,6 +127,7 @@ pub fn collection(
                 s.items.delete_many(c, &acc, &[id]).await?;
                 ApiResult::Ok(no_content())
             }),
+            on_item,
         )
 }
 

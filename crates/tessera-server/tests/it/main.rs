@@ -10,6 +10,7 @@ mod limits;
 mod login;
 mod logout;
 mod metrics;
+mod oas;
 mod permissions;
 mod refresh;
 mod server_routes;
