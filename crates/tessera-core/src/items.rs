@@ -60,6 +60,9 @@ static FULL: LazyLock<Arc<Rule>> = LazyLock::new(|| {
     })
 });
 
+/// A `deep` that asks nothing.
+static NO_DEEP: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
 /// Who reads on the service's own behalf (dynamic variable lookups).
 fn system() -> Accountability {
     Accountability {
@@ -208,7 +211,8 @@ impl Items {
         };
         let recs = self.store.read_items(c, &q).await?;
         let admin = system();
-        let found = match Box::pin(self.present_all(c, &admin, &FULL, &recs, &sel)).await {
+        let found = match Box::pin(self.present_all(c, &admin, &FULL, &recs, &sel, &NO_DEEP)).await
+        {
             Ok(found) => found,
             // A path naming no field resolves to nothing, as in Directus.
             Err(Error::Forbidden(_)) => return Ok(Value::Null),
@@ -332,6 +336,7 @@ impl Items {
         rule: &Rule,
         recs: &[Record],
         sel: &Fields,
+        deep: &Map<String, Value>,
     ) -> Result<Vec<Value>> {
         check_selection(c, rule, sel)?;
         let key = c.key();
@@ -359,7 +364,10 @@ impl Items {
         for (rec, k) in recs.iter().zip(&keys) {
             let flags: Vec<bool> = matched.iter().map(|m| m.contains(k)).collect();
             let shown = rule.shown(&flags);
-            out.push(self.present(c, acc, rec, k, sel, shown.as_deref()).await?);
+            out.push(
+                self.present(c, acc, rec, sel, deep, shown.as_deref())
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -371,10 +379,12 @@ impl Items {
         c: &'static Collection,
         acc: &Accountability,
         rec: &Record,
-        key: &str,
         sel: &Fields,
+        deep: &Map<String, Value>,
         shown: Option<&[String]>,
     ) -> Result<Value> {
+        let key = rec.get(c.key().name).map(key_text).unwrap_or_default();
+        let key = key.as_str();
         let visible = |n: &str| shown.is_none_or(|s| s.iter().any(|x| x == n));
         let mut names: Vec<&str> = Vec::new();
         if sel.all {
@@ -391,7 +401,10 @@ impl Items {
             let value = if !visible(name) {
                 Value::Null
             } else if let Some(alias) = c.alias(name) {
-                Box::pin(self.read_alias(acc, alias, key, sel.nested.get(name))).await?
+                {
+                    let level = deep.get(name).and_then(Value::as_object);
+                    Box::pin(self.read_alias(acc, alias, key, sel.nested.get(name), level)).await?
+                }
             } else {
                 let field = c
                     .field(name)
@@ -405,7 +418,12 @@ impl Items {
                     }
                     _ => match (sel.nested.get(name), c.relation(name)) {
                         (Some(sub), Some(rel)) => {
-                            Box::pin(self.read_related(acc, rel, &key_text(&raw), sub)).await?
+                            let level = deep
+                                .get(name)
+                                .and_then(Value::as_object)
+                                .unwrap_or(&NO_DEEP);
+                            Box::pin(self.read_related(acc, rel, &key_text(&raw), sub, level))
+                                .await?
                         }
                         _ => raw,
                     },
@@ -424,6 +442,7 @@ impl Items {
         rel: &'static Relation,
         fk: &str,
         sel: &Fields,
+        deep: &Map<String, Value>,
     ) -> Result<Value> {
         let target = rel.target;
         let rule = self.permitted(target, acc, Action::Read).await?;
@@ -437,7 +456,9 @@ impl Items {
             ..Query::default()
         };
         let recs = self.store.read_items(target, &q).await?;
-        let mut found = self.present_all(target, acc, &rule, &recs, sel).await?;
+        let mut found = self
+            .present_all(target, acc, &rule, &recs, sel, deep)
+            .await?;
         Ok(found.pop().unwrap_or(Value::Null))
     }
 
@@ -449,6 +470,7 @@ impl Items {
         alias: &'static Relation,
         key: &str,
         sel: Option<&Fields>,
+        deep: Option<&Map<String, Value>>,
     ) -> Result<Value> {
         let target = alias.target;
         let Some(rule) = self.rule(target, acc, Action::Read).await? else {
@@ -460,7 +482,7 @@ impl Items {
         let Some(remote) = target.field(alias.remote) else {
             return Ok(json!([]));
         };
-        if sel.is_none() && rule.filter.is_none() {
+        if sel.is_none() && rule.filter.is_none() && deep.is_none() {
             let cache_key = (
                 alias.name,
                 format!("{}.{}:{key}", target.table, remote.column),
@@ -473,17 +495,28 @@ impl Items {
                 .await?;
             return Ok(Value::Array(values.as_ref().clone()));
         }
+        let asked = match deep {
+            Some(level) => self.deep_query(target, acc, &rule, level).await?,
+            None => Query::default(),
+        };
+        let linked = Condition::Compare {
+            field: remote,
+            op: Op::Eq,
+            value: key.into(),
+        };
+        let mut filter = and(rule.filter.clone(), linked);
+        if let Some(f) = asked.filter {
+            filter = Condition::And(vec![filter, f]);
+        }
         let q = Query {
-            filter: Some(and(
-                rule.filter.clone(),
-                Condition::Compare {
-                    field: remote,
-                    op: Op::Eq,
-                    value: key.into(),
-                },
-            )),
-            sort: vec![(target.key(), false)],
-            ..Query::default()
+            filter: Some(filter),
+            sort: if asked.sort.is_empty() {
+                vec![(target.key(), false)]
+            } else {
+                asked.sort
+            },
+            limit: asked.limit,
+            offset: asked.offset,
         };
         let recs = self.store.read_items(target, &q).await?;
         match sel {
@@ -493,9 +526,78 @@ impl Items {
                     .collect(),
             )),
             Some(sel) => Ok(Value::Array(
-                self.present_all(target, acc, &rule, &recs, sel).await?,
+                self.present_all(target, acc, &rule, &recs, sel, deep.unwrap_or(&NO_DEEP))
+                    .await?,
             )),
         }
+    }
+
+    /// The query one level of `deep` asks of a relation's items (`_filter`, `_sort`,
+    /// `_limit`, `_offset`, `_page`, `_search`), checked as a top-level query is; every
+    /// linked item when it sets no limit.
+    async fn deep_query(
+        &self,
+        target: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        level: &Map<String, Value>,
+    ) -> Result<Query> {
+        let options: Map<String, Value> = level
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix('_')?;
+                ["filter", "sort", "limit", "offset", "page", "search"]
+                    .contains(&name)
+                    .then(|| (name.to_owned(), v.clone()))
+            })
+            .collect();
+        let mut rq = ReadQuery::from_json(&Value::Object(options))?;
+        rq.limit = rq.limit.or(Some(-1));
+        self.check_query(target, acc, rule, &rq).await
+    }
+
+    /// A read query's `deep`, checked (nothing asked when it has none).
+    async fn deep<'q>(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        rq: &'q ReadQuery,
+    ) -> Result<&'q Map<String, Value>> {
+        match &rq.deep {
+            Some(deep) => {
+                self.check_deep(c, acc, rule, deep).await?;
+                Ok(deep)
+            }
+            None => Ok(&NO_DEEP),
+        }
+    }
+
+    /// Refuses a `deep` naming a relation `c` does not have or the caller may not read, or
+    /// asking a query that would be refused at the top level.
+    async fn check_deep(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        rule: &Rule,
+        deep: &Map<String, Value>,
+    ) -> Result<()> {
+        for (name, level) in deep {
+            if name.starts_with('_') {
+                continue;
+            }
+            let Some(rel) = c.relation(name).filter(|_| rule.may(name)) else {
+                return Err(Error::forbidden_field(name, c.name));
+            };
+            let level = level.as_object().ok_or_else(|| {
+                Error::InvalidQuery(format!("\"deep.{name}\" must be of type object"))
+            })?;
+            let target_rule = self.permitted(rel.target, acc, Action::Read).await?;
+            self.deep_query(rel.target, acc, &target_rule, level)
+                .await?;
+            Box::pin(self.check_deep(rel.target, acc, &target_rule, level)).await?;
+        }
+        Ok(())
     }
 
     /// `GET /<collection>`: the list and, when asked, `meta`.
@@ -512,8 +614,9 @@ impl Items {
         if let Some(visible) = &rule.filter {
             q.filter = Some(and(q.filter.take(), visible.clone()));
         }
+        let deep = self.deep(c, acc, &rule, rq).await?;
         let recs = self.store.read_items(c, &q).await?;
-        let out = self.present_all(c, acc, &rule, &recs, &sel).await?;
+        let out = self.present_all(c, acc, &rule, &recs, &sel, deep).await?;
         let meta = if rq.meta.is_empty() {
             None
         } else {
@@ -562,11 +665,12 @@ impl Items {
         let rule = self.permitted(c, acc, Action::Read).await?;
         let sel = rq.fields();
         check_selection(c, &rule, &sel)?;
+        let deep = self.deep(c, acc, &rule, rq).await?;
         let rec = self
             .fetch(c, key, rule.filter.clone())
             .await?
             .ok_or(Error::Forbidden(None))?;
-        let mut out = self.present_all(c, acc, &rule, &[rec], &sel).await?;
+        let mut out = self.present_all(c, acc, &rule, &[rec], &sel, deep).await?;
         out.pop().ok_or(Error::Forbidden(None))
     }
 
@@ -596,12 +700,23 @@ impl Items {
             keys.iter().position(|x| *x == k).unwrap_or(usize::MAX)
         };
         recs.sort_by_key(position);
-        self.present_all(c, acc, &rule, &recs, &sel).await
+        let deep = self.deep(c, acc, &rule, rq).await?;
+        self.present_all(c, acc, &rule, &recs, &sel, deep).await
     }
 
     /// `GET /users/me`.
     pub async fn me(&self, acc: &Accountability, rq: &ReadQuery) -> Result<Me> {
         let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        if rq.deep.is_some() {
+            // Not cached: the cache keys answers by `fields` only.
+            return match self.read_one(&USERS, acc, &user.to_string(), rq).await {
+                Ok(value) => serde_json::to_string(&value)
+                    .map(|json| Me::Json(Arc::from(json)))
+                    .map_err(|e| Error::Internal(e.to_string())),
+                Err(Error::Forbidden(_)) => Ok(Me::IdOnly(user)),
+                Err(e) => Err(e),
+            };
+        }
         let sel = rq.fields();
         let key = (user, sel.clone(), acc.policies.clone(), acc.admin, acc.app);
         let answer = self
@@ -622,7 +737,9 @@ impl Items {
                     Some(f) => self.fetch(&USERS, &id, Some(f.clone())).await?,
                 };
                 let Some(rec) = rec else { return Ok(None) };
-                let mut found = self.present_all(&USERS, acc, &rule, &[rec], &sel).await?;
+                let mut found = self
+                    .present_all(&USERS, acc, &rule, &[rec], &sel, &NO_DEEP)
+                    .await?;
                 let value = found.pop().unwrap_or(Value::Null);
                 let json =
                     serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
@@ -633,6 +750,16 @@ impl Items {
             Ok(Some(json)) => Ok(Me::Json(json)),
             Ok(None) | Err(Error::Forbidden(_)) => Ok(Me::IdOnly(user)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Any request to `/items/<collection>`: Tessera serves no user collections, and system
+    /// collections are not items (Directus's answers for both).
+    pub fn no_items(collection: &str) -> Error {
+        if collection.starts_with("directus_") {
+            Error::Forbidden(None)
+        } else {
+            Error::forbidden_collection(collection)
         }
     }
 
@@ -1277,7 +1404,7 @@ impl Items {
         let rule = self.permitted(&SETTINGS, acc, Action::Read).await?;
         let rec = self.store.settings().await?;
         let mut out = self
-            .present_all(&SETTINGS, acc, &rule, &[rec], &rq.fields())
+            .present_all(&SETTINGS, acc, &rule, &[rec], &rq.fields(), &NO_DEEP)
             .await?;
         out.pop().ok_or(Error::Forbidden(None))
     }

@@ -124,6 +124,9 @@ pub struct ReadQuery {
     pub meta: Vec<String>,
     /// Free-text `search`: matches any text field (case-insensitively) or an id.
     pub search: Option<String>,
+    /// Queries of relational fields (`deep[policies][_limit]=1`): per relation, `_filter`,
+    /// `_sort`, `_limit`, `_offset`, `_page`, `_search`, and deeper relations.
+    pub deep: Option<Map<String, Value>>,
 }
 
 fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
@@ -158,6 +161,7 @@ impl ReadQuery {
     pub fn parse(qs: &str) -> Result<Self> {
         let mut q = ReadQuery::default();
         let mut bracket_filter = Map::new();
+        let mut bracket_deep = Map::new();
         let mut field_paths = 0;
         for (k, v) in url::form_urlencoded::parse(qs.as_bytes()) {
             let key = k.as_ref();
@@ -182,6 +186,14 @@ impl ReadQuery {
                         .filter(|s| !s.is_empty())
                         .map(str::to_owned),
                 ),
+                "deep" => match serde_json::from_str(&v) {
+                    Ok(Value::Object(deep)) => q.deep = Some(deep),
+                    _ => {
+                        return Err(Error::InvalidQuery(
+                            "\"deep\" must be of type object".into(),
+                        ));
+                    }
+                },
                 "limit" => q.limit = Some(number("limit", &v)?),
                 "offset" => q.offset = Some(number("offset", &v)?),
                 "page" => q.page = Some(number("page", &v)?),
@@ -190,8 +202,13 @@ impl ReadQuery {
                     short_enough("\"search\"", &v)?;
                     q.search = Some(v.into_owned()).filter(|s| !s.is_empty());
                 }
-                _ if key.starts_with("filter[") => {
-                    let path: Vec<String> = key["filter".len()..]
+                _ if key.starts_with("filter[") || key.starts_with("deep[") => {
+                    let (name, target) = if key.starts_with("filter[") {
+                        ("filter", &mut bracket_filter)
+                    } else {
+                        ("deep", &mut bracket_deep)
+                    };
+                    let path: Vec<String> = key[name.len()..]
                         .split(']')
                         .filter_map(|p| p.strip_prefix('['))
                         .map(str::to_owned)
@@ -199,7 +216,7 @@ impl ReadQuery {
                     if path.len() > MAX_FILTER_DEPTH {
                         return Err(Error::InvalidQuery("Filter is nested too deeply".into()));
                     }
-                    insert_path(&mut bracket_filter, &path, v.into_owned());
+                    insert_path(target, &path, v.into_owned());
                 }
                 _ => {}
             }
@@ -211,6 +228,9 @@ impl ReadQuery {
         }
         if q.filter.is_none() && !bracket_filter.is_empty() {
             q.filter = Some(Value::Object(bracket_filter));
+        }
+        if q.deep.is_none() && !bracket_deep.is_empty() {
+            q.deep = Some(bracket_deep);
         }
         if let Some(f) = &mut q.fields
             && f.names.is_empty()

@@ -330,7 +330,7 @@ async fn powered_by(mut res: Response) -> Response {
 /// The full router. Each route is added with its description ([`oas::Api`]), which
 /// `/server/specs/oas` serves.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::{patch, post};
+    use axum::routing::{any as every_method, patch, post};
     use oas::{Answer, FIELDS, Op, data};
     use routes::{auth, items, server};
     use serde_json::json;
@@ -368,6 +368,32 @@ pub fn router(state: AppState) -> Router {
             Op::new("get", "directus_settings", "The project settings", Answer::Json(data(oas::item_schema(&SETTINGS)))).guard(&SETTINGS, Action::Read).query(FIELDS),
             Op::new("patch", "directus_settings", "Update the project settings", Answer::JsonOr204(data(oas::item_schema(&SETTINGS)))).guard(&SETTINGS, Action::Update).query(FIELDS).body(oas::input_schema(&SETTINGS)),
         ]);
+    let refused = |method: &'static str, what: &str| {
+        Op::new(
+            method,
+            "items",
+            format!("{what}: Tessera serves no user collections"),
+            Answer::Refused,
+        )
+    };
+    let api = api
+        .route(
+            "/items/{collection}",
+            every_method(items::items_of),
+            vec![
+                refused("get", "List items"),
+                refused("post", "Create items"),
+            ],
+        )
+        .route(
+            "/items/{collection}/{id}",
+            every_method(items::items_of),
+            vec![
+                refused("get", "Read an item"),
+                refused("patch", "Update an item"),
+                refused("delete", "Delete an item"),
+            ],
+        );
     let api = [
         ("/users", &USERS),
         ("/roles", &ROLES),

@@ -32,6 +32,8 @@ pub enum Answer {
     JsonOr204(Value),
     /// 204, no body.
     Empty,
+    /// Never a success: the route answers every request with an error.
+    Refused,
     /// 200 with a body of this media type and schema.
     Body(&'static str, Value),
 }
@@ -87,7 +89,7 @@ impl Op {
 
 /// The parameters of an item read.
 pub const READ_QUERY: &[&str] = &[
-    "fields", "filter", "search", "sort", "limit", "offset", "page", "meta",
+    "deep", "fields", "filter", "search", "sort", "limit", "offset", "page", "meta",
 ];
 
 /// The parameter a write's read-back takes.
@@ -246,12 +248,11 @@ fn parameter(name: &str) -> Value {
 }
 
 fn operation(path: &str, op: &Op) -> Value {
-    let mut params: Vec<Value> = Vec::new();
-    if path.contains("{id}") {
-        params.push(
-            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}),
-        );
-    }
+    let mut params: Vec<Value> = path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
     params.extend(op.query.iter().map(|q| parameter(q)));
     let error = json!({"description": "An error, in Directus's envelope", "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}
@@ -272,6 +273,7 @@ fn operation(path: &str, op: &Op) -> Value {
         Answer::Empty => {
             responses.insert("204".into(), json!({"description": "Done"}));
         }
+        Answer::Refused => {}
         Answer::Body(media, schema) => {
             responses.insert("200".into(), json!({"description": "Success", "content": {media.to_owned(): {"schema": schema}}}));
         }

@@ -131,6 +131,16 @@ pub fn collection(api: Api, path: &str, c: &'static Collection) -> Api {
         )
 }
 
+/// `/items/<collection>` and `/items/<collection>/<id>`, any method: refused.
+pub async fn items_of(Path(path): Path<Vec<(String, String)>>) -> ApiResult<Response> {
+    let collection = path
+        .iter()
+        .find(|(k, _)| k == "collection")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    Err(Items::no_items(collection).into())
+}
+
 /// `GET /users/me`.
 pub async fn me(
     State(s): State<AppState>,

@@ -800,3 +800,76 @@ async fn bad_permission_rows_and_queries_are_refused_without_a_server_error() {
 }
 
 const PUBLIC_POLICY: &str = "abf8a154-5b1c-4a46-ac9c-7300570f4f17";
+
+#[tokio::test]
+async fn deep_queries_shape_relations_and_are_checked_like_any_query() {
+    let s = TestServer::spawn(&[]).await;
+    let one = make(&s, "/policies", json!({"name": "Deep one"})).await;
+    let two = make(&s, "/policies", json!({"name": "Deep two"})).await;
+    let uid = s
+        .create_user(json!({"email": "deep@example.com",
+            "policies": {"create": [{"policy": one, "sort": 1}, {"policy": two, "sort": 2}]}}))
+        .await;
+    let base = format!("/users/{uid}?fields=policies.sort,policies.policy.name");
+    let r = s
+        .admin(
+            "GET",
+            &format!("{base}&deep[policies][_limit]=1&deep[policies][_sort]=-sort"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["data"]["policies"],
+        json!([{"sort": 2, "policy": {"name": "Deep two"}}])
+    );
+    let filtered = json!({"policies": {"_filter": {"policy": {"name": {"_eq": "Deep one"}}}}});
+    let r = s
+        .admin("GET", &format!("{base}&deep={filtered}"), None)
+        .await;
+    assert_eq!(
+        r.body["data"]["policies"],
+        json!([{"sort": 1, "policy": {"name": "Deep one"}}]),
+        "{}",
+        r.text
+    );
+    for (deep, status) in [
+        ("deep[nope][_limit]=1", 403),
+        ("deep[policies][_filter][nope][_eq]=1", 403),
+        ("deep[policies][_sort]=nope", 403),
+        ("deep[policies][_limit]=many", 400),
+        ("deep={broken", 400),
+        ("deep[policies][_filter][sort][_eq]=not-a-number", 400),
+    ] {
+        let r = s.admin("GET", &format!("{base}&{deep}"), None).await;
+        assert_eq!(r.status, status, "{deep}: {}", r.text);
+    }
+    // /users/me honours it too (uncached).
+    let r = s
+        .admin("GET", "/users/me?fields=email&deep[role][_limit]=1", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn items_of_any_collection_are_refused() {
+    let s = TestServer::spawn(&[]).await;
+    for method in ["GET", "POST", "PATCH", "DELETE"] {
+        let r = s.admin(method, "/items/articles", Some(json!({}))).await;
+        assert_error(
+            &r,
+            403,
+            "FORBIDDEN",
+            "You don't have permission to access collection \"articles\" or it does not exist. Queried in root.",
+        );
+        let r = s
+            .admin(method, "/items/directus_users/1", Some(json!({})))
+            .await;
+        assert_error(
+            &r,
+            403,
+            "FORBIDDEN",
+            "You don't have permission to access this.",
+        );
+    }
+}
