@@ -2,7 +2,7 @@
 //! of the policies that apply to it, plus Directus's minimal app permissions when it has app
 //! access, in policy order. [`Granted`] holds them as stored (variables unresolved); the item
 //! service resolves and merges them per request (filters OR-ed, field lists unioned,
-//! validations OR-ed, presets merged with later policies winning).
+//! validations OR-ed, presets deep-merged with later policies winning).
 
 use std::collections::HashMap;
 
@@ -240,6 +240,19 @@ pub async fn load(store: &dyn Store, policies: &[Uuid], app: bool) -> StoreResul
     Ok(granted)
 }
 
+/// Merges `more` into `into` deeply: objects merge key by key, anything else in `more` wins
+/// (as Directus merges presets across policies).
+pub fn merge_presets(into: &mut Map<String, Value>, more: &Map<String, Value>) {
+    for (k, v) in more {
+        match (into.get_mut(k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) => merge_presets(old, new),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// `GET /permissions/me` for a non-admin: per collection granted anything, each action as
 /// `{access: none|full|partial, fields?, presets?}` (partial as soon as one row has an item
 /// filter; fields unioned, `["*"]` when any row has all).
@@ -274,7 +287,7 @@ pub fn summary(granted: &Granted) -> Value {
                 let mut presets = Map::new();
                 for p in grants.iter().filter_map(|g| g.presets.as_ref()) {
                     if let Some(o) = p.as_object() {
-                        presets.extend(o.clone());
+                        merge_presets(&mut presets, o);
                     }
                 }
                 if !presets.is_empty() {
@@ -312,6 +325,23 @@ mod tests {
         assert!(some.filter.is_some());
         let none = Grant::from_record(&row(Value::Null, Value::Null));
         assert_eq!(none.fields, Some(Vec::new()));
+    }
+
+    #[test]
+    fn presets_merge_deeply_later_values_winning() {
+        let mut into = json!({"a": 1, "o": {"x": 1, "y": 1}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let more = json!({"b": 2, "o": {"y": 2, "z": 2}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        merge_presets(&mut into, &more);
+        assert_eq!(
+            Value::Object(into),
+            json!({"a": 1, "b": 2, "o": {"x": 1, "y": 2, "z": 2}})
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One caller's permission for one collection and action, resolved: dynamic variables
 //! substituted, item filters compiled into one store condition (OR-ed across policies), field
 //! lists unioned, per-row field access where policies grant different fields under different
-//! filters, presets merged (later policies win), and validations checked against a payload in
+//! filters, presets deep-merged (later policies win), and validations checked against a payload in
 //! memory as Directus's `validatePayload` does, with its FAILED_VALIDATION answers.
 
 use serde_json::{Map, Value};
@@ -131,7 +131,7 @@ impl Rule {
         let mut presets = Map::new();
         for p in kept.iter().filter_map(|g| g.presets.as_ref()) {
             if let Value::Object(o) = resolve(p, vars) {
-                presets.extend(o);
+                crate::permissions::merge_presets(&mut presets, &o);
             }
         }
         Some(Rule {
