@@ -54,11 +54,19 @@ static FULL: LazyLock<Arc<Rule>> = LazyLock::new(|| {
         filter: None,
         fields: None,
         everywhere: None,
+        common: None,
         cases: Vec::new(),
         validations: Vec::new(),
         presets: Map::new(),
     })
 });
+
+/// How many fields a dynamic variable in a caller's own query may follow
+/// (`$CURRENT_USER.role.name` follows two).
+const CALLER_PATH_DEPTH: usize = 2;
+
+/// The most items one batch may name.
+const MAX_BATCH_KEYS: usize = 10_000;
 
 /// A `deep` that asks nothing.
 static NO_DEEP: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
@@ -82,7 +90,21 @@ fn key_text(v: &Value) -> String {
 
 /// Whether `key` can name an item of `c` at all (a number for integer keys; no NUL).
 fn valid_key(c: &'static Collection, key: &str) -> bool {
-    storable(key) && (c.key().kind != Kind::Integer || key.parse::<i64>().is_ok())
+    match c.key().kind {
+        Kind::Integer => key.parse::<i64>().is_ok(),
+        Kind::Uuid => Uuid::parse_str(key).is_ok(),
+        _ => storable(key),
+    }
+}
+
+/// Refuses a batch naming more items than one statement may bind.
+fn check_batch_size(count: usize) -> Result<()> {
+    if count > MAX_BATCH_KEYS {
+        return Err(Error::payload(format!(
+            "A batch may name at most {MAX_BATCH_KEYS} items"
+        )));
+    }
+    Ok(())
 }
 
 /// The items of `c` whose key is one of `keys` (all valid for `c`).
@@ -168,17 +190,26 @@ impl Items {
             .await
     }
 
-    /// The variables of the caller, with the path variables `values` name looked up.
+    /// The variables of the caller, with the path variables `values` name looked up: as the
+    /// service for permission rules (an admin wrote them), as the caller itself for its own
+    /// queries (so that a variable reads nothing the caller could not read, and no further
+    /// than [`CALLER_PATH_DEPTH`]).
     async fn vars<'a>(
         &self,
         acc: &Accountability,
         values: impl Iterator<Item = &'a Value>,
+        as_caller: bool,
     ) -> Result<Vars> {
         let mut vars = Vars::of(acc, self.clock.now_ms());
         let mut names = Vec::new();
         values.for_each(|v| path_variables(v, &mut names));
         for name in names {
-            let value = self.lookup(acc, &name).await?;
+            if as_caller && name.matches('.').count() > CALLER_PATH_DEPTH {
+                return Err(Error::InvalidQuery(format!(
+                    "Dynamic variables in a query may follow at most {CALLER_PATH_DEPTH} fields"
+                )));
+            }
+            let value = self.lookup(acc, &name, as_caller).await?;
             vars.paths.insert(name, value);
         }
         Ok(vars)
@@ -186,7 +217,7 @@ impl Items {
 
     /// The value of a path variable such as `$CURRENT_USER.role.name` (a list for
     /// `$CURRENT_ROLES.…` and `$CURRENT_POLICIES.…`).
-    async fn lookup(&self, acc: &Accountability, name: &str) -> Result<Value> {
+    async fn lookup(&self, acc: &Accountability, name: &str, as_caller: bool) -> Result<Value> {
         let Some((base, path)) = name.split_once('.') else {
             return Ok(Value::Null);
         };
@@ -205,13 +236,21 @@ impl Items {
         if keys.is_empty() {
             return Ok(if list { json!([]) } else { Value::Null });
         }
+        let service = system();
+        let (reader, rule) = if as_caller {
+            match Box::pin(self.rule(c, acc, Action::Read)).await? {
+                Some(rule) => (acc, rule),
+                None => return Ok(if list { json!([]) } else { Value::Null }),
+            }
+        } else {
+            (&service, FULL.clone())
+        };
         let q = Query {
-            filter: Some(by_keys(c, &keys)),
+            filter: Some(and(rule.filter.clone(), by_keys(c, &keys))),
             ..Query::default()
         };
         let recs = self.store.read_items(c, &q).await?;
-        let admin = system();
-        let found = match Box::pin(self.present_all(c, &admin, &FULL, &recs, &sel, &NO_DEEP)).await
+        let found = match Box::pin(self.present_all(c, reader, &rule, &recs, &sel, &NO_DEEP)).await
         {
             Ok(found) => found,
             // A path naming no field resolves to nothing, as in Directus.
@@ -243,7 +282,7 @@ impl Items {
         }
         let load = async {
             let vars = self
-                .vars(acc, grants.iter().flat_map(|g| g.rules()))
+                .vars(acc, grants.iter().flat_map(|g| g.rules()), false)
                 .await?;
             Ok(Rule::resolve(c, grants, &vars).map(Arc::new))
         };
@@ -293,7 +332,10 @@ impl Items {
     }
 
     /// Checks a read query's filter and sort against what the caller may read, and builds
-    /// the store query (the rule's filter not yet applied).
+    /// the store query (the rule's filter not yet applied). Filters, sorts and `search` may
+    /// use only fields shown on every item the caller can reach, so that they tell nothing of
+    /// a value hidden from it; a filter through a relation reaches only the related items the
+    /// caller may read.
     async fn check_query(
         &self,
         c: &'static Collection,
@@ -306,11 +348,11 @@ impl Items {
             filter_fields(c, filter, &mut used);
             for (coll, name) in used {
                 let allowed = if coll.name == c.name {
-                    rule.may(&name) || !coll.has(&name)
+                    rule.may_query(&name) || !coll.has(&name)
                 } else {
                     self.rule(coll, acc, Action::Read)
                         .await?
-                        .is_some_and(|r| r.may(&name) || !coll.has(&name))
+                        .is_some_and(|r| r.may_query(&name) || !coll.has(&name))
                 };
                 if !allowed {
                     return Err(Error::forbidden_field(&name, coll.name));
@@ -319,12 +361,36 @@ impl Items {
         }
         for s in &rq.sort {
             let name = s.strip_prefix('-').unwrap_or(s);
-            if !rule.may(name) {
+            if !rule.may_query(name) {
                 return Err(Error::forbidden_field(name, c.name));
             }
+            if c.field(name).is_some_and(|f| f.kind.is_concealed()) {
+                return Err(Error::InvalidQuery(format!(
+                    "Field \"{name}\" is concealed and can't be sorted on"
+                )));
+            }
         }
-        let vars = self.vars(acc, rq.filter.iter()).await?;
-        rq.to_store_query(c, &vars, &|n| rule.may(n))
+        let vars = self.vars(acc, rq.filter.iter(), true).await?;
+        let mut q = rq.to_store_query(c, &vars, &|n| rule.may_query(n))?;
+        if !acc.admin
+            && let Some(filter) = q.filter.take()
+        {
+            q.filter = Some(self.within_reach(acc, filter).await?);
+        }
+        Ok(q)
+    }
+
+    /// A caller's filter with every relation it follows limited to the related items the
+    /// caller may read.
+    async fn within_reach(&self, acc: &Accountability, cond: Condition) -> Result<Condition> {
+        let mut targets = Vec::new();
+        related_targets(&cond, &mut targets);
+        let mut rules = Vec::new();
+        for target in targets {
+            let rule = self.permitted(target, acc, Action::Read).await?;
+            rules.push((target.name, rule));
+        }
+        Ok(limit_relations(cond, &rules))
     }
 
     /// Presents stored records per `fields` under `rule`: each item shows the fields the
@@ -877,6 +943,77 @@ impl Items {
         }
     }
 
+    /// Refuses an update naming fields that the grants reaching an item do not give on that
+    /// item (fields some other grant gives on other items do not count).
+    async fn check_item_fields(
+        &self,
+        c: &'static Collection,
+        rule: &Rule,
+        keys: &[String],
+        names: &[&str],
+    ) -> Result<()> {
+        let mut matched: Vec<HashSet<String>> = Vec::new();
+        for case in &rule.cases {
+            let q = Query {
+                filter: Some(Condition::And(vec![by_keys(c, keys), case.filter.clone()])),
+                ..Query::default()
+            };
+            let hits = self.store.read_items(c, &q).await?;
+            matched.push(
+                hits.iter()
+                    .filter_map(|r| r.get(c.key().name))
+                    .map(key_text)
+                    .collect(),
+            );
+        }
+        for key in keys {
+            let flags: Vec<bool> = matched.iter().map(|m| m.contains(key)).collect();
+            if crate::rules::check_fields(c.name, names, &rule.shown(&flags)).is_err() {
+                return Err(Error::forbidden_action(Action::Update.name(), c.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses role parents that, taken together, would make a cycle (each alone is checked
+    /// when planned, against the roles as they are).
+    async fn check_planned_parents(&self, plans: &[(Vec<Write>, Values)]) -> Result<()> {
+        let planned: Vec<(String, Option<String>)> = plans
+            .iter()
+            .flat_map(|(writes, _)| writes)
+            .filter_map(|w| match w {
+                Write::Update { c, id, values, .. } if c.name == ROLES.name => values
+                    .iter()
+                    .find(|(f, _)| f.name == "parent")
+                    .map(|(_, v)| (id.clone(), v.as_str().map(str::to_owned))),
+                _ => None,
+            })
+            .collect();
+        if planned.len() < 2 {
+            return Ok(());
+        }
+        for (id, parent) in &planned {
+            let mut node = parent.clone();
+            let mut steps = 0;
+            while let Some(current) = node {
+                if current == *id || steps > 2 * planned.len() + 64 {
+                    return Err(Error::payload(
+                        "\"parent\" can't be the role itself or one of its descendants",
+                    ));
+                }
+                steps += 1;
+                node = match planned.iter().find(|(k, _)| *k == current) {
+                    Some((_, p)) => p.clone(),
+                    None => self
+                        .fetch(&ROLES, &current, None)
+                        .await?
+                        .and_then(|r| r.get("parent").and_then(Value::as_str).map(str::to_owned)),
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Plans the insert of one item (and of the access rows its `policies` names); returns
     /// its key when the service chooses it.
     async fn plan_create(
@@ -920,6 +1057,7 @@ impl Items {
         acc: &Accountability,
         items: &[Value],
     ) -> Result<Vec<String>> {
+        check_batch_size(items.len())?;
         let rule = self.permitted(c, acc, Action::Create).await?;
         let mut writes = Vec::new();
         let mut planned = Vec::new();
@@ -965,6 +1103,9 @@ impl Items {
         rule.check_write(c.name, &names)?;
         rule.validate(obj)?;
         self.check_reach(c, acc, rule, Action::Update, keys).await?;
+        if !rule.cases.is_empty() {
+            self.check_item_fields(c, rule, keys, &names).await?;
+        }
         let values = self.values(c, obj, false).await?;
         self.check_values(c, &values)?;
         let mut writes = Vec::new();
@@ -1064,6 +1205,7 @@ impl Items {
         let key = c.key().name;
         match body {
             Value::Array(items) => {
+                check_batch_size(items.len())?;
                 let rule = self.permitted(c, acc, Action::Update).await?;
                 let mut plans = Vec::new();
                 let mut keys = Vec::new();
@@ -1086,6 +1228,7 @@ impl Items {
                     );
                     keys.push(k);
                 }
+                self.check_planned_parents(&plans).await?;
                 self.run_updates(c, plans).await?;
                 Ok(keys)
             }
@@ -1137,6 +1280,9 @@ impl Items {
         {
             return Err(Error::payload(format!("\"{extra}\" is not allowed")));
         }
+        if let Batch::Keys(keys) = &batch {
+            check_batch_size(keys.len())?;
+        }
         match batch {
             Batch::Keys(keys) => keys
                 .iter()
@@ -1149,6 +1295,7 @@ impl Items {
                 rq.limit = rq.limit.or(Some(-1));
                 rq.fields = Some(Fields::parse(c.key().name)?);
                 let (found, _) = self.read_many(c, acc, &rq).await?;
+                check_batch_size(found.len())?;
                 Ok(found
                     .iter()
                     .filter_map(|v| v.get(c.key().name))
@@ -1309,6 +1456,7 @@ impl Items {
                 ));
             }
         }
+        check_batch_size(create.len() + update.len() + delete.len())?;
         let mut writes = Vec::new();
         let owned = |keys: &[String]| {
             Condition::And(vec![
@@ -1621,6 +1769,53 @@ impl Items {
             check_permission_filter(values)?;
         }
         Ok(())
+    }
+}
+
+/// Every collection a condition reaches through a relation.
+fn related_targets(cond: &Condition, out: &mut Vec<&'static Collection>) {
+    match cond {
+        Condition::And(parts) | Condition::Or(parts) => {
+            parts.iter().for_each(|p| related_targets(p, out));
+        }
+        Condition::Related { via, cond, .. } => {
+            if !out.iter().any(|c| c.name == via.target.name) {
+                out.push(via.target);
+            }
+            related_targets(cond, out);
+        }
+        Condition::Compare { .. } => {}
+    }
+}
+
+/// `cond` with the item filter of the target's rule joined into every relation it follows.
+fn limit_relations(cond: Condition, rules: &[(&str, Arc<Rule>)]) -> Condition {
+    match cond {
+        Condition::And(parts) => Condition::And(
+            parts
+                .into_iter()
+                .map(|p| limit_relations(p, rules))
+                .collect(),
+        ),
+        Condition::Or(parts) => Condition::Or(
+            parts
+                .into_iter()
+                .map(|p| limit_relations(p, rules))
+                .collect(),
+        ),
+        Condition::Related { via, cond, none } => {
+            let inner = limit_relations(*cond, rules);
+            let visible = rules
+                .iter()
+                .find(|(name, _)| *name == via.target.name)
+                .and_then(|(_, rule)| rule.filter.clone());
+            Condition::Related {
+                via,
+                cond: Box::new(and(visible, inner)),
+                none,
+            }
+        }
+        compare @ Condition::Compare { .. } => compare,
     }
 }
 

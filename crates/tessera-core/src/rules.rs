@@ -28,6 +28,9 @@ pub struct Rule {
     pub fields: Option<Vec<String>>,
     /// The fields every reached item shows; `None` when every field.
     pub everywhere: Option<Vec<String>>,
+    /// The fields shown on every reached item whichever grant reaches it: what a query may
+    /// filter, sort and search on without telling anything of items that hide them.
+    pub common: Option<Vec<String>>,
     /// Fields shown only on the items of a filter (empty when every reached item shows every
     /// field of [`Rule::fields`]).
     pub cases: Vec<Case>,
@@ -46,6 +49,14 @@ fn union(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> Option<Vec<String>
             Some(out)
         }
         _ => None,
+    }
+}
+
+/// The fields in both lists (`None` = every field).
+fn intersection(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> Option<Vec<String>> {
+    match (a, b) {
+        (None, other) | (other, None) => other.clone(),
+        (Some(a), Some(b)) => Some(a.iter().filter(|n| b.contains(n)).cloned().collect()),
     }
 }
 
@@ -105,6 +116,10 @@ impl Rule {
                 everywhere = union(&everywhere, &g.fields);
             }
         }
+        let shared = kept.iter().skip(1).fold(kept[0].fields.clone(), |acc, g| {
+            intersection(&acc, &g.fields)
+        });
+        let common = union(&everywhere, &shared);
         // One grant, or grants that all show the same fields: every reached item shows them all.
         let uniform = kept.iter().all(|g| within(&fields, &g.fields));
         let (everywhere, cases) = if uniform {
@@ -138,6 +153,7 @@ impl Rule {
             filter,
             fields,
             everywhere,
+            common,
             cases,
             validations,
             presets,
@@ -147,6 +163,12 @@ impl Rule {
     /// Whether the rule reaches `field` on some item.
     pub fn may(&self, field: &str) -> bool {
         covers(&self.fields, field)
+    }
+
+    /// Whether a query may filter, sort or search on `field` (it shows on every item the rule
+    /// reaches).
+    pub fn may_query(&self, field: &str) -> bool {
+        covers(&self.common, field)
     }
 
     /// The fields an item shows given the cases it matched (`matched[i]` for `cases[i]`).
@@ -162,22 +184,7 @@ impl Rule {
 
     /// Refuses a write naming fields the rule does not reach, as Directus words it.
     pub fn check_write(&self, collection: &str, names: &[&str]) -> Result<()> {
-        let refused: Vec<String> = names
-            .iter()
-            .filter(|n| !self.may(n))
-            .map(|n| format!("\"{n}\""))
-            .collect();
-        match refused.len() {
-            0 => Ok(()),
-            1 => Err(Error::Forbidden(Some(format!(
-                "You don't have permission to access field {} in collection \"{collection}\" or it does not exist.",
-                refused[0]
-            )))),
-            _ => Err(Error::Forbidden(Some(format!(
-                "You don't have permission to access fields {} in collection \"{collection}\" or they do not exist.",
-                refused.join(", ")
-            )))),
-        }
+        check_fields(collection, names, &self.fields)
     }
 
     /// `payload` with the presets under it (the payload wins).
@@ -205,6 +212,26 @@ impl Rule {
             }
         }
         Err(Error::FailedValidation(all))
+    }
+}
+
+/// Refuses `names` outside `allowed` (`None` = every field), as Directus words it.
+pub fn check_fields(collection: &str, names: &[&str], allowed: &Option<Vec<String>>) -> Result<()> {
+    let refused: Vec<String> = names
+        .iter()
+        .filter(|n| !covers(allowed, n))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    match refused.len() {
+        0 => Ok(()),
+        1 => Err(Error::Forbidden(Some(format!(
+            "You don't have permission to access field {} in collection \"{collection}\" or it does not exist.",
+            refused[0]
+        )))),
+        _ => Err(Error::Forbidden(Some(format!(
+            "You don't have permission to access fields {} in collection \"{collection}\" or they do not exist.",
+            refused.join(", ")
+        )))),
     }
 }
 

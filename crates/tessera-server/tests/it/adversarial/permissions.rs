@@ -305,3 +305,198 @@ async fn an_admin_policy_attached_to_nobody_makes_no_anonymous_admin() {
         403
     );
 }
+
+/// A role with app access whose users also get `extra` permission rows on `directus_users`;
+/// returns the role.
+async fn role_with_rows(s: &TestServer, name: &str, rows: &[(&str, Value)]) -> Value {
+    let policy = made(s, "/policies", json!({"name": name, "app_access": true})).await;
+    for (action, extra) in rows {
+        let mut body = json!({"policy": policy, "collection": "directus_users", "action": action});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        made(s, "/permissions", body).await;
+    }
+    made(
+        s,
+        "/roles",
+        json!({"name": name, "policies": {"create": [{"policy": policy}]}}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fields_granted_on_ones_own_row_cannot_be_written_on_anothers() {
+    let s = TestServer::spawn(&[]).await;
+    let role = role_with_rows(
+        &s,
+        "Team",
+        &[
+            (
+                "update",
+                json!({"fields": ["first_name", "password"], "permissions": {"id": {"_eq": "$CURRENT_USER"}}}),
+            ),
+            (
+                "update",
+                json!({"fields": ["title"], "permissions": {"role": {"_eq": "$CURRENT_ROLE"}}}),
+            ),
+        ],
+    )
+    .await;
+    s.create_user(json!({"email": EMAIL, "password": PASSWORD, "role": role}))
+        .await;
+    let mate = s
+        .create_user(
+            json!({"email": "mate@example.com", "password": "Mate-Pass-123", "role": role}),
+        )
+        .await;
+    let jwt = access_of(&s.login(EMAIL, PASSWORD, None).await);
+    let r = as_user(
+        &s,
+        &jwt,
+        "PATCH",
+        &format!("/users/{mate}"),
+        Some(json!({"password": "Pwned-123456"})),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(
+        s.login("mate@example.com", "Mate-Pass-123", None)
+            .await
+            .status,
+        200
+    );
+    let r = as_user(
+        &s,
+        &jwt,
+        "PATCH",
+        &format!("/users/{mate}"),
+        Some(json!({"title": "Colleague"})),
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.text);
+    let r = as_user(
+        &s,
+        &jwt,
+        "PATCH",
+        "/users/me",
+        Some(json!({"first_name": "Me", "title": "Mine"})),
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.text);
+}
+
+#[tokio::test]
+async fn filters_through_relations_and_variables_read_only_what_the_caller_may_read() {
+    let s = TestServer::spawn(&[]).await;
+    // App access only: one's own row, and one's roles with every field (the `users` list too).
+    let role = role_with_rows(&s, "Minimal", &[]).await;
+    s.create_user(json!({"email": "zed@example.com", "password": PASSWORD, "role": role}))
+        .await;
+    s.create_user(json!({"email": "aaa-secret@example.com", "password": PASSWORD, "role": role}))
+        .await;
+    let jwt = access_of(&s.login("zed@example.com", PASSWORD, None).await);
+    for path in [
+        "/users?filter[role][users][email][_starts_with]=aaa&fields=id",
+        "/users?filter[role][users][_some][email][_starts_with]=aaa&fields=id",
+        "/roles?filter[users][email][_starts_with]=aaa&fields=id",
+    ] {
+        let r = as_user(&s, &jwt, "GET", path, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert_eq!(r.body["data"], json!([]), "{path}");
+    }
+    // A variable is read as the caller: a colleague's e-mail never reaches an answer.
+    for path in [
+        "/users?filter[last_access][_in]=$CURRENT_ROLE.users.email",
+        "/users?filter[email][_in]=$CURRENT_ROLE.users.email&fields=email",
+    ] {
+        let r = as_user(&s, &jwt, "GET", path, None).await;
+        assert!(!r.text.contains("aaa-secret"), "{path}: {}", r.text);
+    }
+    let r = as_user(
+        &s,
+        &jwt,
+        "GET",
+        "/users?filter[id][_in]=$CURRENT_ROLE.users.role.users.role.users.id",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}
+
+#[tokio::test]
+async fn fields_shown_on_some_rows_only_cannot_be_filtered_sorted_or_searched() {
+    let s = TestServer::spawn(&[]).await;
+    // App access (own row, e-mail included) plus a directory: names of everybody.
+    let role = role_with_rows(
+        &s,
+        "Directory",
+        &[("read", json!({"fields": ["id", "first_name"]}))],
+    )
+    .await;
+    s.create_user(json!({"email": EMAIL, "password": PASSWORD, "role": role}))
+        .await;
+    s.create_user(json!({"email": "ceo@example.com", "first_name": "Boss"}))
+        .await;
+    let jwt = access_of(&s.login(EMAIL, PASSWORD, None).await);
+    let r = as_user(
+        &s,
+        &jwt,
+        "GET",
+        "/users?fields=id,first_name,email&sort=first_name",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let boss = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["first_name"] == "Boss")
+        .cloned()
+        .unwrap();
+    assert_eq!(boss["email"], Value::Null);
+    for path in [
+        "/users?filter[email][_starts_with]=ceo",
+        "/users?sort=email",
+        "/users?filter[tfa_secret][_nnull]=true",
+    ] {
+        let r = as_user(&s, &jwt, "GET", path, None).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
+    let r = as_user(&s, &jwt, "GET", "/users?search=ceo@example&fields=id", None).await;
+    assert_eq!(r.body["data"], json!([]), "{}", r.text);
+}
+
+#[tokio::test]
+async fn oversized_batches_role_cycles_in_one_batch_and_sorting_on_secrets_are_refused() {
+    let s = TestServer::spawn(&[]).await;
+    let keys: Vec<String> = (0..10_001)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let r = s
+        .admin(
+            "PATCH",
+            "/users",
+            Some(json!({"keys": keys, "data": {"title": "x"}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = s.admin("DELETE", "/users", Some(json!(keys))).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let a = made(&s, "/roles", json!({"name": "A"})).await;
+    let b = made(&s, "/roles", json!({"name": "B"})).await;
+    let r = s
+        .admin(
+            "PATCH",
+            "/roles",
+            Some(json!([{"id": a, "parent": b}, {"id": b, "parent": a}])),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    for field in ["password", "token", "tfa_secret"] {
+        let r = s.admin("GET", &format!("/users?sort={field}"), None).await;
+        assert_eq!(r.status, 400, "{field}: {}", r.text);
+    }
+    assert_eq!(s.admin("GET", "/users/not-a-key", None).await.status, 403);
+}
