@@ -873,3 +873,59 @@ async fn items_of_any_collection_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn ip_access_drops_a_policy_for_requests_from_elsewhere() {
+    let s = TestServer::spawn(&[]).await;
+    let policy = make(
+        &s,
+        "/policies",
+        json!({"name": "Office only", "ip_access": ["10.0.0.0/8"]}),
+    )
+    .await;
+    let role = make(
+        &s,
+        "/roles",
+        json!({"name": "Office", "policies": {"create": [{"policy": policy}]}}),
+    )
+    .await;
+    grant(
+        &s,
+        policy.as_str().unwrap(),
+        "directus_roles",
+        "read",
+        json!({"fields": ["id"]}),
+    )
+    .await;
+    s.create_user(
+        json!({"email": "office@example.com", "password": "Office-Pass-1",
+        "role": role, "token": "office-static-token-0001"}),
+    )
+    .await;
+    let creds = creds(
+        &s,
+        "office@example.com",
+        "Office-Pass-1",
+        "office-static-token-0001",
+    )
+    .await;
+    // The tests call from 127.0.0.1, outside the policy's network.
+    for c in &creds {
+        assert_eq!(c.get(&s, "/roles").await.status, 403, "{}", c.name());
+    }
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/policies/{}", policy.as_str().unwrap()),
+            Some(json!({"ip_access": "127.0.0.1,10.0.0.0/8"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["data"]["ip_access"],
+        json!(["127.0.0.1", "10.0.0.0/8"])
+    );
+    for c in &creds {
+        assert_eq!(c.get(&s, "/roles").await.status, 200, "{}", c.name());
+    }
+}
