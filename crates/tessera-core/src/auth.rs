@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tessera_proto::AuthMode;
 use tessera_store::{
-    AccessTree, Admission, AttemptChange, Change, ClientMeta, Family, FamilyChange, LiveAdvance,
-    LoginState, LoginUser, NewSession, Principal, Store,
+    AccessTree, Admission, AttemptChange, Change, ClientMeta, EndSessions, Family, FamilyChange,
+    LiveAdvance, LoginState, LoginUser, NewSession, Principal, Store, Write,
 };
 use uuid::Uuid;
 
@@ -398,6 +398,28 @@ fn successor_of(secret: &[u8], f: &Family) -> String {
         generation: f.generation,
     };
     successor(secret, live).expect("a stored generation is at most i64::MAX")
+}
+
+/// What `POST /auth/logout` ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// The session of the refresh token given.
+    #[default]
+    Session,
+    /// Every session of that token's user.
+    All,
+}
+
+impl LogoutScope {
+    /// Reads a logout body's `scope` (`session` when absent).
+    pub fn parse(body: &Map<String, Value>) -> Result<Self> {
+        match body.get("scope") {
+            None | Some(Value::Null) => Ok(LogoutScope::Session),
+            Some(Value::String(s)) if s == "session" => Ok(LogoutScope::Session),
+            Some(Value::String(s)) if s == "all" => Ok(LogoutScope::All),
+            Some(_) => Err(Error::payload("\"scope\" must be one of [session, all]")),
+        }
+    }
 }
 
 /// The token lifecycle service.
@@ -833,9 +855,10 @@ impl Auth {
         crate::cache::announce(&*self.store, Change::FamilyEnded(family)).await;
     }
 
-    /// Ends the session a refresh token belongs to, whichever of its tokens it is. Unknown
-    /// tokens are not an error.
-    pub async fn logout(&self, token: &str) -> Result<()> {
+    /// Ends the session a refresh token belongs to, whichever of its tokens it is, and with
+    /// [`LogoutScope::All`] every other session of its user too. Unknown tokens are not an
+    /// error.
+    pub async fn logout(&self, token: &str, scope: LogoutScope) -> Result<()> {
         let Some(p) = Presented::read(&self.secret, token) else {
             return Ok(());
         };
@@ -865,9 +888,94 @@ impl Auth {
                 }),
             )
             .await?;
-        if found.is_some_and(|f| ends(&f, &p)) {
-            self.family_ended(family_id).await;
+        let Some(f) = found.filter(|f| ends(f, &p)) else {
+            return Ok(());
+        };
+        self.family_ended(family_id).await;
+        if scope == LogoutScope::All {
+            self.end_all_sessions(f.user.id).await?;
         }
+        Ok(())
+    }
+
+    /// Ends every session of `user`.
+    async fn end_all_sessions(&self, user: Uuid) -> Result<()> {
+        let live = self.store.sessions_of(user, i64::MIN).await?;
+        let end = Write::Update {
+            c: &tessera_store::schema::USERS,
+            id: user.to_string(),
+            values: Vec::new(),
+            end: EndSessions::All,
+        };
+        self.store.write(vec![end], None).await?;
+        for s in live {
+            self.family_ended(s.id).await;
+        }
+        Ok(())
+    }
+
+    /// `GET /auth/sessions`: the live sessions of the caller, or (admins only) of `user`;
+    /// which one is the caller's own. Never a token.
+    pub async fn sessions(&self, acc: &Accountability, user: Option<&str>) -> Result<Vec<Value>> {
+        let me = acc.user.ok_or(Error::InvalidCredentials)?;
+        let whose = match user {
+            None => me,
+            Some(text) => {
+                let id = Uuid::parse_str(text).map_err(|_| Error::Forbidden(None))?;
+                if id != me && !acc.admin {
+                    return Err(Error::Forbidden(None));
+                }
+                id
+            }
+        };
+        let now = self.clock.now_ms();
+        let iso = |ms: i64| Value::String(crate::clock::iso8601(ms));
+        Ok(self
+            .store
+            .sessions_of(whose, now)
+            .await?
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id.to_string(),
+                    "created": iso(s.created_ms),
+                    "last_used": iso(s.last_used_ms),
+                    "expires": iso(s.expires_ms),
+                    "ip": s.ip,
+                    "user_agent": s.user_agent,
+                    "current": acc.session == Some(s.id),
+                })
+            })
+            .collect())
+    }
+
+    /// `DELETE /auth/sessions/:id`: ends one session of the caller (an admin: of anyone).
+    /// Another user's session and one that does not exist answer alike.
+    pub async fn end_session(&self, acc: &Accountability, id: &str) -> Result<()> {
+        let me = acc.user.ok_or(Error::InvalidCredentials)?;
+        let id = Uuid::parse_str(id).map_err(|_| Error::Forbidden(None))?;
+        let found = self.store.family(id).await?;
+        if !found.is_some_and(|f| f.user.id == me || acc.admin) {
+            return Err(Error::Forbidden(None));
+        }
+        let admin = acc.admin;
+        let ended = self
+            .store
+            .change_family(
+                id,
+                Box::new(move |f| {
+                    if f.user.id == me || admin {
+                        FamilyChange::End
+                    } else {
+                        FamilyChange::None
+                    }
+                }),
+            )
+            .await?;
+        if ended.is_none() {
+            return Err(Error::Forbidden(None));
+        }
+        self.family_ended(id).await;
         Ok(())
     }
 

@@ -330,7 +330,7 @@ async fn powered_by(mut res: Response) -> Response {
 /// The full router. Each route is added with its description ([`oas::Api`]), which
 /// `/server/specs/oas` serves.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::{any as every_method, patch, post};
+    use axum::routing::{any as every_method, delete, patch, post};
     use oas::{Answer, FIELDS, Op, data};
     use routes::{auth, items, server};
     use serde_json::json;
@@ -344,12 +344,21 @@ pub fn router(state: AppState) -> Router {
     let refresh_body = json!({"type": "object", "properties": {
         "refresh_token": {"type": "string"}, "mode": {"type": "string", "enum": ["json", "cookie", "session"]}
     }});
+    let mut logout_body = refresh_body.clone();
+    logout_body["properties"]["scope"] = json!({"type": "string", "enum": ["session", "all"]});
+    let session = json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "created": {"type": "string"}, "last_used": {"type": "string"},
+        "expires": {"type": "string"}, "ip": {"type": "string", "nullable": true},
+        "user_agent": {"type": "string", "nullable": true}, "current": {"type": "boolean"}
+    }});
     let described: oas::Described = Arc::default();
     let api = oas::Api::default()
         .route("/auth", get(auth::providers), vec![Op::new("get", "auth", "The login providers", Answer::Json(data(json!({"type": "array"}))))])
         .route("/auth/login", post(auth::login), vec![Op::new("post", "auth", "Log in with e-mail and password", Answer::Json(data(any()))).body(login_body)])
         .route("/auth/refresh", post(auth::refresh), vec![Op::new("post", "auth", "Exchange a refresh token for new tokens", Answer::Json(data(any()))).body(refresh_body.clone())])
-        .route("/auth/logout", post(auth::logout), vec![Op::new("post", "auth", "End a session", Answer::Empty).body(refresh_body)])
+        .route("/auth/logout", post(auth::logout), vec![Op::new("post", "auth", "End a session, or with scope all every session of its user", Answer::Empty).body(logout_body)])
+        .route("/auth/sessions", get(auth::sessions), vec![Op::new("get", "auth", "The caller's live sessions (an admin's: ?user=<id>)", Answer::Json(data(json!({"type": "array", "items": session})))).query(&["user"])])
+        .route("/auth/sessions/{id}", delete(auth::end_session), vec![Op::new("delete", "auth", "End one of the caller's sessions (an admin: anyone's)", Answer::Empty)])
         .route("/server/ping", get(server::ping), vec![Op::new("get", "server", "Is the server up", Answer::Body("text/html", json!({"type": "string"})))])
         .route("/server/health", get(server::health), vec![Op::new("get", "server", "Health of the server and its database", Answer::Body("application/health+json", any()))])
         .route("/server/info", get(server::info), vec![Op::new("get", "server", "About the project and server", Answer::Json(data(any())))])

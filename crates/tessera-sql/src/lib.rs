@@ -362,6 +362,16 @@ impl<E: Engine> Store for SqlStore<E> {
         self.advances.submit(a, run).await
     }
 
+    async fn sessions_of(
+        &self,
+        user: Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Vec<tessera_store::SessionInfo>> {
+        self.engine
+            .read(move |x| ops::sessions_of(x, user, now_ms))
+            .await
+    }
+
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64> {
         self.engine
             .write(move |x| ops::purge_expired_sessions(x, now_ms))

@@ -13,8 +13,8 @@ use tessera_store::schema::{Collection, Kind, Relation, Table};
 use tessera_store::{
     AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
     Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession,
-    Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, StoreError, StoreResult,
-    UserSummary, Values, Write, Written,
+    Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, SessionInfo, StoreError,
+    StoreResult, UserSummary, Values, Write, Written,
 };
 use uuid::Uuid;
 
@@ -857,6 +857,45 @@ const PURGE_BATCH: u64 = 10_000;
 /// Deletes expired families in batches, skipping any another transaction holds (a user's
 /// sessions being ended, evicted or refreshed), so that the purge never waits for a lock and
 /// never takes part in a deadlock; what it skips goes next time.
+pub(crate) fn sessions_of(
+    x: &mut dyn Conn,
+    user: Uuid,
+    now_ms: i64,
+) -> StoreResult<Vec<SessionInfo>> {
+    let mut q = Query::select();
+    q.columns(
+        [
+            "family",
+            "created",
+            "rotated_at",
+            "expires",
+            "ip",
+            "user_agent",
+        ]
+        .map(t),
+    )
+    .from(t(SESSIONS))
+    .and_where(col("user").eq(user.to_string()))
+    .and_where(col("expires").gte(now_ms))
+    .order_by(t("family"), Order::Asc);
+    let mut found: Vec<SessionInfo> = rows(x, &q)?
+        .iter()
+        .filter_map(|r| {
+            let created_ms = int(r, 1).unwrap_or_default();
+            Some(SessionInfo {
+                id: uuid(r, 0)?,
+                created_ms,
+                last_used_ms: int(r, 2).unwrap_or(created_ms),
+                expires_ms: int(r, 3).unwrap_or_default(),
+                ip: text(r, 4),
+                user_agent: text(r, 5),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.last_used_ms.cmp(&a.last_used_ms).then(a.id.cmp(&b.id)));
+    Ok(found)
+}
+
 pub(crate) fn purge_expired_sessions(x: &mut dyn Conn, now_ms: i64) -> StoreResult<u64> {
     let mut total = 0;
     loop {

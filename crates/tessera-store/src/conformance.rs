@@ -1109,6 +1109,21 @@ pub async fn expired_sessions_are_purged(s: Arc<dyn Store>) {
     .unwrap();
     assert!(s.family(new).await.unwrap().is_none());
     assert!(s.family(third).await.unwrap().is_some());
+    // A user's live sessions, most recently used first, with what they were opened from.
+    let fourth = Uuid::new_v4();
+    s.open_session(session(user, fourth, 61_000), admit())
+        .await
+        .unwrap();
+    let live = s.sessions_of(user, 62_000).await.unwrap();
+    let ids: Vec<Uuid> = live.iter().map(|l| l.id).collect();
+    assert_eq!(ids, [fourth, third]);
+    assert_eq!(live[0].created_ms, 61_000);
+    assert_eq!(live[0].last_used_ms, 61_000);
+    assert_eq!(live[0].expires_ms, 71_000);
+    assert_eq!(live[0].ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(live[0].user_agent.as_deref(), Some("test"));
+    assert_eq!(s.sessions_of(user, 70_500).await.unwrap().len(), 1);
+    assert!(s.sessions_of(Uuid::new_v4(), 0).await.unwrap().is_empty());
 }
 
 pub async fn announcements_go_out(s: Arc<dyn Store>) {

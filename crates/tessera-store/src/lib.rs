@@ -240,6 +240,18 @@ pub enum FamilyChange {
     End,
 }
 
+/// One live session of a user, as its owner may see it (never a token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub created_ms: i64,
+    /// When its token was last rotated (its creation if never).
+    pub last_used_ms: i64,
+    pub expires_ms: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 /// A refresh's common case, decided by the core in advance: if the family's live token has
 /// digest `live_hash`, the family is unexpired at `now_ms` and its user is active, the family
 /// advances to the generation whose token has digest `next_hash`. One conditional write, so the
@@ -446,6 +458,8 @@ pub trait Store: Send + Sync + 'static {
     /// it is now), and `None`, having written nothing, otherwise. Also sets the user's
     /// `last_access`, as `change_family` does.
     async fn advance_live(&self, a: LiveAdvance) -> StoreResult<Option<Principal>>;
+    /// The user's families unexpired at `now_ms`, most recently used first.
+    async fn sessions_of(&self, user: Uuid, now_ms: i64) -> StoreResult<Vec<SessionInfo>>;
     /// Deletes families that expired before `now_ms`.
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64>;
 

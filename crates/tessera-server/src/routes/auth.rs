@@ -2,14 +2,14 @@
 //! bodies and cookies.
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use tessera_core::Error;
 use tessera_core::access::Accountability;
-use tessera_core::auth::Issued;
+use tessera_core::auth::{Issued, LogoutScope};
 use tessera_proto::{AuthData, AuthMode};
 
 use crate::AppState;
@@ -130,14 +130,39 @@ pub async fn refresh(
     Ok(respond(&state, mode, issued))
 }
 
+/// `GET /auth/sessions`: the caller's live sessions (`?user=<id>`: another user's, for
+/// admins).
+pub async fn sessions(
+    State(state): State<AppState>,
+    Extension(acc): Extension<Arc<Accountability>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let user = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.into_owned());
+    Ok(Data(state.auth.sessions(&acc, user.as_deref()).await?).into_response())
+}
+
+/// `DELETE /auth/sessions/:id`: ends one session.
+pub async fn end_session(
+    State(state): State<AppState>,
+    Extension(acc): Extension<Arc<Accountability>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.auth.end_session(&acc, &id).await?;
+    Ok(no_content())
+}
+
 /// `POST /auth/logout`: ends the session and clears whichever auth cookies the request had.
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    let (_, token) = resolve(&state, &body.object(), &headers)?;
-    state.auth.logout(&token).await?;
+    let body = body.object();
+    let scope = LogoutScope::parse(&body)?;
+    let (_, token) = resolve(&state, &body, &headers)?;
+    state.auth.logout(&token, scope).await?;
     let mut res = no_content();
     let now = state.auth.now_ms();
     for c in [&state.config.refresh_cookie, &state.config.session_cookie] {

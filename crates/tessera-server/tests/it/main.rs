@@ -14,5 +14,6 @@ mod oas;
 mod permissions;
 mod refresh;
 mod server_routes;
+mod sessions;
 mod tokens;
 mod users;
