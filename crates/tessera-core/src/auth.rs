@@ -3,15 +3,17 @@
 //! presented token (JWT, session JWT or static token) into an [`Accountability`]. The rules
 //! are pure functions here; the store runs them inside its transactions.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
 use tessera_proto::AuthMode;
 use tessera_store::{
     AccessTree, Admission, AttemptChange, Change, ClientMeta, EndSessions, Family, FamilyChange,
-    LiveAdvance, LoginState, LoginUser, NewSession, Principal, Store, Write,
+    LiveAdvance, LoginState, LoginUser, NewSession, Principal, Store, TfaChange, Write,
 };
 use uuid::Uuid;
 
@@ -23,6 +25,7 @@ use crate::jwt::{AccessClaims, ISSUER, JwtKeys, is_directus_jwt};
 use crate::password::Passwords;
 use crate::probe::{NoProbe, Point, Probe};
 use crate::tally::Cached;
+use crate::tfa::{self, Sealer};
 use crate::tokens::{RefreshId, digest, read_refresh_token, refresh_token};
 use crate::validate::{is_email, optional_string, required_string};
 
@@ -400,6 +403,19 @@ fn successor_of(secret: &[u8], f: &Family) -> String {
     successor(secret, live).expect("a stored generation is at most i64::MAX")
 }
 
+/// Percent-encodes as JavaScript's `encodeURIComponent` does.
+fn uri_component(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// What `POST /auth/logout` ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogoutScope {
@@ -436,6 +452,8 @@ pub struct Auth {
     in_flight: Arc<InFlight>,
     /// Families whose replay was logged in the last minute.
     reported: moka::sync::Cache<Uuid, ()>,
+    /// Seals TOTP secrets at rest.
+    sealer: Sealer,
 }
 
 /// Where an access token was found; failures of a session-cookie token clear the cookie.
@@ -457,6 +475,7 @@ impl Auth {
         Self {
             store,
             keys: JwtKeys::new(secret),
+            sealer: Sealer::new(secret),
             secret: secret.into(),
             passwords,
             clock,
@@ -573,9 +592,9 @@ impl Auth {
             return Err(Error::InvalidCredentials);
         }
         flight.settle();
-        if user.tfa_secret.is_some() {
-            // TOTP verification is not available yet: a TFA account cannot log in (fail closed).
-            return Err(Error::InvalidOtp);
+        if let Some(sealed) = &user.tfa_secret {
+            self.check_login_otp(user.id, sealed, req.otp.as_deref())
+                .await?;
         }
         self.probe.reached(Point::PasswordVerified).await;
         // The session opens only if the user is, at that moment, still active with the e-mail
@@ -896,6 +915,176 @@ impl Auth {
             self.end_all_sessions(f.user.id).await?;
         }
         Ok(())
+    }
+
+    /// The second factor of a login whose password was right: a current code (one step of
+    /// skew either way) of the user's secret, never one used before.
+    async fn check_login_otp(&self, user: Uuid, sealed: &str, otp: Option<&str>) -> Result<()> {
+        let otp = otp.ok_or(Error::InvalidOtp)?;
+        let Some(secret) = self.sealer.open(sealed) else {
+            tracing::warn!(%user, "a TFA secret does not open under this server's SECRET");
+            return Err(Error::InvalidOtp);
+        };
+        let step = tfa::check(&secret, otp, self.clock.now_ms()).ok_or(Error::InvalidOtp)?;
+        if self
+            .store
+            .change_tfa(user, TfaChange::UseStep(step))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::InvalidOtp)
+        }
+    }
+
+    /// `POST /users/me/tfa/generate`: a new secret for the caller, kept (sealed) until it is
+    /// enabled; the password is required for users who log in with one.
+    pub async fn tfa_generate(
+        &self,
+        acc: &Accountability,
+        body: &Map<String, Value>,
+    ) -> Result<(String, String)> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let state = self
+            .store
+            .tfa(user)
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        if state.provider == "default" {
+            let password = required_string(body, "password")?;
+            if !self
+                .passwords
+                .verify(password.to_owned(), state.password.clone())
+                .await?
+            {
+                return Err(Error::InvalidCredentials);
+            }
+        }
+        if state.secret.is_some() {
+            return Err(Error::payload("TFA Secret is already set for this user"));
+        }
+        let account = match (&state.email, &state.external_identifier) {
+            (Some(email), _) => email.clone(),
+            (None, _) if state.provider == "default" => {
+                return Err(Error::payload("User must have a valid email to enable TFA"));
+            }
+            (None, Some(external)) => external.clone(),
+            (None, None) => format!("user_{user}"),
+        };
+        let secret = tfa::new_secret();
+        if !self
+            .store
+            .change_tfa(user, TfaChange::Pending(self.sealer.seal(&secret)))
+            .await?
+        {
+            return Err(Error::payload("TFA Secret is already set for this user"));
+        }
+        let settings = self.store.settings().await?;
+        let issuer = settings
+            .get("project_name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .unwrap_or("Directus")
+            .to_owned();
+        let (issuer, account) = (uri_component(&issuer), uri_component(&account));
+        let url = format!(
+            "otpauth://totp/{issuer}:{account}?secret={secret}&period=30&digits=6&algorithm=SHA1&issuer={issuer}"
+        );
+        Ok((secret, url))
+    }
+
+    /// `POST /users/me/tfa/enable`: turns TFA on with the secret this user generated, given a
+    /// current code of it; `permit` is the caller's right to write its own `tfa_secret`,
+    /// asked once the request is otherwise valid.
+    pub async fn tfa_enable(
+        &self,
+        acc: &Accountability,
+        body: &Map<String, Value>,
+        permit: impl Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let secret = required_string(body, "secret")?;
+        let otp = required_string(body, "otp")?;
+        let state = self
+            .store
+            .tfa(user)
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        if state.secret.is_some() {
+            return Err(Error::payload("TFA Secret is already set for this user"));
+        }
+        let generated = state.pending.as_deref().and_then(|p| self.sealer.open(p));
+        let same = generated.is_some_and(|g| bool::from(g.as_bytes().ct_eq(secret.as_bytes())));
+        if !same {
+            return Err(Error::payload(
+                "\"secret\" is not the one generated for this user",
+            ));
+        }
+        let step = tfa::check(secret, otp, self.clock.now_ms())
+            .ok_or_else(|| Error::payload("\"otp\" is invalid"))?;
+        permit.await?;
+        let change = TfaChange::Enable {
+            secret: self.sealer.seal(secret),
+            pending: state.pending.unwrap_or_default(),
+            step,
+        };
+        if !self.store.change_tfa(user, change).await? {
+            return Err(Error::payload("\"otp\" is invalid"));
+        }
+        self.tfa_changed(user).await;
+        Ok(())
+    }
+
+    /// `POST /users/me/tfa/disable`: turns the caller's TFA off, given a code never used.
+    pub async fn tfa_disable(
+        &self,
+        acc: &Accountability,
+        body: &Map<String, Value>,
+        permit: impl Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let otp = required_string(body, "otp")?;
+        let state = self
+            .store
+            .tfa(user)
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        let Some(sealed) = state.secret else {
+            return Err(Error::payload(format!(
+                "User \"{user}\" doesn't have TFA enabled"
+            )));
+        };
+        let invalid = || Error::payload("\"otp\" is invalid");
+        let secret = self.sealer.open(&sealed).ok_or_else(invalid)?;
+        let step = tfa::check(&secret, otp, self.clock.now_ms()).ok_or_else(invalid)?;
+        permit.await?;
+        let change = TfaChange::Disable { step: Some(step) };
+        if !self.store.change_tfa(user, change).await? {
+            return Err(invalid());
+        }
+        self.tfa_changed(user).await;
+        Ok(())
+    }
+
+    /// `POST /users/:id/tfa/disable`: an admin turns a user's TFA off.
+    pub async fn tfa_disable_for(&self, acc: &Accountability, id: &str) -> Result<()> {
+        acc.user.ok_or(Error::InvalidCredentials)?;
+        if !acc.admin {
+            return Err(Error::Forbidden(None));
+        }
+        let user = Uuid::parse_str(id).map_err(|_| Error::Forbidden(None))?;
+        self.store
+            .change_tfa(user, TfaChange::Disable { step: None })
+            .await?;
+        self.tfa_changed(user).await;
+        Ok(())
+    }
+
+    /// After a TFA change: cached records of the user (its `tfa_secret` reads) are stale.
+    async fn tfa_changed(&self, user: Uuid) {
+        self.caches.invalidate();
+        crate::cache::announce(&*self.store, Change::Everything).await;
+        tracing::info!(%user, "two-factor login changed");
     }
 
     /// Ends every session of `user`.

@@ -318,6 +318,26 @@ impl Items {
         Ok(self.rule(c, acc, action).await?.is_some())
     }
 
+    /// Whether the caller may write `field` of item `key` (as an update naming only it would
+    /// be checked): the 403 Directus answers, or nothing.
+    pub async fn permit_field(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        key: &str,
+        field: &str,
+    ) -> Result<()> {
+        let rule = self.permitted(c, acc, Action::Update).await?;
+        rule.check_write(c.name, &[field])?;
+        let keys = [key.to_owned()];
+        self.check_reach(c, acc, &rule, Action::Update, &keys)
+            .await?;
+        if !rule.cases.is_empty() {
+            self.check_item_fields(c, &rule, &keys, &[field]).await?;
+        }
+        Ok(())
+    }
+
     /// The caller's rule, or the 403 Directus answers when nothing is granted for the action
     /// (worded as for a read: Directus builds its check as a query on the collection).
     async fn permitted(

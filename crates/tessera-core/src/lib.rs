@@ -17,6 +17,7 @@ pub mod probe;
 pub mod query;
 pub mod rules;
 pub mod tally;
+pub mod tfa;
 pub mod tokens;
 pub mod validate;
 

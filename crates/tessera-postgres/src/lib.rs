@@ -17,7 +17,10 @@ use postgres::{Client, NoTls, Statement};
 use tessera_sql::{Cell, Conn, Dialect, Engine, Param, Row, Scalar, SqlStore, conflict_field};
 use tessera_store::{Change, StoreError, StoreResult};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_tfa.sql")),
+];
 
 /// The advisory lock migrations are applied under.
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_616d;

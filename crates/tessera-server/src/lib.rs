@@ -368,6 +368,11 @@ pub fn router(state: AppState) -> Router {
             Op::new("get", "directus_users", "The caller's own user", Answer::Json(data(oas::item_schema(&USERS)))).query(FIELDS),
             Op::new("patch", "directus_users", "Update the caller's own user", Answer::JsonOr204(data(oas::item_schema(&USERS)))).query(FIELDS).body(oas::input_schema(&USERS)),
         ])
+        .route("/users/me/tfa/generate", post(items::tfa_generate), vec![Op::new("post", "directus_users", "A new TOTP secret for the caller (password required)", Answer::Json(data(json!({"type": "object", "properties": {"secret": {"type": "string"}, "otpauth_url": {"type": "string"}}})))).body(json!({"type": "object", "properties": {"password": {"type": "string"}}}))])
+        .route("/users/me/tfa/generate/", post(items::tfa_generate), vec![Op::new("post", "directus_users", "The same, with a trailing slash", Answer::Json(data(any()))).body(json!({"type": "object", "properties": {"password": {"type": "string"}}}))])
+        .route("/users/me/tfa/enable", post(items::tfa_enable), vec![Op::new("post", "directus_users", "Turn two-factor login on with the generated secret and a current code", Answer::Empty).body(json!({"type": "object", "properties": {"secret": {"type": "string"}, "otp": {"type": "string"}}}))])
+        .route("/users/me/tfa/disable", post(items::tfa_disable), vec![Op::new("post", "directus_users", "Turn the caller's two-factor login off with a current code", Answer::Empty).body(json!({"type": "object", "properties": {"otp": {"type": "string"}}}))])
+        .route("/users/{id}/tfa/disable", post(items::tfa_disable_for), vec![Op::new("post", "directus_users", "Turn a user's two-factor login off (admins)", Answer::Empty)])
         .route("/roles/me", get(items::roles_me), vec![Op::new("get", "directus_roles", "The caller's roles", Answer::Json(data(json!({"type": "array", "items": oas::item_schema(&ROLES)})))).query(FIELDS)])
         .route("/policies/me/globals", get(items::policy_globals), vec![Op::new("get", "directus_policies", "The caller's global access flags", Answer::Json(data(json!({"type": "object", "properties": {
             "app_access": {"type": "boolean"}, "admin_access": {"type": "boolean"}, "enforce_tfa": {"type": "boolean"}

@@ -362,6 +362,16 @@ impl<E: Engine> Store for SqlStore<E> {
         self.advances.submit(a, run).await
     }
 
+    async fn tfa(&self, user: Uuid) -> StoreResult<Option<tessera_store::TfaState>> {
+        self.engine.read(move |x| ops::tfa(x, user)).await
+    }
+
+    async fn change_tfa(&self, user: Uuid, change: tessera_store::TfaChange) -> StoreResult<bool> {
+        self.engine
+            .write(move |x| ops::change_tfa(x, user, &change))
+            .await
+    }
+
     async fn sessions_of(
         &self,
         user: Uuid,

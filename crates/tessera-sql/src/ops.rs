@@ -14,7 +14,7 @@ use tessera_store::{
     AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
     Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession,
     Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, SessionInfo, StoreError,
-    StoreResult, UserSummary, Values, Write, Written,
+    StoreResult, TfaChange, TfaState, UserSummary, Values, Write, Written,
 };
 use uuid::Uuid;
 
@@ -857,6 +857,75 @@ const PURGE_BATCH: u64 = 10_000;
 /// Deletes expired families in batches, skipping any another transaction holds (a user's
 /// sessions being ended, evicted or refreshed), so that the purge never waits for a lock and
 /// never takes part in a deadlock; what it skips goes next time.
+pub(crate) fn tfa(x: &mut dyn Conn, user: Uuid) -> StoreResult<Option<TfaState>> {
+    let mut q = Query::select();
+    q.columns(
+        [
+            "email",
+            "external_identifier",
+            "provider",
+            "password",
+            "tfa_secret",
+            "tfa_pending",
+            "tfa_last_step",
+        ]
+        .map(t),
+    )
+    .from(t(USERS))
+    .and_where(col("id").eq(user.to_string()));
+    Ok(row(x, &q)?.map(|r| TfaState {
+        email: text(&r, 0),
+        external_identifier: text(&r, 1),
+        provider: text(&r, 2).unwrap_or_default(),
+        password: text(&r, 3),
+        secret: text(&r, 4),
+        pending: text(&r, 5),
+        last_step: int(&r, 6),
+    }))
+}
+
+pub(crate) fn change_tfa(x: &mut dyn Conn, user: Uuid, change: &TfaChange) -> StoreResult<bool> {
+    let mut u = Query::update();
+    u.table(t(USERS)).and_where(col("id").eq(user.to_string()));
+    let unused = |step: i64| {
+        col("tfa_last_step")
+            .is_null()
+            .or(col("tfa_last_step").lt(step))
+    };
+    match change {
+        TfaChange::Pending(sealed) => {
+            u.value(t("tfa_pending"), sealed.clone())
+                .and_where(col("tfa_secret").is_null());
+        }
+        TfaChange::Enable {
+            secret,
+            pending,
+            step,
+        } => {
+            u.value(t("tfa_secret"), secret.clone())
+                .value(t("tfa_pending"), Expr::val(Option::<String>::None))
+                .value(t("tfa_last_step"), *step)
+                .and_where(col("tfa_secret").is_null())
+                .and_where(col("tfa_pending").eq(pending.clone()));
+        }
+        TfaChange::Disable { step } => {
+            u.value(t("tfa_secret"), Expr::val(Option::<String>::None))
+                .value(t("tfa_pending"), Expr::val(Option::<String>::None))
+                .value(t("tfa_last_step"), Expr::val(Option::<i64>::None))
+                .and_where(col("tfa_secret").is_not_null());
+            if let Some(step) = step {
+                u.and_where(unused(*step));
+            }
+        }
+        TfaChange::UseStep(step) => {
+            u.value(t("tfa_last_step"), *step)
+                .and_where(col("tfa_secret").is_not_null())
+                .and_where(unused(*step));
+        }
+    }
+    Ok(run(x, &u)? == 1)
+}
+
 pub(crate) fn sessions_of(
     x: &mut dyn Conn,
     user: Uuid,

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_session_families.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_tfa.sql")),
 ];
 
 const MAX_IDLE_READERS: usize = 8;

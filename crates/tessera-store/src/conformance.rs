@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             expired_sessions_are_purged,
             announcements_go_out,
             filters_mean_the_same_in_sql_and_in_memory,
+            tfa_changes_apply_only_where_the_state_allows,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
@@ -1131,6 +1132,55 @@ pub async fn announcements_go_out(s: Arc<dyn Store>) {
     s.announce(crate::Change::FamilyEnded(Uuid::new_v4()))
         .await
         .unwrap();
+}
+
+pub async fn tfa_changes_apply_only_where_the_state_allows(s: Arc<dyn Store>) {
+    use crate::TfaChange;
+    let user = Uuid::new_v4();
+    s.write(
+        vec![insert(
+            &USERS,
+            json!({"id": user.to_string(), "email": "t@example.com"}),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let change = |c: TfaChange| {
+        let s = s.clone();
+        async move { s.change_tfa(user, c).await.unwrap() }
+    };
+    let enable = |pending: &str, step| TfaChange::Enable {
+        secret: "sealed".into(),
+        pending: pending.into(),
+        step,
+    };
+    assert!(
+        !change(TfaChange::UseStep(1)).await,
+        "no TFA, no step to use"
+    );
+    assert!(change(TfaChange::Pending("p1".into())).await);
+    assert!(
+        !change(enable("other", 5)).await,
+        "only the pending secret enables"
+    );
+    assert!(change(enable("p1", 5)).await);
+    let state = s.tfa(user).await.unwrap().unwrap();
+    assert_eq!(state.secret.as_deref(), Some("sealed"));
+    assert_eq!(state.pending, None);
+    assert_eq!(state.last_step, Some(5));
+    assert!(!change(TfaChange::Pending("p2".into())).await, "TFA is on");
+    assert!(!change(TfaChange::UseStep(5)).await, "a step is good once");
+    assert!(!change(TfaChange::UseStep(4)).await);
+    assert!(change(TfaChange::UseStep(6)).await);
+    assert!(!change(TfaChange::Disable { step: Some(6) }).await);
+    assert!(change(TfaChange::Disable { step: Some(7) }).await);
+    assert_eq!(s.tfa(user).await.unwrap().unwrap().secret, None);
+    assert!(
+        !change(TfaChange::Disable { step: None }).await,
+        "already off"
+    );
+    assert!(s.tfa(Uuid::new_v4()).await.unwrap().is_none());
 }
 
 /// A small deterministic generator (xorshift), so a failing case names its seed.

@@ -240,6 +240,61 @@ pub enum FamilyChange {
     End,
 }
 
+/// A user's two-factor state, and what `/users/me/tfa/generate` needs to know of the user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TfaState {
+    pub email: Option<String>,
+    pub external_identifier: Option<String>,
+    pub provider: String,
+    pub password: Option<String>,
+    /// The enabled secret, as stored (sealed).
+    pub secret: Option<String>,
+    /// A secret generated and not yet enabled, as stored (sealed).
+    pub pending: Option<String>,
+    /// The last TOTP step a code was accepted for.
+    pub last_step: Option<i64>,
+}
+
+impl std::fmt::Debug for TfaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TfaState")
+            .field("provider", &self.provider)
+            .field("enabled", &self.secret.is_some())
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A two-factor change, written only if the user's state still allows it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TfaChange {
+    /// Keep a generated secret (sealed) until it is enabled; only while none is enabled.
+    Pending(String),
+    /// Enable `secret` (sealed), if TFA is off and the pending secret is still `pending`;
+    /// `step` is used.
+    Enable {
+        secret: String,
+        pending: String,
+        step: i64,
+    },
+    /// Turn TFA off, if it is on and (when a code was given) its `step` is newer than the
+    /// last one used.
+    Disable { step: Option<i64> },
+    /// Use `step` for a login, if TFA is on and the step is newer than the last one used.
+    UseStep(i64),
+}
+
+impl std::fmt::Debug for TfaChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TfaChange::Pending(_) => f.write_str("Pending"),
+            TfaChange::Enable { step, .. } => write!(f, "Enable {{ step: {step} }}"),
+            TfaChange::Disable { step } => write!(f, "Disable {{ step: {step:?} }}"),
+            TfaChange::UseStep(step) => write!(f, "UseStep({step})"),
+        }
+    }
+}
+
 /// One live session of a user, as its owner may see it (never a token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -458,6 +513,10 @@ pub trait Store: Send + Sync + 'static {
     /// it is now), and `None`, having written nothing, otherwise. Also sets the user's
     /// `last_access`, as `change_family` does.
     async fn advance_live(&self, a: LiveAdvance) -> StoreResult<Option<Principal>>;
+    /// A user's two-factor state (`None` when there is no such user).
+    async fn tfa(&self, user: Uuid) -> StoreResult<Option<TfaState>>;
+    /// Applies a two-factor change if the user's state allows it; whether it did.
+    async fn change_tfa(&self, user: Uuid, change: TfaChange) -> StoreResult<bool>;
     /// The user's families unexpired at `now_ms`, most recently used first.
     async fn sessions_of(&self, user: Uuid, now_ms: i64) -> StoreResult<Vec<SessionInfo>>;
     /// Deletes families that expired before `now_ms`.

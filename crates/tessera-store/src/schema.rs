@@ -390,6 +390,8 @@ pub static TABLES: &[Table] = &[
             "text_direction",
             "failed_logins",
             "login_locked_until",
+            "tfa_pending",
+            "tfa_last_step",
         ],
         copy_key: true,
         later: &[],

@@ -141,6 +141,50 @@ pub async fn items_of(Path(path): Path<Vec<(String, String)>>) -> ApiResult<Resp
     Err(Items::no_items(collection).into())
 }
 
+/// `POST /users/me/tfa/generate`.
+pub async fn tfa_generate(
+    State(s): State<AppState>,
+    Extension(acc): Caller,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let (secret, url) = s.auth.tfa_generate(&acc, &body.object()).await?;
+    Ok(Data(json!({"secret": secret, "otpauth_url": url})).into_response())
+}
+
+/// `POST /users/me/tfa/enable`.
+pub async fn tfa_enable(
+    State(s): State<AppState>,
+    Extension(acc): Caller,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let key = acc.user.map(|u| u.to_string()).unwrap_or_default();
+    let permit = s.items.permit_field(&USERS, &acc, &key, "tfa_secret");
+    s.auth.tfa_enable(&acc, &body.object(), permit).await?;
+    Ok(no_content())
+}
+
+/// `POST /users/me/tfa/disable`.
+pub async fn tfa_disable(
+    State(s): State<AppState>,
+    Extension(acc): Caller,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let key = acc.user.map(|u| u.to_string()).unwrap_or_default();
+    let permit = s.items.permit_field(&USERS, &acc, &key, "tfa_secret");
+    s.auth.tfa_disable(&acc, &body.object(), permit).await?;
+    Ok(no_content())
+}
+
+/// `POST /users/:id/tfa/disable` (admins).
+pub async fn tfa_disable_for(
+    State(s): State<AppState>,
+    Extension(acc): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    s.auth.tfa_disable_for(&acc, &id).await?;
+    Ok(no_content())
+}
+
 /// `GET /users/me`.
 pub async fn me(
     State(s): State<AppState>,

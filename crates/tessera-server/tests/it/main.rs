@@ -15,5 +15,6 @@ mod permissions;
 mod refresh;
 mod server_routes;
 mod sessions;
+mod tfa;
 mod tokens;
 mod users;

@@ -14,6 +14,7 @@ mod reuse;
 mod rights;
 mod storage;
 mod suspension;
+mod tfa;
 mod writes;
 
 use std::sync::Arc;
