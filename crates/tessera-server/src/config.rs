@@ -117,6 +117,10 @@ pub struct Config {
     /// (admins always may).
     pub metrics_tokens: Vec<String>,
     pub log_level: String,
+    /// `CORS_*`, when `CORS_ENABLED`.
+    pub cors: Option<crate::headers::Cors>,
+    /// `HSTS_ENABLED`: whether answers carry `Strict-Transport-Security`.
+    pub hsts_enabled: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -285,6 +289,48 @@ impl Vars<'_> {
 
 /// `DB_CONNECTION_STRING`, or `DB_HOST`, `DB_PORT`, `DB_DATABASE`, `DB_USER`, `DB_PASSWORD`
 /// (the string wins where both are given), and `DB_POOL__MAX` / `DB_POOL__MIN`.
+/// `CORS_*` as Directus reads them: off unless `CORS_ENABLED`; `CORS_ORIGIN` `true` (any
+/// origin, reflected), `false` (none), or a comma list of origins and `/regular expressions/`.
+fn cors_settings(v: &Vars<'_>) -> Result<Option<crate::headers::Cors>, ConfigError> {
+    use crate::headers::{Cors, OriginRule, Origins};
+    if !v.boolean("CORS_ENABLED", false)? {
+        return Ok(None);
+    }
+    let origins = match v.string("CORS_ORIGIN").as_deref().map(str::trim) {
+        None | Some("false") => Origins::Some(Vec::new()),
+        Some("true") => Origins::Any,
+        Some(whole) if whole.len() > 2 && whole.starts_with('/') && whole.ends_with('/') => {
+            Origins::Some(vec![
+                OriginRule::parse(whole).map_err(|e| bad("CORS_ORIGIN", e))?,
+            ])
+        }
+        Some(list) => Origins::Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(OriginRule::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("CORS_ORIGIN", e))?,
+        ),
+    };
+    let list = |key: &str, default: &str| -> Option<String> {
+        match v.raw(key) {
+            None => Some(default.to_owned()),
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(s.trim().to_owned()),
+        }
+    };
+    Ok(Some(Cors {
+        origins,
+        methods: list("CORS_METHODS", "GET,POST,PATCH,DELETE")
+            .unwrap_or_else(|| "GET,POST,PATCH,DELETE".into()),
+        allowed_headers: list("CORS_ALLOWED_HEADERS", "Content-Type,Authorization"),
+        exposed_headers: list("CORS_EXPOSED_HEADERS", "Content-Range"),
+        credentials: v.boolean("CORS_CREDENTIALS", true)?,
+        max_age: Some(v.number("CORS_MAX_AGE", 18_000u64)?),
+    }))
+}
+
 fn postgres_settings(v: &Vars<'_>) -> Result<tessera_postgres::Settings, ConfigError> {
     if let Some(key) = v.0.keys().find(|k| k.starts_with("DB_SSL")) {
         return Err(bad(
@@ -452,6 +498,8 @@ impl Config {
                 })
                 .unwrap_or_default(),
             log_level: v.string("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+            cors: cors_settings(&v)?,
+            hsts_enabled: v.boolean("HSTS_ENABLED", false)?,
         })
     }
 }

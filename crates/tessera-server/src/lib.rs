@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+mod headers;
 pub mod http;
 mod listen;
 mod metrics;
@@ -19,7 +20,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::{Next, from_fn_with_state, map_response};
+use axum::middleware::{Next, from_fn_with_state, map_response, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tessera_core::Error;
@@ -428,7 +429,11 @@ pub fn router(state: AppState) -> Router {
     } else {
         router
     };
-    router.layer(map_response(powered_by)).with_state(state)
+    router
+        .layer(from_fn_with_state(state.clone(), headers::cors))
+        .layer(map_response(powered_by))
+        .layer(map_response_with_state(state.clone(), headers::security))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests. Expired sessions are

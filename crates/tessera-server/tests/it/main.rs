@@ -5,6 +5,7 @@ mod adversarial;
 mod bad_input;
 mod common;
 mod config;
+mod cors;
 mod lifecycle;
 mod limits;
 mod login;
