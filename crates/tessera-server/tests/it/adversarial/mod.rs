@@ -8,6 +8,7 @@ mod database;
 mod files;
 mod input;
 mod instances;
+mod interleavings;
 mod lockout;
 mod permissions;
 mod reuse;
