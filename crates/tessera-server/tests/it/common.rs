@@ -445,6 +445,13 @@ impl TestServer {
         .await
     }
 
+    /// Creates an item as the static admin (`POST <path>`); returns its key.
+    pub async fn make(&self, path: &str, body: Value) -> Value {
+        let r = self.admin("POST", path, Some(body)).await;
+        assert_eq!(r.status, 200, "POST {path}: {}", r.text);
+        r.body["data"]["id"].clone()
+    }
+
     /// Creates an active user with `email`/`password` and no role; returns its id.
     pub async fn user(&self, email: &str, password: &str) -> String {
         self.create_user(json!({"email": email, "password": password, "status": "active"}))

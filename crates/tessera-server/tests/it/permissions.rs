@@ -56,22 +56,17 @@ async fn creds(s: &TestServer, email: &str, password: &str, token: &str) -> Vec<
     ]
 }
 
-/// Creates an item as the admin and returns its key.
-async fn make(s: &TestServer, path: &str, body: Value) -> Value {
-    let r = s.admin("POST", path, Some(body)).await;
-    assert_eq!(r.status, 200, "POST {path}: {}", r.text);
-    r.body["data"]["id"].clone()
-}
-
 /// A role with one policy attached (app access as given); returns (role, policy).
 async fn role_with_policy(s: &TestServer, name: &str, app: bool) -> (String, String) {
-    let policy = make(s, "/policies", json!({"name": name, "app_access": app})).await;
-    let role = make(
-        s,
-        "/roles",
-        json!({"name": name, "policies": {"create": [{"policy": policy}]}}),
-    )
-    .await;
+    let policy = s
+        .make("/policies", json!({"name": name, "app_access": app}))
+        .await;
+    let role = s
+        .make(
+            "/roles",
+            json!({"name": name, "policies": {"create": [{"policy": policy}]}}),
+        )
+        .await;
     (
         role.as_str().unwrap().to_owned(),
         policy.as_str().unwrap().to_owned(),
@@ -89,7 +84,7 @@ async fn grant(
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    make(s, "/permissions", body).await
+    s.make("/permissions", body).await
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -172,8 +167,8 @@ async fn a_custom_read_rule_limits_items_and_fields_for_every_kind_of_token() {
 #[tokio::test]
 async fn attaching_and_detaching_a_policy_takes_effect_at_once_even_for_an_issued_jwt() {
     let s = TestServer::spawn(&[]).await;
-    let role = make(&s, "/roles", json!({"name": "Late"})).await;
-    let policy = make(&s, "/policies", json!({"name": "Roles reader"})).await;
+    let role = s.make("/roles", json!({"name": "Late"})).await;
+    let policy = s.make("/policies", json!({"name": "Roles reader"})).await;
     grant(
         &s,
         policy.as_str().unwrap(),
@@ -197,7 +192,9 @@ async fn attaching_and_detaching_a_policy_takes_effect_at_once_even_for_an_issue
     for c in &creds {
         assert_eq!(c.get(&s, "/roles").await.status, 403, "{}", c.name());
     }
-    let access = make(&s, "/access", json!({"role": role, "policy": policy})).await;
+    let access = s
+        .make("/access", json!({"role": role, "policy": policy}))
+        .await;
     for c in &creds {
         let r = c.get(&s, "/roles").await;
         assert_eq!(r.status, 200, "{}: {}", c.name(), r.text);
@@ -386,8 +383,9 @@ async fn validation_presets_and_field_level_writes() {
 async fn fields_granted_under_a_filter_show_on_those_items_only() {
     let s = TestServer::spawn(&[]).await;
     let (role, policy) = role_with_policy(&s, "Peers", false).await;
-    let other = make(&s, "/policies", json!({"name": "Own row"})).await;
-    make(&s, "/access", json!({"role": role, "policy": other})).await;
+    let other = s.make("/policies", json!({"name": "Own row"})).await;
+    s.make("/access", json!({"role": role, "policy": other}))
+        .await;
     grant(
         &s,
         &policy,
@@ -600,7 +598,7 @@ async fn batch_updates_and_deletes_in_every_form() {
 #[tokio::test]
 async fn nested_policies_are_created_and_deleted_through_the_user() {
     let s = TestServer::spawn(&[]).await;
-    let policy = make(&s, "/policies", json!({"name": "Nested"})).await;
+    let policy = s.make("/policies", json!({"name": "Nested"})).await;
     let uid = s.user("nested@example.com", "Nested-Pass-1").await;
     let r = s
         .admin(
@@ -749,7 +747,7 @@ async fn the_callers_own_views() {
 #[tokio::test]
 async fn bad_permission_rows_and_queries_are_refused_without_a_server_error() {
     let s = TestServer::spawn(&[]).await;
-    let policy = make(&s, "/policies", json!({"name": "Bad"})).await;
+    let policy = s.make("/policies", json!({"name": "Bad"})).await;
     for body in [
         json!({"policy": policy, "collection": "directus_users", "action": "fly"}),
         json!({"policy": policy, "collection": "directus_users", "action": "read", "permissions": []}),
@@ -804,8 +802,8 @@ const PUBLIC_POLICY: &str = "abf8a154-5b1c-4a46-ac9c-7300570f4f17";
 #[tokio::test]
 async fn deep_queries_shape_relations_and_are_checked_like_any_query() {
     let s = TestServer::spawn(&[]).await;
-    let one = make(&s, "/policies", json!({"name": "Deep one"})).await;
-    let two = make(&s, "/policies", json!({"name": "Deep two"})).await;
+    let one = s.make("/policies", json!({"name": "Deep one"})).await;
+    let two = s.make("/policies", json!({"name": "Deep two"})).await;
     let uid = s
         .create_user(json!({"email": "deep@example.com",
             "policies": {"create": [{"policy": one, "sort": 1}, {"policy": two, "sort": 2}]}}))
@@ -877,18 +875,18 @@ async fn items_of_any_collection_are_refused() {
 #[tokio::test]
 async fn ip_access_drops_a_policy_for_requests_from_elsewhere() {
     let s = TestServer::spawn(&[]).await;
-    let policy = make(
-        &s,
-        "/policies",
-        json!({"name": "Office only", "ip_access": ["10.0.0.0/8"]}),
-    )
-    .await;
-    let role = make(
-        &s,
-        "/roles",
-        json!({"name": "Office", "policies": {"create": [{"policy": policy}]}}),
-    )
-    .await;
+    let policy = s
+        .make(
+            "/policies",
+            json!({"name": "Office only", "ip_access": ["10.0.0.0/8"]}),
+        )
+        .await;
+    let role = s
+        .make(
+            "/roles",
+            json!({"name": "Office", "policies": {"create": [{"policy": policy}]}}),
+        )
+        .await;
     grant(
         &s,
         policy.as_str().unwrap(),

@@ -9,22 +9,16 @@ use super::*;
 const EMAIL: &str = "narrow@example.com";
 const PASSWORD: &str = "Narrow-Pass-12";
 
-async fn made(s: &TestServer, path: &str, body: Value) -> Value {
-    let r = s.admin("POST", path, Some(body)).await;
-    assert_eq!(r.status, 200, "POST {path}: {}", r.text);
-    r.body["data"]["id"].clone()
-}
-
 /// A user whose policy reads users' `id` and `first_name` and updates its own `first_name`;
 /// returns (user id, its JWT).
 async fn narrow_user(s: &TestServer) -> (String, String) {
-    let policy = made(s, "/policies", json!({"name": "Narrow"})).await;
-    let role = made(
-        s,
-        "/roles",
-        json!({"name": "Narrow", "policies": {"create": [{"policy": policy}]}}),
-    )
-    .await;
+    let policy = s.make("/policies", json!({"name": "Narrow"})).await;
+    let role = s
+        .make(
+            "/roles",
+            json!({"name": "Narrow", "policies": {"create": [{"policy": policy}]}}),
+        )
+        .await;
     for (action, extra) in [
         ("read", json!({"fields": ["id", "first_name"]})),
         (
@@ -36,7 +30,7 @@ async fn narrow_user(s: &TestServer) -> (String, String) {
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        made(s, "/permissions", body).await;
+        s.make("/permissions", body).await;
     }
     let id = s
         .create_user(json!({"email": EMAIL, "password": PASSWORD, "role": role}))
@@ -194,27 +188,23 @@ async fn a_batch_smuggling_one_unreachable_key_changes_nothing() {
 #[tokio::test]
 async fn rules_naming_the_callers_data_follow_it_and_a_write_it_cannot_read_back_answers_204() {
     let s = TestServer::spawn(&[]).await;
-    let policy = made(&s, "/policies", json!({"name": "Team"})).await;
-    let role = made(
-        &s,
-        "/roles",
-        json!({"name": "Team blue", "policies": {"create": [{"policy": policy}]}}),
-    )
-    .await;
-    made(
-        &s,
-        "/permissions",
+    let policy = s.make("/policies", json!({"name": "Team"})).await;
+    let role = s
+        .make(
+            "/roles",
+            json!({"name": "Team blue", "policies": {"create": [{"policy": policy}]}}),
+        )
+        .await;
+    s.make("/permissions",
         json!({"policy": policy, "collection": "directus_roles", "action": "read", "fields": ["id", "name"],
             "permissions": {"name": {"_eq": "$CURRENT_USER.role.name"}}}),
     )
     .await;
-    made(
-        &s,
-        "/permissions",
+    s.make("/permissions",
         json!({"policy": policy, "collection": "directus_roles", "action": "create", "fields": ["name"]}),
     )
     .await;
-    made(&s, "/roles", json!({"name": "Team red"})).await;
+    s.make("/roles", json!({"name": "Team red"})).await;
     s.create_user(json!({"email": EMAIL, "password": PASSWORD, "role": role}))
         .await;
     let jwt = access_of(&s.login(EMAIL, PASSWORD, None).await);
@@ -278,7 +268,7 @@ async fn an_admin_policy_attached_to_nobody_makes_no_anonymous_admin() {
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
     // Attached to nobody as well: neither anonymous callers nor role-less users become admins.
-    made(&s, "/access", json!({"policy": policy})).await;
+    s.make("/access", json!({"policy": policy})).await;
     // (Its app access does apply: the minimal app rules show an anonymous caller no user.)
     let r = s.call("GET", "/users", &[], None).await;
     assert_eq!(r.body["data"], json!([]), "{}", r.text);
@@ -309,16 +299,17 @@ async fn an_admin_policy_attached_to_nobody_makes_no_anonymous_admin() {
 /// A role with app access whose users also get `extra` permission rows on `directus_users`;
 /// returns the role.
 async fn role_with_rows(s: &TestServer, name: &str, rows: &[(&str, Value)]) -> Value {
-    let policy = made(s, "/policies", json!({"name": name, "app_access": true})).await;
+    let policy = s
+        .make("/policies", json!({"name": name, "app_access": true}))
+        .await;
     for (action, extra) in rows {
         let mut body = json!({"policy": policy, "collection": "directus_users", "action": action});
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        made(s, "/permissions", body).await;
+        s.make("/permissions", body).await;
     }
-    made(
-        s,
+    s.make(
         "/roles",
         json!({"name": name, "policies": {"create": [{"policy": policy}]}}),
     )
@@ -484,8 +475,8 @@ async fn oversized_batches_role_cycles_in_one_batch_and_sorting_on_secrets_are_r
     assert_eq!(r.status, 400, "{}", r.text);
     let r = s.admin("DELETE", "/users", Some(json!(keys))).await;
     assert_eq!(r.status, 400, "{}", r.text);
-    let a = made(&s, "/roles", json!({"name": "A"})).await;
-    let b = made(&s, "/roles", json!({"name": "B"})).await;
+    let a = s.make("/roles", json!({"name": "A"})).await;
+    let b = s.make("/roles", json!({"name": "B"})).await;
     let r = s
         .admin(
             "PATCH",
