@@ -299,16 +299,10 @@ fn cors_settings(v: &Vars<'_>) -> Result<Option<crate::headers::Cors>, ConfigErr
     let origins = match v.string("CORS_ORIGIN").as_deref().map(str::trim) {
         None | Some("false") => Origins::Some(Vec::new()),
         Some("true") => Origins::Any,
-        Some(whole) if whole.len() > 2 && whole.starts_with('/') && whole.ends_with('/') => {
-            Origins::Some(vec![
-                OriginRule::parse(whole).map_err(|e| bad("CORS_ORIGIN", e))?,
-            ])
-        }
         Some(list) => Origins::Some(
-            list.split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(OriginRule::parse)
+            crate::headers::origin_entries(list)
+                .iter()
+                .map(|e| OriginRule::parse(e))
                 .collect::<Result<_, _>>()
                 .map_err(|e| bad("CORS_ORIGIN", e))?,
         ),
@@ -327,7 +321,7 @@ fn cors_settings(v: &Vars<'_>) -> Result<Option<crate::headers::Cors>, ConfigErr
         allowed_headers: list("CORS_ALLOWED_HEADERS", "Content-Type,Authorization"),
         exposed_headers: list("CORS_EXPOSED_HEADERS", "Content-Range"),
         credentials: v.boolean("CORS_CREDENTIALS", true)?,
-        max_age: Some(v.number("CORS_MAX_AGE", 18_000u64)?),
+        max_age: v.number("CORS_MAX_AGE", 18_000)?,
     }))
 }
 

@@ -35,6 +35,27 @@ const SECURITY: &[(&str, &str)] = &[
     ("x-xss-protection", "0"),
 ];
 
+/// Splits `CORS_ORIGIN` at its commas, except those inside a `/regular expression/`.
+pub fn origin_entries(list: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for piece in list.split(',') {
+        match out.last_mut() {
+            Some(last) if open => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.trim_start().to_owned()),
+        }
+        let last = out.last().map(String::as_str).unwrap_or_default();
+        open = last.starts_with('/') && (last.len() < 2 || !last.trim_end().ends_with('/'));
+    }
+    out.into_iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
 /// Which origins CORS lets read answers.
 #[derive(Debug, Clone)]
 pub enum Origins {
@@ -52,12 +73,15 @@ pub enum OriginRule {
 }
 
 impl OriginRule {
-    /// Reads an entry: `/…/` is a regular expression, anything else an exact origin.
+    /// Reads an entry: `/…/` is a regular expression that must match the whole origin,
+    /// anything else an exact origin.
     pub fn parse(entry: &str) -> Result<Self, String> {
         match entry.strip_prefix('/').and_then(|e| e.strip_suffix('/')) {
-            Some(pattern) if !pattern.is_empty() => fancy_regex::Regex::new(pattern)
-                .map(OriginRule::Pattern)
-                .map_err(|e| e.to_string()),
+            Some(pattern) if !pattern.is_empty() => {
+                fancy_regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map(OriginRule::Pattern)
+                    .map_err(|e| e.to_string())
+            }
             _ => Ok(OriginRule::Exact(entry.to_owned())),
         }
     }
@@ -79,11 +103,17 @@ pub struct Cors {
     pub allowed_headers: Option<String>,
     pub exposed_headers: Option<String>,
     pub credentials: bool,
-    pub max_age: Option<u64>,
+    /// How long a preflight's answer holds (s).
+    pub max_age: u64,
 }
 
 impl Cors {
+    /// Whether answers may be read by `origin`. The opaque origin `null` (sandboxed frames,
+    /// `file:` pages, some redirects) stands for no one in particular and is never allowed.
     fn allows(&self, origin: &str) -> bool {
+        if origin == "null" {
+            return false;
+        }
         match &self.origins {
             Origins::Any => true,
             Origins::Some(rules) => rules.iter().any(|r| r.matches(origin)),
@@ -152,9 +182,7 @@ pub async fn cors(State(s): State<AppState>, req: Request, next: Next) -> Respon
             }
             (None, None) => {}
         }
-        if let Some(age) = cors.max_age {
-            put(h, "access-control-max-age", &age.to_string());
-        }
+        put(h, "access-control-max-age", &cors.max_age.to_string());
         put(h, "content-length", "0");
         res
     } else {
@@ -193,4 +221,31 @@ pub async fn security(State(s): State<AppState>, mut res: Response) -> Response 
         );
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_origins_and_lists_keep_their_regexes() {
+        let rule = OriginRule::parse(r"/https://app\.example\.com/").unwrap();
+        assert!(rule.matches("https://app.example.com"));
+        assert!(!rule.matches("https://app.example.com.evil.net"));
+        assert!(!rule.matches("evil-https://app.example.com"));
+        assert_eq!(
+            origin_entries(r"http://a.example, /^https://(x|y){1,2}\.b$/,/c/"),
+            ["http://a.example", r"/^https://(x|y){1,2}\.b$/", "/c/"]
+        );
+        let any = Cors {
+            origins: Origins::Any,
+            methods: String::new(),
+            allowed_headers: None,
+            exposed_headers: None,
+            credentials: true,
+            max_age: 0,
+        };
+        assert!(any.allows("https://whoever.example"));
+        assert!(!any.allows("null"));
+    }
 }

@@ -92,6 +92,7 @@ async fn cors_allows_listed_origins_and_patterns_only() {
     for origin in [
         "http://evil.example",
         "https://blue.team.example.evil",
+        "http://app.example.evil",
         "null",
     ] {
         let r = s
@@ -139,6 +140,36 @@ async fn cors_allows_listed_origins_and_patterns_only() {
         Some("http://whoever.example")
     );
     assert_eq!(header(&r, "access-control-allow-credentials"), None);
+    // `null` (a sandboxed frame, a file: page) is nobody in particular: never allowed.
+    let r = any
+        .call("GET", "/server/ping", &[("origin", "null")], None)
+        .await;
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    // A pattern matches whole origins only, even written without anchors; a list keeps
+    // each of its patterns.
+    let patterns = TestServer::spawn(&[
+        ("CORS_ENABLED", "true"),
+        (
+            "CORS_ORIGIN",
+            r"/https://app\.example/,/https://(a|b)\.example/",
+        ),
+    ])
+    .await;
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://b.example", true),
+        ("https://app.example.evil.net", false),
+        ("https://evil.net/?https://app.example", false),
+    ] {
+        let r = patterns
+            .call("GET", "/server/ping", &[("origin", origin)], None)
+            .await;
+        assert_eq!(
+            header(&r, "access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}"
+        );
+    }
 }
 
 /// Chromium, installed by `scripts/chromium`; `None` (said loudly) where it cannot be, which
