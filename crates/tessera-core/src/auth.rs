@@ -403,6 +403,9 @@ fn successor_of(secret: &[u8], f: &Family) -> String {
     successor(secret, live).expect("a stored generation is at most i64::MAX")
 }
 
+/// How long a generated TOTP secret may be enabled.
+const TFA_PENDING_MS: i64 = 10 * 60 * 1000;
+
 /// Percent-encodes as JavaScript's `encodeURIComponent` does.
 fn uri_component(text: &str) -> String {
     let mut out = String::new();
@@ -555,47 +558,21 @@ impl Auth {
             ticket.verify(password, None).await?;
             return Err(Error::InvalidCredentials);
         };
-        let limit = self.login_attempt_limit().await?;
-        let admin = self
-            .global_access(user.role, Some(user.id), None)
-            .await?
-            .admin;
-        let mut flight = self.in_flight.enter(user.id);
-        let in_flight = flight.count;
-        let now = self.clock.now_ms();
-        let decide = move |s: &LoginState| attempt(limit, admin, now, s, in_flight).1;
-        let state = self.store.login_attempt(user.id, Box::new(decide)).await?;
-        let outcome = state.map(|s| attempt(limit, admin, now, &s, in_flight).0);
-        self.probe.reached(Point::AttemptJudged).await;
-        let seen = match outcome {
-            Some(Attempt::Check { seen }) => seen,
-            // A refused attempt leaves the count in flight before its (dummy) hash: only real
-            // checks hold a place there.
-            Some(Attempt::Suspend) => {
-                drop(flight);
-                self.caches.invalidate();
-                crate::cache::announce(&*self.store, Change::Everything).await;
-                tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
-                ticket.verify(password, None).await?;
-                return Err(Error::InvalidCredentials);
+        let (mut flight, seen) = self.check_password(&user, password, ticket).await?;
+        // The second factor is part of the check: a wrong or missing code counts as a failed
+        // login (as in Directus), so codes cannot be guessed past the attempt limit.
+        if let Some(sealed) = &user.tfa_secret
+            && let Err(e) = self
+                .check_login_otp(user.id, sealed, req.otp.as_deref())
+                .await
+        {
+            if matches!(e, Error::InvalidOtp) {
+                self.store.record_login_failure(user.id).await?;
             }
-            Some(Attempt::Refuse) | None => {
-                drop(flight);
-                ticket.verify(password, None).await?;
-                return Err(Error::InvalidCredentials);
-            }
-        };
-        flight.checking(&self.store);
-        if !ticket.verify(password, user.password.clone()).await? {
-            self.store.record_login_failure(user.id).await?;
             flight.settle();
-            return Err(Error::InvalidCredentials);
+            return Err(e);
         }
         flight.settle();
-        if let Some(sealed) = &user.tfa_secret {
-            self.check_login_otp(user.id, sealed, req.otp.as_deref())
-                .await?;
-        }
         self.probe.reached(Point::PasswordVerified).await;
         // The session opens only if the user is, at that moment, still active with the e-mail
         // and password just verified: a suspension or a change of credentials made while the
@@ -911,10 +888,62 @@ impl Auth {
             return Ok(());
         };
         self.family_ended(family_id).await;
-        if scope == LogoutScope::All {
+        // Only the live token speaks for its user: a spent one (picked from an old cookie jar
+        // or a log) ends its own session at most, never the user's others.
+        if scope == LogoutScope::All && verdict(&f, &p, now, grace) == Verdict::Live {
             self.end_all_sessions(f.user.id).await?;
         }
         Ok(())
+    }
+
+    /// Checks `password` for `user` under the attempt limit: the attempt is judged first
+    /// (refused, or the user suspended, past the limit; each answer costs one hash), and a
+    /// wrong password or an abandoned check counts as a failure. On a right password, the
+    /// attempt is returned still in flight (to be settled by the caller) with the failures it
+    /// saw.
+    async fn check_password(
+        &self,
+        user: &LoginUser,
+        password: String,
+        ticket: crate::password::Ticket,
+    ) -> Result<(Flight, i64)> {
+        let limit = self.login_attempt_limit().await?;
+        let admin = self
+            .global_access(user.role, Some(user.id), None)
+            .await?
+            .admin;
+        let mut flight = self.in_flight.enter(user.id);
+        let in_flight = flight.count;
+        let now = self.clock.now_ms();
+        let decide = move |s: &LoginState| attempt(limit, admin, now, s, in_flight).1;
+        let state = self.store.login_attempt(user.id, Box::new(decide)).await?;
+        let outcome = state.map(|s| attempt(limit, admin, now, &s, in_flight).0);
+        self.probe.reached(Point::AttemptJudged).await;
+        let seen = match outcome {
+            Some(Attempt::Check { seen }) => seen,
+            // A refused attempt leaves the count in flight before its (dummy) hash: only real
+            // checks hold a place there.
+            Some(Attempt::Suspend) => {
+                drop(flight);
+                self.caches.invalidate();
+                crate::cache::announce(&*self.store, Change::Everything).await;
+                tracing::warn!(user = %user.id, "login attempts exhausted: user suspended");
+                ticket.verify(password, None).await?;
+                return Err(Error::InvalidCredentials);
+            }
+            Some(Attempt::Refuse) | None => {
+                drop(flight);
+                ticket.verify(password, None).await?;
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        flight.checking(&self.store);
+        if !ticket.verify(password, user.password.clone()).await? {
+            self.store.record_login_failure(user.id).await?;
+            flight.settle();
+            return Err(Error::InvalidCredentials);
+        }
+        Ok((flight, seen))
     }
 
     /// The second factor of a login whose password was right: a current code (one step of
@@ -952,13 +981,23 @@ impl Auth {
             .ok_or(Error::InvalidCredentials)?;
         if state.provider == "default" {
             let password = required_string(body, "password")?;
-            if !self
-                .passwords
-                .verify(password.to_owned(), state.password.clone())
+            // Checked as a login's password is: under the attempt limit, a wrong one counted,
+            // so that a stolen token does not make a free password oracle.
+            let email = state
+                .email
+                .as_deref()
+                .ok_or_else(|| Error::payload("User must have a valid email to enable TFA"))?;
+            let login = self
+                .store
+                .login_user(&email.to_ascii_lowercase())
                 .await?
-            {
-                return Err(Error::InvalidCredentials);
-            }
+                .filter(|u| u.id == user)
+                .ok_or(Error::InvalidCredentials)?;
+            let ticket = self.passwords.ticket()?;
+            let (mut flight, _) = self
+                .check_password(&login, password.to_owned(), ticket)
+                .await?;
+            flight.settle();
         }
         if state.secret.is_some() {
             return Err(Error::payload("TFA Secret is already set for this user"));
@@ -972,9 +1011,10 @@ impl Auth {
             (None, None) => format!("user_{user}"),
         };
         let secret = tfa::new_secret();
+        let pending = format!("{}:{secret}", self.clock.now_ms());
         if !self
             .store
-            .change_tfa(user, TfaChange::Pending(self.sealer.seal(&secret)))
+            .change_tfa(user, TfaChange::Pending(self.sealer.seal(&pending)))
             .await?
         {
             return Err(Error::payload("TFA Secret is already set for this user"));
@@ -1013,15 +1053,26 @@ impl Auth {
         if state.secret.is_some() {
             return Err(Error::payload("TFA Secret is already set for this user"));
         }
-        let generated = state.pending.as_deref().and_then(|p| self.sealer.open(p));
+        // The pending secret holds for a while only: one seen over a shoulder cannot be
+        // enabled days later.
+        let now = self.clock.now_ms();
+        let generated = state
+            .pending
+            .as_deref()
+            .and_then(|p| self.sealer.open(p))
+            .and_then(|p| {
+                let (at, secret) = p.split_once(':')?;
+                let fresh = at.parse::<i64>().is_ok_and(|at| now - at <= TFA_PENDING_MS);
+                fresh.then(|| secret.to_owned())
+            });
         let same = generated.is_some_and(|g| bool::from(g.as_bytes().ct_eq(secret.as_bytes())));
         if !same {
             return Err(Error::payload(
                 "\"secret\" is not the one generated for this user",
             ));
         }
-        let step = tfa::check(secret, otp, self.clock.now_ms())
-            .ok_or_else(|| Error::payload("\"otp\" is invalid"))?;
+        let step =
+            tfa::check(secret, otp, now).ok_or_else(|| Error::payload("\"otp\" is invalid"))?;
         permit.await?;
         let change = TfaChange::Enable {
             secret: self.sealer.seal(secret),

@@ -864,7 +864,6 @@ pub(crate) fn tfa(x: &mut dyn Conn, user: Uuid) -> StoreResult<Option<TfaState>>
             "email",
             "external_identifier",
             "provider",
-            "password",
             "tfa_secret",
             "tfa_pending",
             "tfa_last_step",
@@ -877,10 +876,9 @@ pub(crate) fn tfa(x: &mut dyn Conn, user: Uuid) -> StoreResult<Option<TfaState>>
         email: text(&r, 0),
         external_identifier: text(&r, 1),
         provider: text(&r, 2).unwrap_or_default(),
-        password: text(&r, 3),
-        secret: text(&r, 4),
-        pending: text(&r, 5),
-        last_step: int(&r, 6),
+        secret: text(&r, 3),
+        pending: text(&r, 4),
+        last_step: int(&r, 5),
     }))
 }
 

@@ -246,7 +246,6 @@ pub struct TfaState {
     pub email: Option<String>,
     pub external_identifier: Option<String>,
     pub provider: String,
-    pub password: Option<String>,
     /// The enabled secret, as stored (sealed).
     pub secret: Option<String>,
     /// A secret generated and not yet enabled, as stored (sealed).

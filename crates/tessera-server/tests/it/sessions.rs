@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::adversarial::{SESSION, session_login};
+use crate::adversarial::{SESSION, refresh_of, session_login};
 use crate::common::*;
 
 const EMAIL: &str = "sessions@example.com";
@@ -225,4 +225,34 @@ async fn logout_with_scope_all_ends_every_session_of_the_user() {
         .await;
     assert_eq!(r.status, 204);
     assert_eq!(s.refresh_json(&again).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_spent_token_ends_at_most_its_own_session_never_the_users_others() {
+    let s = TestServer::spawn(&[]).await;
+    s.user(EMAIL, PASSWORD).await;
+    let other = refresh_token_of(&s).await;
+    let old = refresh_token_of(&s).await;
+    let live = refresh_of(&s.refresh_json(&old).await);
+    // `old` is spent (inside its grace window): with scope all it still ends nothing beyond
+    // its own session.
+    let r = s
+        .call(
+            "POST",
+            "/auth/logout",
+            &[],
+            Some(json!({"refresh_token": old, "scope": "all"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        s.refresh_json(&live).await.status,
+        401,
+        "its own session ended"
+    );
+    assert_eq!(
+        s.refresh_json(&other).await.status,
+        200,
+        "the user's other session lives on"
+    );
 }
