@@ -178,3 +178,99 @@ async fn abandoned_requests_give_their_database_connections_back() {
         assert_eq!(r.status, 200, "{}", r.text);
     }
 }
+
+#[tokio::test]
+async fn two_instances_detaching_the_last_two_admin_policies_at_once_keep_one() {
+    let a = TestServer::spawn(&[]).await;
+    let b =
+        TestServer::spawn_in_with(tempfile::tempdir().unwrap(), &a.db, &[], Hooks::default()).await;
+    let role = admin_role(&a).await;
+    let first = a
+        .admin("GET", &format!("/access?filter[role][_eq]={role}"), None)
+        .await
+        .body["data"][0]
+        .clone();
+    // A second admin, holding the same admin policy through an access row of its own.
+    a.create_user(
+        json!({"email": "second@example.com", "password": "Second-Admin-1",
+        "token": SECOND_TOKEN, "policies": {"create": [{"policy": first["policy"]}]}}),
+    )
+    .await;
+    let second = a
+        .admin("GET", "/access?filter[user][_nnull]=true", None)
+        .await
+        .body["data"][0]["id"]
+        .clone();
+    // Each admin, on its own instance, detaches its own admin access at the same moment.
+    let (p1, p2) = (
+        format!("/access/{}", first["id"].as_str().unwrap()),
+        format!("/access/{}", second.as_str().unwrap()),
+    );
+    let as_second = format!("Bearer {SECOND_TOKEN}");
+    let second_auth = [("authorization", as_second.as_str())];
+    let (r1, r2) = tokio::join!(
+        a.admin("DELETE", &p1, None),
+        b.call("DELETE", &p2, &second_auth, None),
+    );
+    // One wins; the other is refused as the last admin, or, if the winner's write came first,
+    // as no longer an admin at all.
+    let statuses = [r1.status, r2.status];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 204).count(),
+        1,
+        "{} / {}",
+        r1.text,
+        r2.text
+    );
+    assert!(statuses.iter().all(|s| [204, 403, 422].contains(s)));
+    let admin_rows = a.database().one(
+        "SELECT count(*) FROM directus_access x JOIN directus_policies p ON p.id = x.policy \
+         WHERE CAST(p.admin_access AS INTEGER) = 1 AND (x.role IS NOT NULL OR x.\"user\" IS NOT NULL)",
+        &[],
+    );
+    assert_eq!(admin_rows, 1);
+}
+
+#[tokio::test]
+async fn a_code_used_on_one_instance_is_refused_on_the_other_and_so_is_a_session_ended_there() {
+    let a = TestServer::spawn(&[]).await;
+    let b =
+        TestServer::spawn_in_with(tempfile::tempdir().unwrap(), &a.db, &[], Hooks::default()).await;
+    let uid = a.user("two@example.com", "Two-Instances-1").await;
+    let secret = "JBSWY3DPEHPK3PXP";
+    a.database().execute(
+        "UPDATE directus_users SET tfa_secret = $1 WHERE id = $2",
+        &[secret, &uid],
+    );
+    let code = tessera_core::tfa::current_code(secret, SystemClock.now_ms()).unwrap();
+    let body = json!({"email": "two@example.com", "password": "Two-Instances-1", "otp": code, "mode": "session"});
+    let r = a.call("POST", "/auth/login", &[], Some(body.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cookie = r.cookie(SESSION).unwrap();
+    let r = b.call("POST", "/auth/login", &[], Some(body)).await;
+    assert_eq!(
+        r.code(),
+        "INVALID_OTP",
+        "the code was spent on the other instance"
+    );
+    // The session, ended on B, is refused on A at the very next request: instances share
+    // sessions on PostgreSQL (an SQLite file serves one instance; its caches are its own).
+    if !on_postgres() {
+        return;
+    }
+    assert_eq!(me_by_cookie(&a, &cookie).await.status, 200);
+    let id = b
+        .admin("GET", &format!("/auth/sessions?user={uid}"), None)
+        .await
+        .body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        b.admin("DELETE", &format!("/auth/sessions/{id}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(me_by_cookie(&a, &cookie).await.status, 401);
+}

@@ -491,3 +491,39 @@ async fn oversized_batches_role_cycles_in_one_batch_and_sorting_on_secrets_are_r
     }
     assert_eq!(s.admin("GET", "/users/not-a-key", None).await.status, 403);
 }
+
+#[tokio::test]
+async fn huge_and_deeply_nested_permission_input_is_refused_without_a_server_error() {
+    let s = TestServer::spawn(&[]).await;
+    let policy = s.make("/policies", json!({"name": "Huge"})).await;
+    // A permission filter nested past the limit is refused when written, not when used.
+    let deep = (0..40).fold(json!({"id": {"_nnull": true}}), |f, _| json!({"_and": [f]}));
+    let r = s
+        .admin(
+            "POST",
+            "/permissions",
+            Some(json!({"policy": policy, "collection": "directus_users", "action": "read", "permissions": deep})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // A nested policies list past the batch bound.
+    let many: Vec<Value> = (0..10_001).map(|_| json!({"policy": policy})).collect();
+    let r = s
+        .admin(
+            "POST",
+            "/users",
+            Some(json!({"email": "many@example.com", "policies": {"create": many}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // deep nested past the depth any relation allows.
+    let mut path = String::from("deep");
+    for _ in 0..40 {
+        path.push_str("[role]");
+    }
+    let r = s
+        .admin("GET", &format!("/users?{path}[_limit]=1"), None)
+        .await;
+    assert!(r.status == 400 || r.status == 403, "{}", r.text);
+    assert_eq!(s.admin("GET", "/users/me", None).await.status, 200);
+}
