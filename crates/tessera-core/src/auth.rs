@@ -966,6 +966,17 @@ impl Auth {
         }
     }
 
+    /// The caller and its two-factor state (401 for anonymous callers and vanished users).
+    async fn own_tfa(&self, acc: &Accountability) -> Result<(Uuid, tessera_store::TfaState)> {
+        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let state = self
+            .store
+            .tfa(user)
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        Ok((user, state))
+    }
+
     /// `POST /users/me/tfa/generate`: a new secret for the caller, kept (sealed) until it is
     /// enabled; the password is required for users who log in with one.
     pub async fn tfa_generate(
@@ -973,12 +984,7 @@ impl Auth {
         acc: &Accountability,
         body: &Map<String, Value>,
     ) -> Result<(String, String)> {
-        let user = acc.user.ok_or(Error::InvalidCredentials)?;
-        let state = self
-            .store
-            .tfa(user)
-            .await?
-            .ok_or(Error::InvalidCredentials)?;
+        let (user, state) = self.own_tfa(acc).await?;
         if state.provider == "default" {
             let password = required_string(body, "password")?;
             // Checked as a login's password is: under the attempt limit, a wrong one counted,
@@ -1042,14 +1048,9 @@ impl Auth {
         body: &Map<String, Value>,
         permit: impl Future<Output = Result<()>>,
     ) -> Result<()> {
-        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let (user, state) = self.own_tfa(acc).await?;
         let secret = required_string(body, "secret")?;
         let otp = required_string(body, "otp")?;
-        let state = self
-            .store
-            .tfa(user)
-            .await?
-            .ok_or(Error::InvalidCredentials)?;
         if state.secret.is_some() {
             return Err(Error::payload("TFA Secret is already set for this user"));
         }
@@ -1093,13 +1094,8 @@ impl Auth {
         body: &Map<String, Value>,
         permit: impl Future<Output = Result<()>>,
     ) -> Result<()> {
-        let user = acc.user.ok_or(Error::InvalidCredentials)?;
+        let (user, state) = self.own_tfa(acc).await?;
         let otp = required_string(body, "otp")?;
-        let state = self
-            .store
-            .tfa(user)
-            .await?
-            .ok_or(Error::InvalidCredentials)?;
         let Some(sealed) = state.secret else {
             return Err(Error::payload(format!(
                 "User \"{user}\" doesn't have TFA enabled"

@@ -430,26 +430,9 @@ impl Items {
             .iter()
             .map(|r| r.get(key.name).map(key_text).unwrap_or_default())
             .collect();
-        let mut matched: Vec<HashSet<String>> = Vec::new();
-        if !recs.is_empty() {
-            for case in &rule.cases {
-                let q = Query {
-                    filter: Some(Condition::And(vec![by_keys(c, &keys), case.filter.clone()])),
-                    ..Query::default()
-                };
-                let hits = self.store.read_items(c, &q).await?;
-                matched.push(
-                    hits.iter()
-                        .filter_map(|r| r.get(key.name))
-                        .map(key_text)
-                        .collect(),
-                );
-            }
-        }
+        let shown = self.shown_per_item(c, rule, &keys).await?;
         let mut out = Vec::with_capacity(recs.len());
-        for (rec, k) in recs.iter().zip(&keys) {
-            let flags: Vec<bool> = matched.iter().map(|m| m.contains(k)).collect();
-            let shown = rule.shown(&flags);
+        for (rec, shown) in recs.iter().zip(&shown) {
             out.push(
                 self.present(c, acc, rec, sel, deep, shown.as_deref())
                     .await?,
@@ -963,6 +946,40 @@ impl Items {
         }
     }
 
+    /// The fields each of the items `keys` shows under `rule`, in that order: those every
+    /// reached item shows, plus those of each filtered grant whose filter the item matches
+    /// (one query per such grant, none when the rule grants the same fields everywhere).
+    async fn shown_per_item(
+        &self,
+        c: &'static Collection,
+        rule: &Rule,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<String>>>> {
+        let mut matched: Vec<HashSet<String>> = Vec::new();
+        if !keys.is_empty() {
+            for case in &rule.cases {
+                let q = Query {
+                    filter: Some(Condition::And(vec![by_keys(c, keys), case.filter.clone()])),
+                    ..Query::default()
+                };
+                let hits = self.store.read_items(c, &q).await?;
+                matched.push(
+                    hits.iter()
+                        .filter_map(|r| r.get(c.key().name))
+                        .map(key_text)
+                        .collect(),
+                );
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let flags: Vec<bool> = matched.iter().map(|m| m.contains(k)).collect();
+                rule.shown(&flags)
+            })
+            .collect())
+    }
+
     /// Refuses an update naming fields that the grants reaching an item do not give on that
     /// item (fields some other grant gives on other items do not count).
     async fn check_item_fields(
@@ -972,25 +989,12 @@ impl Items {
         keys: &[String],
         names: &[&str],
     ) -> Result<()> {
-        let mut matched: Vec<HashSet<String>> = Vec::new();
-        for case in &rule.cases {
-            let q = Query {
-                filter: Some(Condition::And(vec![by_keys(c, keys), case.filter.clone()])),
-                ..Query::default()
-            };
-            let hits = self.store.read_items(c, &q).await?;
-            matched.push(
-                hits.iter()
-                    .filter_map(|r| r.get(c.key().name))
-                    .map(key_text)
-                    .collect(),
-            );
-        }
-        for key in keys {
-            let flags: Vec<bool> = matched.iter().map(|m| m.contains(key)).collect();
-            if crate::rules::check_fields(c.name, names, &rule.shown(&flags)).is_err() {
-                return Err(Error::forbidden_action(Action::Update.name(), c.name));
-            }
+        let shown = self.shown_per_item(c, rule, keys).await?;
+        if shown
+            .iter()
+            .any(|fields| crate::rules::check_fields(c.name, names, fields).is_err())
+        {
+            return Err(Error::forbidden_action(Action::Update.name(), c.name));
         }
         Ok(())
     }
