@@ -20,6 +20,7 @@ use tessera_store::{Change, StoreError, StoreResult};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_tfa.sql")),
+    (3, include_str!("../migrations/postgres/0003_limits.sql")),
 ];
 
 /// The advisory lock migrations are applied under.

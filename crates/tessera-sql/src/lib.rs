@@ -388,6 +388,43 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
+    async fn count_hit(
+        &self,
+        key: &str,
+        amount: i64,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<tessera_store::Hits> {
+        let key = key.to_owned();
+        self.engine
+            .write(move |x| ops::count_hit(x, &key, amount, window_ms, now_ms))
+            .await
+    }
+
+    async fn hold(&self, key: &str, until_ms: i64) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.engine
+            .write(move |x| ops::hold(x, &key, until_ms))
+            .await
+    }
+
+    async fn held(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>> {
+        let key = key.to_owned();
+        self.engine.read(move |x| ops::held(x, &key, now_ms)).await
+    }
+
+    async fn forget_counts(&self, keys: Vec<String>) -> StoreResult<()> {
+        self.engine
+            .write(move |x| ops::forget_counts(x, &keys))
+            .await
+    }
+
+    async fn purge_counts(&self, now_ms: i64) -> StoreResult<u64> {
+        self.engine
+            .write(move |x| ops::purge_counts(x, now_ms))
+            .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.engine.read(ops::ping).await
     }

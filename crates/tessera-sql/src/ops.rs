@@ -12,9 +12,9 @@ use serde_json::Value;
 use tessera_store::schema::{Collection, Kind, Relation, Table};
 use tessera_store::{
     AccessRows, Admission, AdmitDecision, AttemptChange, AttemptDecision, Condition, EndSessions,
-    Family, FamilyChange, FamilyDecision, Guard, LiveAdvance, LoginState, LoginUser, NewSession,
-    Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, SessionInfo, StoreError,
-    StoreResult, TfaChange, TfaState, UserSummary, Values, Write, Written,
+    Family, FamilyChange, FamilyDecision, Guard, Hits, LiveAdvance, LoginState, LoginUser,
+    NewSession, Opened, PolicyRow, Principal, Query as ItemQuery, Reads, Record, SessionInfo,
+    StoreError, StoreResult, TfaChange, TfaState, UserSummary, Values, Write, Written,
 };
 use uuid::Uuid;
 
@@ -26,6 +26,7 @@ const SESSIONS: &str = "directus_sessions";
 const ROLES: &str = "directus_roles";
 const ACCESS: &str = "directus_access";
 const POLICIES: &str = "directus_policies";
+const LIMITS: &str = "tessera_limits";
 
 /// The key guarded writes serialise on.
 const GUARDED_WRITES: i64 = 0x7465_7373_6572_6131;
@@ -984,6 +985,92 @@ pub(crate) fn purge_expired_sessions(x: &mut dyn Conn, now_ms: i64) -> StoreResu
             return Ok(total);
         }
     }
+}
+
+/// `tessera_limits.<column>`, for the upserts below (`excluded` would not render alike).
+fn limit(column: &str) -> Expr {
+    tc(LIMITS, column)
+}
+
+pub(crate) fn count_hit(
+    x: &mut dyn Conn,
+    key: &str,
+    amount: i64,
+    window_ms: i64,
+    now_ms: i64,
+) -> StoreResult<Hits> {
+    let end = now_ms.saturating_add(window_ms);
+    let open = limit("until_ms").lte(now_ms);
+    let mut s = Query::insert();
+    s.into_table(t(LIMITS))
+        .columns(["key", "hits", "until_ms"].map(t))
+        .values_panic([key.into(), amount.into(), end.into()])
+        .on_conflict(
+            OnConflict::column(t("key"))
+                .values([
+                    (
+                        t("hits"),
+                        Expr::case(open.clone(), amount)
+                            .finally(limit("hits").add(amount))
+                            .into(),
+                    ),
+                    (
+                        t("until_ms"),
+                        Expr::case(open, end).finally(limit("until_ms")).into(),
+                    ),
+                ])
+                .to_owned(),
+        )
+        .returning(Query::returning().columns(["hits", "until_ms"].map(t)));
+    let r = row(x, &s)?.ok_or_else(|| StoreError::Backend("upsert returned no row".into()))?;
+    Ok(Hits {
+        hits: int(&r, 0).unwrap_or_default(),
+        until_ms: int(&r, 1).unwrap_or(end),
+    })
+}
+
+pub(crate) fn hold(x: &mut dyn Conn, key: &str, until_ms: i64) -> StoreResult<()> {
+    let mut s = Query::insert();
+    s.into_table(t(LIMITS))
+        .columns(["key", "hits", "until_ms"].map(t))
+        .values_panic([key.into(), 0.into(), until_ms.into()])
+        .on_conflict(
+            OnConflict::column(t("key"))
+                .value(
+                    t("until_ms"),
+                    Expr::case(limit("until_ms").lt(until_ms), until_ms).finally(limit("until_ms")),
+                )
+                .to_owned(),
+        );
+    run(x, &s)?;
+    Ok(())
+}
+
+pub(crate) fn held(x: &mut dyn Conn, key: &str, now_ms: i64) -> StoreResult<Option<i64>> {
+    let mut s = Query::select();
+    s.column(t("until_ms"))
+        .from(t(LIMITS))
+        .and_where(col("key").eq(key))
+        .and_where(col("until_ms").gt(now_ms));
+    Ok(row(x, &s)?.and_then(|r| int(&r, 0)))
+}
+
+pub(crate) fn forget_counts(x: &mut dyn Conn, keys: &[String]) -> StoreResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut d = Query::delete();
+    d.from_table(t(LIMITS))
+        .and_where(col("key").is_in(keys.iter().map(String::as_str)));
+    run(x, &d)?;
+    Ok(())
+}
+
+pub(crate) fn purge_counts(x: &mut dyn Conn, now_ms: i64) -> StoreResult<u64> {
+    let mut d = Query::delete();
+    d.from_table(t(LIMITS))
+        .and_where(col("until_ms").lt(now_ms));
+    run(x, &d)
 }
 
 pub(crate) fn ping(x: &mut dyn Conn) -> StoreResult<()> {

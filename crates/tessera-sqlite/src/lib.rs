@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0002_session_families.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_tfa.sql")),
+    (4, include_str!("../migrations/sqlite/0004_limits.sql")),
 ];
 
 const MAX_IDLE_READERS: usize = 8;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::schema::{ACCESS, Collection, POLICIES, ROLES, SETTINGS, USERS};
 use crate::{
     Admission, AttemptChange, ClientMeta, Condition, EndSessions, FamilyChange, FamilyDecision,
-    Guard, LiveAdvance, NewSession, Op, Query, Reads, Store, StoreError, StoreResult, Values,
+    Guard, Hits, LiveAdvance, NewSession, Op, Query, Reads, Store, StoreError, StoreResult, Values,
     Write, Written,
 };
 
@@ -50,12 +50,14 @@ macro_rules! conformance_suite {
             announcements_go_out,
             filters_mean_the_same_in_sql_and_in_memory,
             tfa_changes_apply_only_where_the_state_allows,
+            counters_keep_fixed_windows_and_holds,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
             of_refreshes_racing_on_one_generation_one_advances,
             logins_evicting_sessions_that_refresh_meanwhile_never_fail,
             two_demotions_racing_cannot_remove_the_last_admin,
+            hits_from_two_instances_at_once_are_all_counted,
         );
     };
     (@one $make:path; $($name:ident),* $(,)?) => {
@@ -1125,6 +1127,81 @@ pub async fn expired_sessions_are_purged(s: Arc<dyn Store>) {
     assert_eq!(live[0].user_agent.as_deref(), Some("test"));
     assert_eq!(s.sessions_of(user, 70_500).await.unwrap().len(), 1);
     assert!(s.sessions_of(Uuid::new_v4(), 0).await.unwrap().is_empty());
+}
+
+pub async fn counters_keep_fixed_windows_and_holds(s: Arc<dyn Store>) {
+    let hit = |amount, now| {
+        let s = s.clone();
+        async move { s.count_hit("ip:a", amount, 1_000, now).await.unwrap() }
+    };
+    assert_eq!(
+        hit(1, 10_000).await,
+        Hits {
+            hits: 1,
+            until_ms: 11_000
+        }
+    );
+    assert_eq!(
+        hit(1, 10_500).await,
+        Hits {
+            hits: 2,
+            until_ms: 11_000
+        }
+    );
+    // A refund lowers the count without moving the window.
+    assert_eq!(
+        hit(-1, 10_600).await,
+        Hits {
+            hits: 1,
+            until_ms: 11_000
+        }
+    );
+    // The window ended: the next hit opens a new one.
+    assert_eq!(
+        hit(1, 11_000).await,
+        Hits {
+            hits: 1,
+            until_ms: 12_000
+        }
+    );
+    // Holds: a shorter one does not cut a longer one short.
+    assert_eq!(s.held("hold:a", 0).await.unwrap(), None);
+    s.hold("hold:a", 20_000).await.unwrap();
+    s.hold("hold:a", 15_000).await.unwrap();
+    assert_eq!(s.held("hold:a", 14_000).await.unwrap(), Some(20_000));
+    s.hold("hold:a", 25_000).await.unwrap();
+    assert_eq!(s.held("hold:a", 14_000).await.unwrap(), Some(25_000));
+    assert_eq!(s.held("hold:a", 25_000).await.unwrap(), None);
+    s.forget_counts(vec!["hold:a".into(), "nothing".into()])
+        .await
+        .unwrap();
+    assert_eq!(s.held("hold:a", 0).await.unwrap(), None);
+    s.forget_counts(Vec::new()).await.unwrap();
+    // Housekeeping drops what ended, and only that.
+    s.hold("hold:b", 30_000).await.unwrap();
+    assert_eq!(s.purge_counts(20_000).await.unwrap(), 1);
+    assert_eq!(s.held("hold:b", 20_000).await.unwrap(), Some(30_000));
+}
+
+/// Two instances hitting one counter at once: every hit counts once, and each answer is a
+/// different count.
+pub async fn hits_from_two_instances_at_once_are_all_counted(
+    s: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+) {
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 { s.clone() } else { other.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.count_hit("shared", 1, 60_000, 1_000).await.unwrap().hits
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=40).collect::<Vec<i64>>());
 }
 
 pub async fn announcements_go_out(s: Arc<dyn Store>) {

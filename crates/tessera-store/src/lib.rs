@@ -294,6 +294,14 @@ impl std::fmt::Debug for TfaChange {
     }
 }
 
+/// A counter of the request limits: the hits in a fixed window, and when the window (or a
+/// hold) ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hits {
+    pub hits: i64,
+    pub until_ms: i64,
+}
+
 /// One live session of a user, as its owner may see it (never a token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -520,6 +528,23 @@ pub trait Store: Send + Sync + 'static {
     async fn sessions_of(&self, user: Uuid, now_ms: i64) -> StoreResult<Vec<SessionInfo>>;
     /// Deletes families that expired before `now_ms`.
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<u64>;
+    /// Adds `amount` to the counter `key`, first opening a fresh window that ends `window_ms`
+    /// after `now_ms` when its window has ended (or it has none); says the count and the end.
+    async fn count_hit(
+        &self,
+        key: &str,
+        amount: i64,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Hits>;
+    /// Makes `key` end no sooner than `until_ms` (a longer end stays).
+    async fn hold(&self, key: &str, until_ms: i64) -> StoreResult<()>;
+    /// When `key` ends, if that is after `now_ms`.
+    async fn held(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>>;
+    /// Drops counters.
+    async fn forget_counts(&self, keys: Vec<String>) -> StoreResult<()>;
+    /// Deletes counters that ended before `now_ms`.
+    async fn purge_counts(&self, now_ms: i64) -> StoreResult<u64>;
 
     /// The settings singleton (empty when the row is missing).
     async fn settings(&self) -> StoreResult<Record> {
