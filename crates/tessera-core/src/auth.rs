@@ -22,6 +22,7 @@ use crate::cache::Caches;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::jwt::{AccessClaims, ISSUER, JwtKeys, is_directus_jwt};
+use crate::limits::Throttle;
 use crate::password::Passwords;
 use crate::probe::{NoProbe, Point, Probe};
 use crate::tally::Cached;
@@ -457,6 +458,8 @@ pub struct Auth {
     reported: moka::sync::Cache<Uuid, ()>,
     /// Seals TOTP secrets at rest.
     sealer: Sealer,
+    /// Slows repeated logins per IP and per account, when set.
+    throttle: Option<Arc<Throttle>>,
 }
 
 /// Where an access token was found; failures of a session-cookie token clear the cookie.
@@ -490,7 +493,14 @@ impl Auth {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            throttle: None,
         }
+    }
+
+    /// Puts logins under `throttle`.
+    pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// Tells `probe` when a login reaches a [`Point`] (tests hold requests there).
@@ -516,7 +526,8 @@ impl Auth {
     }
 
     /// Logs in from a raw request body. Every outcome, validation errors included, takes at
-    /// least `LOGIN_STALL_TIME`, except a refusal under pressure, which answers at once.
+    /// least `LOGIN_STALL_TIME`, except a refusal under pressure or by the throttle, which
+    /// answers at once.
     pub async fn login(
         &self,
         body: &Map<String, Value>,
@@ -526,11 +537,21 @@ impl Auth {
         let started = tokio::time::Instant::now();
         let out = async {
             let req = LoginRequest::parse(body)?;
+            let attempt = match &self.throttle {
+                Some(t) => Some(t.attempt(ip, &req.email).await?),
+                None => None,
+            };
             let issued = self.login_checked(&req, meta, ip).await?;
+            if let (Some(t), Some(a)) = (&self.throttle, attempt) {
+                t.succeeded(a).await;
+            }
             Ok((req.mode, issued))
         }
         .await;
-        if !matches!(out, Err(Error::ServiceUnavailable { .. })) {
+        if !matches!(
+            out,
+            Err(Error::ServiceUnavailable { .. } | Error::RequestsExceeded { .. })
+        ) {
             tokio::time::sleep_until(started + self.settings.login_stall).await;
         }
         self.caches.tally.login(&out);
@@ -1025,13 +1046,7 @@ impl Auth {
         {
             return Err(Error::payload("TFA Secret is already set for this user"));
         }
-        let settings = self.store.settings().await?;
-        let issuer = settings
-            .get("project_name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .unwrap_or("Directus")
-            .to_owned();
+        let issuer = crate::project_name(&*self.store).await?;
         let (issuer, account) = (uri_component(&issuer), uri_component(&account));
         let url = format!(
             "otpauth://totp/{issuer}:{account}?secret={secret}&period=30&digits=6&algorithm=SHA1&issuer={issuer}"
@@ -1215,12 +1230,13 @@ impl Auth {
         Ok(())
     }
 
-    /// Deletes expired sessions (run periodically).
+    /// Deletes expired sessions and ended limit counters (run periodically); says how many
+    /// sessions went.
     pub async fn purge_expired(&self) -> Result<u64> {
-        Ok(self
-            .store
-            .purge_expired_sessions(self.clock.now_ms())
-            .await?)
+        let now = self.clock.now_ms();
+        let sessions = self.store.purge_expired_sessions(now).await?;
+        self.store.purge_counts(now).await?;
+        Ok(sessions)
     }
 
     async fn access_tree(&self, role: Option<Uuid>, user: Option<Uuid>) -> Result<Arc<AccessTree>> {

@@ -57,9 +57,38 @@ pub enum Error {
     },
     #[error("Request timeout. The request body did not arrive in time.")]
     RequestTimeout,
+    /// A request limit or the login throttle refused; the answer carries `Retry-After`.
+    #[error("Too many requests, retry after {}.", humanized(*.retry_after_ms))]
+    RequestsExceeded {
+        /// The points (or free attempts) the limit allows.
+        limit: u32,
+        /// How long until a retry may succeed.
+        retry_after_ms: i64,
+        /// When that is, Unix ms.
+        reset_ms: i64,
+    },
     /// Anything unexpected. The detail is logged, never sent.
     #[error("An unexpected error occurred.")]
     Internal(String),
+}
+
+/// A duration as the `ms` package writes it in Directus's messages: `500ms`, `3s`, `2m`,
+/// `1h`, `4d` (rounded to the largest unit it reaches).
+pub fn humanized(ms: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    let ms = ms.max(0);
+    for (size, unit) in UNITS {
+        if ms >= size {
+            // Half up, as JavaScript's Math.round.
+            return format!("{}{unit}", (ms + size / 2) / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// One field's failed validation.
@@ -168,6 +197,7 @@ impl Error {
             Error::UnprocessableContent(_) => ErrorCode::UnprocessableContent,
             Error::ServiceUnavailable { .. } => ErrorCode::ServiceUnavailable,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
+            Error::RequestsExceeded { .. } => ErrorCode::RequestsExceeded,
             Error::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -211,6 +241,12 @@ impl Error {
                 put("value", value.clone().into());
             }
             Error::RouteNotFound(path) => put("path", path.clone().into()),
+            Error::RequestsExceeded {
+                limit, reset_ms, ..
+            } => {
+                put("limit", (*limit).into());
+                put("reset", crate::clock::iso8601(*reset_ms).into());
+            }
             Error::ServiceUnavailable { service, reason } => {
                 put("service", (*service).into());
                 put("reason", reason.clone().into());
@@ -262,6 +298,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_errors_read_as_directus_writes_them() {
+        assert_eq!(humanized(400), "400ms");
+        assert_eq!(humanized(1_499), "1s");
+        assert_eq!(humanized(1_500), "2s");
+        assert_eq!(humanized(90_000), "2m");
+        assert_eq!(humanized(7_200_000), "2h");
+        let item = Error::RequestsExceeded {
+            limit: 50,
+            retry_after_ms: 2_000,
+            reset_ms: 0,
+        }
+        .to_item();
+        assert_eq!(item.message, "Too many requests, retry after 2s.");
+        assert_eq!(item.code(), Some("REQUESTS_EXCEEDED"));
+        assert_eq!(item.extensions["limit"], 50);
+        assert_eq!(item.extensions["reset"], "1970-01-01T00:00:00.000Z");
+    }
 
     #[test]
     fn payload_errors_carry_reason() {

@@ -880,7 +880,7 @@ impl Items {
     }
 
     /// After a write committed: forget what this instance cached and tell the others.
-    async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.caches.invalidate();
         crate::cache::announce(&*self.store, Change::Everything).await;
     }
@@ -1650,10 +1650,7 @@ impl Items {
         Ok(Some(match (field.kind, v) {
             (Kind::Hash, Value::Null) => return Ok(None),
             (Kind::Hash, Value::String(s)) if s.is_empty() => return Ok(None),
-            (Kind::Hash, Value::String(s)) => {
-                self.check_password_policy(s).await?;
-                Value::String(self.passwords.hash(s.clone()).await?)
-            }
+            (Kind::Hash, Value::String(s)) => Value::String(self.hash_password(s).await?),
             (Kind::Hash, _) => return Err(must("a string")),
             (Kind::Digest, Value::Null) => Value::Null,
             (Kind::Digest, Value::String(s)) if s.is_empty() => Value::Null,
@@ -1688,6 +1685,13 @@ impl Items {
             (_, Value::String(_)) => v.clone(),
             _ => return Err(must("a string")),
         }))
+    }
+
+    /// A new password checked against `auth_password_policy` and hashed, as a write of the
+    /// `password` field would store it.
+    pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
+        self.check_password_policy(password).await?;
+        self.passwords.hash(password.to_owned()).await
     }
 
     async fn check_password_policy(&self, password: &str) -> Result<()> {

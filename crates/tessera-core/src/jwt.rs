@@ -185,8 +185,8 @@ impl JwtKeys {
         }
     }
 
-    /// Signs access-token claims with HS256.
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
+    /// Signs claims (an access token's, or a one-time token's) with HS256.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("jwt sign: {e}")))
     }
@@ -203,6 +203,23 @@ impl JwtKeys {
         jsonwebtoken::decode::<T>(token, &self.decoding, v)
             .map(|d| d.claims)
             .map_err(|_| Error::InvalidToken)
+    }
+
+    /// Verifies a token other than an access token (signature, issuer, expiry) and returns
+    /// its claims, for the caller to check their `scope`.
+    pub fn verify_claims(
+        &self,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let claims: serde_json::Map<String, serde_json::Value> = self.verify(token)?;
+        if expired(
+            claims.get("exp").and_then(serde_json::Value::as_f64),
+            now_ms,
+        ) {
+            return Err(Error::TokenExpired);
+        }
+        Ok(claims)
     }
 
     /// Verifies an access token and extracts who it names.

@@ -10,11 +10,14 @@ pub mod data_move;
 pub mod error;
 pub mod items;
 pub mod jwt;
+pub mod limits;
+pub mod mail;
 pub mod operator;
 pub mod password;
 pub mod permissions;
 pub mod probe;
 pub mod query;
+pub mod reset;
 pub mod rules;
 pub mod tally;
 pub mod tfa;
@@ -29,6 +32,19 @@ use tessera_store::{Store, Values, Write};
 use uuid::Uuid;
 
 pub use error::{Error, Result};
+
+/// The project's name as it signs what users receive (TOTP issuer, mail): the
+/// `project_name` setting, else "Directus" as Directus has it.
+pub(crate) async fn project_name(store: &dyn Store) -> Result<String> {
+    Ok(store
+        .settings()
+        .await?
+        .get("project_name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("Directus")
+        .to_owned())
+}
 
 /// The first administrator, as configured by `ADMIN_EMAIL`, `ADMIN_PASSWORD`, `ADMIN_TOKEN`.
 pub struct AdminSeed {

@@ -14,6 +14,9 @@ pub enum Point {
     AttemptJudged,
     /// A login's password matched; its session is not opened yet.
     PasswordVerified,
+    /// A password reset's token and new password were checked; the password is not swapped
+    /// yet.
+    ResetChecked,
 }
 
 /// Told when a request reaches a [`Point`]; the request waits until `reached` returns.

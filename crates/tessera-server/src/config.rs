@@ -8,7 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tessera_core::auth::AuthSettings;
+use tessera_core::limits::{Limit, ThrottleSettings};
 use tessera_core::password::HashSettings;
+use tessera_core::reset::ResetSettings;
+
+use crate::limits::LimiterStore;
+use crate::mail::{EmailSettings, Smtp, Transport};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +126,17 @@ pub struct Config {
     pub cors: Option<crate::headers::Cors>,
     /// `HSTS_ENABLED`: whether answers carry `Strict-Transport-Security`.
     pub hsts_enabled: bool,
+    /// `RATE_LIMITER_POINTS` per `RATE_LIMITER_DURATION`, when `RATE_LIMITER_ENABLED`.
+    pub rate_limit: Option<Limit>,
+    /// `RATE_LIMITER_STORE`: where the request limit and the login throttle count.
+    pub limiter_store: LimiterStore,
+    /// `AUTH_THROTTLE_*`: the delays of login and password-reset requests (`None` when
+    /// `AUTH_THROTTLE_ENABLED=false`).
+    pub throttle: Option<ThrottleSettings>,
+    /// `PASSWORD_RESET_*`.
+    pub reset: ResetSettings,
+    /// `EMAIL_*`.
+    pub email: EmailSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -291,6 +307,132 @@ impl Vars<'_> {
 /// (the string wins where both are given), and `DB_POOL__MAX` / `DB_POOL__MIN`.
 /// `CORS_*` as Directus reads them: off unless `CORS_ENABLED`; `CORS_ORIGIN` `true` (any
 /// origin, reflected), `false` (none), or a comma list of origins and `/regular expressions/`.
+/// A comma-separated list, trimmed, without empty entries.
+fn csv(list: Option<String>) -> Vec<String> {
+    list.map(|l| {
+        l.split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn rate_limit(v: &Vars<'_>) -> Result<Option<Limit>, ConfigError> {
+    if !v.boolean("RATE_LIMITER_ENABLED", false)? {
+        return Ok(None);
+    }
+    let points = u32::try_from(v.positive("RATE_LIMITER_POINTS", 50)?)
+        .map_err(|_| bad("RATE_LIMITER_POINTS", "is too large"))?;
+    // Seconds, as Directus reads it.
+    let window_ms = v.parse(
+        "RATE_LIMITER_DURATION",
+        1_000,
+        "a positive number of seconds",
+        |s| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n > 0.0 && *n < 1e9)
+                .map(|n| (n * 1000.0).round().max(1.0) as i64)
+        },
+    )?;
+    Ok(Some(Limit { points, window_ms }))
+}
+
+fn limiter_store(v: &Vars<'_>, database: &Database) -> Result<LimiterStore, ConfigError> {
+    match v.string("RATE_LIMITER_STORE").as_deref().map(str::trim) {
+        None | Some("memory") => Ok(LimiterStore::Memory),
+        Some("postgres" | "pg" | "database") => match database {
+            Database::Postgres(_) => Ok(LimiterStore::Database),
+            Database::Sqlite { .. } => Err(bad(
+                "RATE_LIMITER_STORE",
+                "postgres needs DB_CLIENT=pg (one SQLite instance counts in memory)",
+            )),
+        },
+        Some("redis") => Ok(LimiterStore::Redis(redis_url(v)?)),
+        Some(other) => Err(bad(
+            "RATE_LIMITER_STORE",
+            format!("{other:?} is not supported (supported: memory, redis, postgres)"),
+        )),
+    }
+}
+
+/// `RATE_LIMITER_REDIS` or `REDIS` (a URL), else `REDIS_HOST`, `REDIS_PORT`,
+/// `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB`.
+fn redis_url(v: &Vars<'_>) -> Result<String, ConfigError> {
+    if let Some(url) = v.string("RATE_LIMITER_REDIS").or_else(|| v.string("REDIS")) {
+        return Ok(url);
+    }
+    let host = v.string("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port = v.number("REDIS_PORT", 6379u16)?;
+    let db = v.number("REDIS_DB", 0u32)?;
+    let mut url = url::Url::parse(&format!("redis://{host}:{port}/{db}"))
+        .map_err(|e| bad("REDIS_HOST", format!("is not a host name ({e})")))?;
+    if let Some(user) = v.string("REDIS_USERNAME") {
+        url.set_username(&user)
+            .map_err(|()| bad("REDIS_USERNAME", "cannot go into a URL"))?;
+    }
+    if let Some(password) = v.string("REDIS_PASSWORD") {
+        url.set_password(Some(&password))
+            .map_err(|()| bad("REDIS_PASSWORD", "cannot go into a URL"))?;
+    }
+    Ok(url.into())
+}
+
+fn throttle_settings(v: &Vars<'_>) -> Result<Option<ThrottleSettings>, ConfigError> {
+    if !v.boolean("AUTH_THROTTLE_ENABLED", true)? {
+        return Ok(None);
+    }
+    let d = ThrottleSettings::default();
+    let count = |key: &str, default: u32| -> Result<u32, ConfigError> {
+        u32::try_from(v.positive(key, default as usize)?).map_err(|_| bad(key, "is too large"))
+    };
+    Ok(Some(ThrottleSettings {
+        account_free: count("AUTH_THROTTLE_ACCOUNT_ATTEMPTS", d.account_free)?,
+        ip_free: count("AUTH_THROTTLE_IP_ATTEMPTS", d.ip_free)?,
+        first_delay_ms: v.duration("AUTH_THROTTLE_DELAY", d.first_delay_ms)?,
+        max_delay_ms: v.duration("AUTH_THROTTLE_MAX_DELAY", d.max_delay_ms)?,
+        window_ms: v.duration("AUTH_THROTTLE_WINDOW", d.window_ms)?,
+    }))
+}
+
+fn email_settings(v: &Vars<'_>) -> Result<EmailSettings, ConfigError> {
+    let d = EmailSettings::default();
+    let transport = match v.string("EMAIL_TRANSPORT").as_deref().map(str::trim) {
+        None | Some("sendmail") => Transport::Sendmail {
+            path: v
+                .string("EMAIL_SENDMAIL_PATH")
+                .unwrap_or_else(|| "/usr/sbin/sendmail".into()),
+        },
+        Some("smtp") => {
+            let secure = v.boolean("EMAIL_SMTP_SECURE", false)?;
+            Transport::Smtp(Smtp {
+                host: v
+                    .string("EMAIL_SMTP_HOST")
+                    .unwrap_or_else(|| "localhost".into()),
+                port: v.number("EMAIL_SMTP_PORT", if secure { 465u16 } else { 587 })?,
+                user: v.string("EMAIL_SMTP_USER"),
+                password: v.string("EMAIL_SMTP_PASSWORD"),
+                secure,
+                ignore_tls: v.boolean("EMAIL_SMTP_IGNORE_TLS", false)?,
+                name: v.string("EMAIL_SMTP_NAME"),
+            })
+        }
+        Some(other) => {
+            return Err(bad(
+                "EMAIL_TRANSPORT",
+                format!("{other:?} is not supported (supported: sendmail, smtp)"),
+            ));
+        }
+    };
+    Ok(EmailSettings {
+        from: v.string("EMAIL_FROM").unwrap_or(d.from),
+        transport,
+    })
+}
+
 fn cors_settings(v: &Vars<'_>) -> Result<Option<crate::headers::Cors>, ConfigError> {
     use crate::headers::{Cors, OriginRule, Origins};
     if !v.boolean("CORS_ENABLED", false)? {
@@ -459,10 +601,10 @@ impl Config {
             Some(h) if h == "false" => None,
             other => other,
         };
+        let limiter_store = limiter_store(&v, &database)?;
         Ok(Self {
             host,
             port,
-            public_url,
             database,
             secret,
             auth,
@@ -494,6 +636,19 @@ impl Config {
             log_level: v.string("LOG_LEVEL").unwrap_or_else(|| "info".into()),
             cors: cors_settings(&v)?,
             hsts_enabled: v.boolean("HSTS_ENABLED", false)?,
+            rate_limit: rate_limit(&v)?,
+            limiter_store,
+            throttle: throttle_settings(&v)?,
+            reset: ResetSettings {
+                stall: Duration::from_millis(
+                    u64::try_from(v.duration("PASSWORD_RESET_STALL_TIME", 500)?).unwrap_or(500),
+                ),
+                token_ttl_ms: v.duration("PASSWORD_RESET_TOKEN_TTL", 3_600_000)?,
+                allow_list: csv(v.string("PASSWORD_RESET_URL_ALLOW_LIST")),
+                public_url: public_url.clone(),
+            },
+            public_url,
+            email: email_settings(&v)?,
         })
     }
 }

@@ -41,6 +41,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
+        if let Error::RequestsExceeded { retry_after_ms, .. } = self.0 {
+            // Whole seconds, rounded up: a client that waits that long is let through.
+            let secs = (retry_after_ms.max(0) + 999) / 1000;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if matches!(self.0, Error::RequestTimeout) {
             // The rest of a body that came too slowly is not worth waiting for.
             res.headers_mut()

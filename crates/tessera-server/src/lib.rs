@@ -6,7 +6,9 @@ pub mod config;
 pub mod error;
 mod headers;
 pub mod http;
+pub mod limits;
 mod listen;
+pub mod mail;
 mod metrics;
 mod oas;
 mod routes;
@@ -27,8 +29,10 @@ use tessera_core::Error;
 use tessera_core::auth::{Auth, TokenSource};
 use tessera_core::clock::{Clock, SystemClock};
 use tessera_core::items::Items;
+use tessera_core::limits::{RateLimiter, Throttle};
 use tessera_core::password::Passwords;
 use tessera_core::probe::{NoProbe, Probe};
+use tessera_core::reset::Resets;
 use tessera_core::{AdminSeed, Bootstrapped};
 use tessera_postgres::Postgres;
 use tessera_sqlite::Sqlite;
@@ -48,6 +52,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
     pub items: Arc<Items>,
+    pub resets: Arc<Resets>,
+    /// The per-client request limit, when `RATE_LIMITER_ENABLED`.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 /// What start-up did, for the operator.
@@ -189,20 +196,47 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
         config.hash_queue_limit,
         hooks.probe.clone(),
     )?;
-    let auth = Auth::new(
+    let counters = limits::counters(&config.limiter_store, &store)?;
+    let throttle = |kind| {
+        config.throttle.map(|t| {
+            Arc::new(Throttle::new(
+                kind,
+                counters.clone(),
+                hooks.clock.clone(),
+                t,
+            ))
+        })
+    };
+    let mut auth = Auth::new(
         store.clone(),
         secret.as_bytes(),
         passwords.clone(),
         hooks.clock.clone(),
         config.auth.clone(),
     )
-    .with_probe(hooks.probe);
-    let items = Items::new(
+    .with_probe(hooks.probe.clone());
+    if let Some(t) = throttle("login") {
+        auth = auth.with_throttle(t);
+    }
+    let items = Arc::new(Items::new(
         store.clone(),
         passwords.clone(),
         auth.caches().clone(),
-        hooks.clock,
-    );
+        hooks.clock.clone(),
+    ));
+    let resets = Resets::new(
+        store.clone(),
+        items.clone(),
+        secret.as_bytes(),
+        hooks.clock.clone(),
+        mail::Mailer::start(&config.email)?,
+        throttle("reset"),
+        config.reset.clone(),
+    )
+    .with_probe(hooks.probe);
+    let limiter = config
+        .rate_limit
+        .map(|l| Arc::new(RateLimiter::new(counters.clone(), hooks.clock.clone(), l)));
     // Other instances sharing the database tell this one what they change. Serve once this
     // one hears them (its listener's first word says so), or after a while without.
     if let Some(mut changes) = store.changes() {
@@ -237,7 +271,9 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Started> {
             metrics: Arc::default(),
             store,
             auth: Arc::new(auth),
-            items: Arc::new(items),
+            items,
+            resets: Arc::new(resets),
+            limiter,
         },
         generated_admin_password: generated,
         created_admin: created,
@@ -358,6 +394,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(auth::login), vec![Op::new("post", "auth", "Log in with e-mail and password", Answer::Json(data(any()))).body(login_body)])
         .route("/auth/refresh", post(auth::refresh), vec![Op::new("post", "auth", "Exchange a refresh token for new tokens", Answer::Json(data(any()))).body(refresh_body.clone())])
         .route("/auth/logout", post(auth::logout), vec![Op::new("post", "auth", "End a session, or with scope all every session of its user", Answer::Empty).body(logout_body)])
+        .route("/auth/password/request", post(auth::password_request), vec![Op::new("post", "auth", "Mail a password-reset link (always 204 for a valid request)", Answer::Empty).body(json!({"type": "object", "properties": {"email": {"type": "string"}, "reset_url": {"type": "string"}}}))])
+        .route("/auth/password/reset", post(auth::password_reset), vec![Op::new("post", "auth", "Set a new password with a reset token", Answer::Empty).body(json!({"type": "object", "properties": {"token": {"type": "string"}, "password": {"type": "string"}}}))])
         .route("/auth/sessions", get(auth::sessions), vec![Op::new("get", "auth", "The caller's live sessions (an admin's: ?user=<id>)", Answer::Json(data(json!({"type": "array", "items": session})))).query(&["user"])])
         .route("/auth/sessions/{id}", delete(auth::end_session), vec![Op::new("delete", "auth", "End one of the caller's sessions (an admin: anyone's)", Answer::Empty)])
         .route("/server/ping", get(server::ping), vec![Op::new("get", "server", "Is the server up", Answer::Body("text/html", json!({"type": "string"})))])
@@ -423,7 +461,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::Extension(described))
-        .layer(from_fn_with_state(state.clone(), authenticate));
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .layer(from_fn_with_state(state.clone(), limits::limit));
     let router = if state.config.metrics_enabled {
         router.layer(from_fn_with_state(state.clone(), metrics::measure))
     } else {

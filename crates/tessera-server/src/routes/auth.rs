@@ -66,6 +66,22 @@ fn respond(state: &AppState, mode: AuthMode, issued: Issued) -> Response {
     res
 }
 
+/// `POST /auth/password/request`: 204 whether or not a mail goes out.
+pub async fn password_request(
+    State(state): State<AppState>,
+    Extension(acc): Extension<Arc<Accountability>>,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    state.resets.request(&body.object(), acc.ip).await?;
+    Ok(no_content())
+}
+
+/// `POST /auth/password/reset`.
+pub async fn password_reset(State(state): State<AppState>, body: JsonBody) -> ApiResult<Response> {
+    state.resets.reset(&body.object()).await?;
+    Ok(no_content())
+}
+
 /// `POST /auth/login`.
 pub async fn login(
     State(state): State<AppState>,

@@ -126,7 +126,12 @@ pub async fn info(
     data.insert("project".into(), Value::Object(project));
     data.insert("setupCompleted".into(), setup_completed.into());
     if acc.user.is_some() {
-        data.insert("rateLimit".into(), Value::Bool(false));
+        // As Directus reports it: the points and the window in seconds.
+        let rate = s.limiter.as_ref().map_or(Value::Bool(false), |l| {
+            let l = l.limit();
+            json!({"points": l.points, "duration": l.window_ms as f64 / 1000.0})
+        });
+        data.insert("rateLimit".into(), rate);
         data.insert("rateLimitGlobal".into(), Value::Bool(false));
         data.insert("queryLimit".into(), json!({"default": 100, "max": -1}));
         data.insert("websocket".into(), Value::Bool(false));

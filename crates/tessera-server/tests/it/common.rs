@@ -16,6 +16,9 @@ use tessera_server::{AppState, Hooks};
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "Admin-Password-1";
 pub const ADMIN_TOKEN: &str = "admin-static-token-0123456789";
+/// For tests of what lies under the login throttle (the attempt limit, Directus's answers to
+/// many wrong logins in a row): turns the throttle off.
+pub const NO_THROTTLE: (&str, &str) = ("AUTH_THROTTLE_ENABLED", "false");
 
 /// A running server with its own database; stopped when dropped.
 pub struct TestServer {

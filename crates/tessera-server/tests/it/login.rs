@@ -388,7 +388,7 @@ async fn non_ascii_email_logs_in_as_stored() {
 
 #[tokio::test]
 async fn only_active_default_provider_users_with_a_password_log_in() {
-    let s = TestServer::spawn(&[]).await;
+    let s = TestServer::spawn(&[NO_THROTTLE]).await;
     let uid = s.create_user(json!({"email": "nopw@example.com"})).await;
     let r = s
         .admin(
@@ -434,7 +434,7 @@ async fn only_active_default_provider_users_with_a_password_log_in() {
 
 #[tokio::test]
 async fn zero_login_attempts_suspends_on_first_attempt() {
-    let s = TestServer::spawn(&[]).await;
+    let s = TestServer::spawn(&[NO_THROTTLE]).await;
     let uid = s.user("zero@example.com", "Password-123").await;
     let r = s
         .admin(

@@ -1,6 +1,7 @@
 //! Password guessing against the attempt limit: ordinary users are suspended as in Directus,
 //! while no stranger can lock out an admin — its password logins pause for a growing window
-//! and its static token and sessions keep working.
+//! and its static token and sessions keep working. The login throttle, which would slow
+//! these guesses down first, is off: what is tested here is the limit beneath it.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ async fn guess(s: &TestServer, email: &str, password: &str) -> Reply {
 #[tokio::test]
 async fn strangers_cannot_lock_out_the_only_admin() {
     let clock = manual_clock();
-    let s = TestServer::spawn_with(&[], with_clock(&clock)).await;
+    let s = TestServer::spawn_with(&[NO_THROTTLE], with_clock(&clock)).await;
     let (_, rt) = s.admin_tokens().await;
     let cookie = session_login(&s, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     // The default limit is 25: the 26th attempt is the one that would suspend.
@@ -48,7 +49,7 @@ async fn strangers_cannot_lock_out_the_only_admin() {
 #[tokio::test]
 async fn the_admin_lock_grows_with_every_failure_after_it() {
     let clock = manual_clock();
-    let s = TestServer::spawn_with(&[], with_clock(&clock)).await;
+    let s = TestServer::spawn_with(&[NO_THROTTLE], with_clock(&clock)).await;
     attempt_limit(&s, 2).await;
     for _ in 0..3 {
         guess(&s, ADMIN_EMAIL, WRONG).await;
@@ -68,7 +69,7 @@ async fn the_admin_lock_grows_with_every_failure_after_it() {
 
 #[tokio::test]
 async fn ordinary_users_are_suspended_by_the_attempt_after_the_limit() {
-    let s = TestServer::spawn(&[]).await;
+    let s = TestServer::spawn(&[NO_THROTTLE]).await;
     attempt_limit(&s, 3).await;
     let id = s
         .create_user(json!({
@@ -123,7 +124,7 @@ fn locked_until(s: &TestServer, email: &str) -> Option<i64> {
 #[tokio::test]
 async fn two_admins_guessed_at_once_are_both_locked_never_suspended() {
     let clock = manual_clock();
-    let s = Arc::new(TestServer::spawn_with(&[], with_clock(&clock)).await);
+    let s = Arc::new(TestServer::spawn_with(&[NO_THROTTLE], with_clock(&clock)).await);
     attempt_limit(&s, 2).await;
     let (_, role) = s.admin_identity().await;
     let second = "second-admin@example.com";
@@ -163,7 +164,7 @@ async fn two_admins_guessed_at_once_are_both_locked_never_suspended() {
 async fn parallel_guesses_get_no_more_checks_than_the_limit() {
     let gate = Gate::new(Point::AttemptJudged);
     gate.open();
-    let s = Arc::new(TestServer::spawn_with(&[], with_gate(&gate)).await);
+    let s = Arc::new(TestServer::spawn_with(&[NO_THROTTLE], with_gate(&gate)).await);
     attempt_limit(&s, 3).await;
     let email = "target@example.com";
     let id = s.user(email, "Right-Password-1").await;
@@ -192,7 +193,7 @@ async fn parallel_guesses_get_no_more_checks_than_the_limit() {
 async fn parallel_right_passwords_do_not_count_against_the_user() {
     let gate = Gate::new(Point::AttemptJudged);
     gate.open();
-    let s = Arc::new(TestServer::spawn_with(&[], with_gate(&gate)).await);
+    let s = Arc::new(TestServer::spawn_with(&[NO_THROTTLE], with_gate(&gate)).await);
     attempt_limit(&s, 3).await;
     let email = "robot@example.com";
     let id = s.user(email, "Robot-Password-1").await;
@@ -220,7 +221,7 @@ async fn parallel_right_passwords_do_not_count_against_the_user() {
 
 #[tokio::test]
 async fn every_refusal_costs_one_hash_like_a_wrong_password() {
-    let s = TestServer::spawn(&[]).await;
+    let s = TestServer::spawn(&[NO_THROTTLE]).await;
     attempt_limit(&s, 1).await;
     let hashed = || s.state.auth.passwords().stats().hashed;
     let costs = async |email: &str, password: &str| {
