@@ -45,20 +45,10 @@ end
 return {n, ttl}
 ";
 
-/// Makes a hold end no sooner than `ARGV[1]` (Unix ms), keeping it `ARGV[2]` ms.
-const HOLD: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-return 0
-";
-
 /// Counters in Redis, shared by every instance that names the same server.
 pub struct RedisCounters {
     conn: ConnectionManager,
     hit: redis::Script,
-    hold: redis::Script,
 }
 
 impl RedisCounters {
@@ -73,7 +63,6 @@ impl RedisCounters {
         Ok(Self {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             hit: redis::Script::new(HIT),
-            hold: redis::Script::new(HOLD),
         })
     }
 }
@@ -99,20 +88,21 @@ impl Counters for RedisCounters {
         })
     }
 
-    async fn hold(&self, key: &str, until_ms: i64, now_ms: i64) -> StoreResult<()> {
+    async fn claim(&self, key: &str, until_ms: i64, now_ms: i64) -> StoreResult<bool> {
         let keep = until_ms - now_ms;
         if keep <= 0 {
-            return Ok(());
+            return Ok(true);
         }
-        let _: i64 = self
-            .hold
-            .key(format!("{PREFIX}{key}"))
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{PREFIX}{key}"))
             .arg(until_ms)
+            .arg("NX")
+            .arg("PX")
             .arg(keep)
-            .invoke_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(failed)?;
-        Ok(())
+        Ok(set.is_some())
     }
 
     async fn held(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>> {

@@ -401,10 +401,10 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
-    async fn hold(&self, key: &str, until_ms: i64) -> StoreResult<()> {
+    async fn claim(&self, key: &str, until_ms: i64, now_ms: i64) -> StoreResult<bool> {
         let key = key.to_owned();
         self.engine
-            .write(move |x| ops::hold(x, &key, until_ms))
+            .write(move |x| ops::claim(x, &key, until_ms, now_ms))
             .await
     }
 

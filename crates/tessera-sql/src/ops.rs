@@ -1029,21 +1029,21 @@ pub(crate) fn count_hit(
     })
 }
 
-pub(crate) fn hold(x: &mut dyn Conn, key: &str, until_ms: i64) -> StoreResult<()> {
+pub(crate) fn claim(x: &mut dyn Conn, key: &str, until_ms: i64, now_ms: i64) -> StoreResult<bool> {
+    // Inserted, or updated where the last wait has ended: a row comes back. A running wait
+    // skips the update and nothing does.
     let mut s = Query::insert();
     s.into_table(t(LIMITS))
         .columns(["key", "hits", "until_ms"].map(t))
         .values_panic([key.into(), 0.into(), until_ms.into()])
         .on_conflict(
             OnConflict::column(t("key"))
-                .value(
-                    t("until_ms"),
-                    Expr::case(limit("until_ms").lt(until_ms), until_ms).finally(limit("until_ms")),
-                )
+                .value(t("until_ms"), until_ms)
+                .action_and_where(limit("until_ms").lte(now_ms))
                 .to_owned(),
-        );
-    run(x, &s)?;
-    Ok(())
+        )
+        .returning_col(t("until_ms"));
+    Ok(row(x, &s)?.is_some())
 }
 
 pub(crate) fn held(x: &mut dyn Conn, key: &str, now_ms: i64) -> StoreResult<Option<i64>> {

@@ -1164,13 +1164,13 @@ pub async fn counters_keep_fixed_windows_and_holds(s: Arc<dyn Store>) {
             until_ms: 12_000
         }
     );
-    // Holds: a shorter one does not cut a longer one short.
+    // Waits: claimed only where none runs.
     assert_eq!(s.held("hold:a", 0).await.unwrap(), None);
-    s.hold("hold:a", 20_000).await.unwrap();
-    s.hold("hold:a", 15_000).await.unwrap();
+    assert!(s.claim("hold:a", 20_000, 10_000).await.unwrap());
+    assert!(!s.claim("hold:a", 30_000, 19_999).await.unwrap());
     assert_eq!(s.held("hold:a", 14_000).await.unwrap(), Some(20_000));
-    s.hold("hold:a", 25_000).await.unwrap();
-    assert_eq!(s.held("hold:a", 14_000).await.unwrap(), Some(25_000));
+    assert!(s.claim("hold:a", 25_000, 20_000).await.unwrap());
+    assert_eq!(s.held("hold:a", 20_000).await.unwrap(), Some(25_000));
     assert_eq!(s.held("hold:a", 25_000).await.unwrap(), None);
     s.forget_counts(vec!["hold:a".into(), "nothing".into()])
         .await
@@ -1178,13 +1178,13 @@ pub async fn counters_keep_fixed_windows_and_holds(s: Arc<dyn Store>) {
     assert_eq!(s.held("hold:a", 0).await.unwrap(), None);
     s.forget_counts(Vec::new()).await.unwrap();
     // Housekeeping drops what ended, and only that.
-    s.hold("hold:b", 30_000).await.unwrap();
+    assert!(s.claim("hold:b", 30_000, 0).await.unwrap());
     assert_eq!(s.purge_counts(20_000).await.unwrap(), 1);
     assert_eq!(s.held("hold:b", 20_000).await.unwrap(), Some(30_000));
 }
 
 /// Two instances hitting one counter at once: every hit counts once, and each answer is a
-/// different count.
+/// different count; claiming one wait at once, one wins.
 pub async fn hits_from_two_instances_at_once_are_all_counted(
     s: Arc<dyn Store>,
     other: Arc<dyn Store>,
@@ -1202,6 +1202,19 @@ pub async fn hits_from_two_instances_at_once_are_all_counted(
     }
     seen.sort_unstable();
     assert_eq!(seen, (1..=40).collect::<Vec<i64>>());
+    // Of twenty claims of one wait at once, from both instances, one wins.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { s.clone() } else { other.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.claim("wait", 90_000, 1_000).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
 }
 
 pub async fn announcements_go_out(s: Arc<dyn Store>) {

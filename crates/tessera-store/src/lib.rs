@@ -537,8 +537,9 @@ pub trait Store: Send + Sync + 'static {
         window_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Hits>;
-    /// Makes `key` end no sooner than `until_ms` (a longer end stays).
-    async fn hold(&self, key: &str, until_ms: i64) -> StoreResult<()>;
+    /// Starts a wait under `key` ending at `until_ms`, unless one runs at `now_ms`; whether
+    /// this call started it (of claims racing on one key, one wins).
+    async fn claim(&self, key: &str, until_ms: i64, now_ms: i64) -> StoreResult<bool>;
     /// When `key` ends, if that is after `now_ms`.
     async fn held(&self, key: &str, now_ms: i64) -> StoreResult<Option<i64>>;
     /// Drops counters.

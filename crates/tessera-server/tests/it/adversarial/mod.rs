@@ -11,11 +11,13 @@ mod instances;
 mod interleavings;
 mod lockout;
 mod permissions;
+mod reset;
 mod reuse;
 mod rights;
 mod storage;
 mod suspension;
 mod tfa;
+mod throttle;
 mod writes;
 
 use std::sync::Arc;

@@ -1,0 +1,198 @@
+//! Password reset under attack: one link used twice at once, on one instance or across two;
+//! a flood of requests for one address; huge and malformed input; a link outliving the
+//! address it was sent to.
+
+use std::sync::Arc;
+
+use tessera_core::probe::{Gate, Point};
+
+use super::*;
+use crate::mailbox::Mailbox;
+
+const EMAIL: &str = "target@example.com";
+const PASSWORD: &str = "Target-Password-1";
+
+fn vars(mail: &Mailbox) -> Vec<(&'static str, String)> {
+    let mut v = mail.vars();
+    v.push(("PASSWORD_RESET_STALL_TIME", "0".into()));
+    v
+}
+
+fn borrowed<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn ask(s: &TestServer, email: &str) -> Reply {
+    s.call(
+        "POST",
+        "/auth/password/request",
+        &[],
+        Some(json!({"email": email})),
+    )
+    .await
+}
+
+async fn reset(s: &TestServer, token: &str, password: &str) -> Reply {
+    s.call(
+        "POST",
+        "/auth/password/reset",
+        &[],
+        Some(json!({"token": token, "password": password})),
+    )
+    .await
+}
+
+/// Asks for a link and returns its token.
+async fn token(s: &TestServer, mail: &mut Mailbox, email: &str) -> String {
+    assert_eq!(ask(s, email).await.status, 204);
+    let link = mail.next().await.link("/admin/reset-password?token=");
+    link.rsplit_once("token=").unwrap().1.to_owned()
+}
+
+#[tokio::test]
+async fn one_link_used_twice_at_once_sets_one_password() {
+    let mut mail = Mailbox::start().await;
+    let gate = Gate::new(Point::ResetChecked);
+    let v = vars(&mail);
+    let s = Arc::new(TestServer::spawn_with(&borrowed(&v), with_gate(&gate)).await);
+    s.user(EMAIL, PASSWORD).await;
+    let t = token(&s, &mut mail, EMAIL).await;
+    // Both uses pass every check before either swaps the password.
+    let use_link = |password: &'static str| {
+        let (s, t) = (s.clone(), t.clone());
+        tokio::spawn(async move { (password, reset(&s, &t, password).await.status) })
+    };
+    let (a, b) = (
+        use_link("First-New-Password-1"),
+        use_link("Second-New-Password-2"),
+    );
+    gate.arrivals(2).await;
+    gate.open();
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let mut statuses = [a.1, b.1];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 403]);
+    let (won, lost) = if a.1 == 204 { (a.0, b.0) } else { (b.0, a.0) };
+    assert_eq!(s.login(EMAIL, won, None).await.status, 200);
+    assert_eq!(s.login(EMAIL, lost, None).await.status, 401);
+}
+
+#[tokio::test]
+async fn a_link_spent_on_one_instance_is_refused_on_the_other() {
+    let mut mail = Mailbox::start().await;
+    let v = vars(&mail);
+    let a = TestServer::spawn(&borrowed(&v)).await;
+    let b = TestServer::spawn_in_with(
+        tempfile::tempdir().unwrap(),
+        &a.db,
+        &borrowed(&v),
+        Hooks::default(),
+    )
+    .await;
+    a.user(EMAIL, PASSWORD).await;
+    let session = b.login(EMAIL, PASSWORD, None).await;
+    let refresh = refresh_of(&session);
+    let t = token(&a, &mut mail, EMAIL).await;
+    assert_eq!(reset(&b, &t, "New-Password-On-B-1").await.status, 204);
+    let again = reset(&a, &t, "New-Password-On-A-2").await;
+    assert_eq!(again.code(), "FORBIDDEN", "{}", again.text);
+    // The session opened on B before the reset is over on both.
+    assert_eq!(a.refresh_json(&refresh).await.status, 401);
+    assert_eq!(
+        b.login(EMAIL, "New-Password-On-B-1", None).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_requests_for_one_address_sends_a_few_mails() {
+    let mut mail = Mailbox::start().await;
+    let v = vars(&mail);
+    let s = Arc::new(TestServer::spawn(&borrowed(&v)).await);
+    s.user(EMAIL, PASSWORD).await;
+    s.user("control@example.com", PASSWORD).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let s = s.clone();
+        set.spawn(async move { ask(&s, EMAIL).await.status });
+    }
+    let statuses = set.join_all().await;
+    let accepted = statuses.iter().filter(|st| **st == 204).count();
+    assert!(accepted <= 6, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|st| [204, 429].contains(st)),
+        "{statuses:?}"
+    );
+    // Mail leaves in order: every mail of the flood comes before the control's.
+    assert_eq!(ask(&s, "control@example.com").await.status, 204);
+    let mut to_target = 0;
+    loop {
+        let m = mail.next().await;
+        if m.to == "control@example.com" {
+            break;
+        }
+        to_target += 1;
+    }
+    assert_eq!(to_target, accepted);
+}
+
+#[tokio::test]
+async fn huge_malformed_and_stale_input_changes_nothing() {
+    let mut mail = Mailbox::start().await;
+    let v = vars(&mail);
+    let s = TestServer::spawn(&borrowed(&v)).await;
+    let id = s.user(EMAIL, PASSWORD).await;
+    let huge = format!("{}@example.com", "a".repeat(500_000));
+    assert_eq!(ask(&s, &huge).await.status, 204);
+    // Past serde_json's nesting limit of 128 (deeper values overflow this test's own stack).
+    let deep = (0..200).fold(json!("x"), |v, _| json!({"a": v}));
+    for body in [json!({"email": deep.clone()}), json!({"email": [EMAIL]})] {
+        let r = s
+            .call("POST", "/auth/password/request", &[], Some(body))
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+    let r = reset(&s, &"x".repeat(500_000), "Whatever-Password-1").await;
+    assert_eq!(r.code(), "INVALID_TOKEN", "{}", r.text);
+    let r = s
+        .call(
+            "POST",
+            "/auth/password/reset",
+            &[],
+            Some(json!({"token": deep, "password": "Whatever-Password-1"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // A link outlives neither the address it went to nor a forged claim.
+    let t = token(&s, &mut mail, EMAIL).await;
+    let (head, rest) = t.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let forged_claims = {
+        use base64::Engine;
+        let mut claims = jwt_payload(&t);
+        claims["email"] = json!("admin@example.com");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+    };
+    let forged = format!("{head}.{forged_claims}.{sig}");
+    assert_eq!(
+        reset(&s, &forged, "Taken-Over-Password-1").await.code(),
+        "INVALID_TOKEN"
+    );
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/users/{id}"),
+            Some(json!({"email": "moved@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        reset(&s, &t, "Taken-Over-Password-1").await.code(),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        s.login("moved@example.com", PASSWORD, None).await.status,
+        200
+    );
+    assert_eq!(mail.waiting(), 0);
+}
