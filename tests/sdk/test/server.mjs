@@ -55,6 +55,10 @@ const STRIPPED_ENV = [
 	/^AUTH_/,
 	/^CORS_/,
 	/^RATE_LIMITER_/,
+	/^REDIS/,
+	/^IP_/,
+	/^EMAIL_/,
+	/^PASSWORD_RESET_/,
 	/^USER_REGISTER_/,
 ];
 
