@@ -128,6 +128,21 @@ fn unreachable(service: &'static str) -> impl FnOnce(tessera_store::StoreError) 
     }
 }
 
+/// The client a limit counts under: an IPv4 address, or the /64 an IPv6 address belongs to
+/// (one subscriber's network: its other addresses are the same client).
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// `RATE_LIMITER_POINTS` requests per `RATE_LIMITER_DURATION`, per client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -160,7 +175,12 @@ impl RateLimiter {
         let now = self.clock.now_ms();
         let h = self
             .counters
-            .hit(&format!("rate:{ip}"), 1, self.limit.window_ms, now)
+            .hit(
+                &format!("rate:{}", client_key(ip)),
+                1,
+                self.limit.window_ms,
+                now,
+            )
             .await
             .map_err(unreachable("rate-limiter"))?;
         if h.hits > i64::from(self.limit.points) {
@@ -262,10 +282,11 @@ impl Throttle {
         // Digested: the key is as short for a megabyte of input as for an address, and no
         // address is kept in a shared store.
         let account = self.key("account", &digest(&account.to_ascii_lowercase()));
-        let ip = ip.map(|ip| self.key("ip", &ip.to_string()));
+        let ip = ip.map(|ip| self.key("ip", &client_key(ip)));
+        // The IP first: a client already waiting adds nothing under anyone's account.
         let keys = [
-            Some((&account, self.settings.account_free)),
             ip.as_ref().map(|k| (k, self.settings.ip_free)),
+            Some((&account, self.settings.account_free)),
         ];
         for (key, free) in keys.into_iter().flatten() {
             let h = self
@@ -350,6 +371,17 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_network_is_one_client() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        assert_eq!(client_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(client_key(IpAddr::from([10, 0, 0, 1])), "10.0.0.1");
+    }
+
+    #[test]
     fn delays_double_up_to_the_cap() {
         let s = ThrottleSettings {
             first_delay_ms: 1_000,
@@ -375,7 +407,9 @@ mod tests {
         // The fifth (the refused one counted) starts a wait of 4 s, and the IP's first.
         assert_eq!(waits(t.attempt(ip, "a@x.io").await), 0);
         assert_eq!(waits(t.attempt(ip, "b@x.io").await), 1_000);
-        assert_eq!(waits(t.attempt(ip, "a@x.io").await), 4_000);
+        // The IP's wait answers first, and the account is not counted meanwhile.
+        assert_eq!(waits(t.attempt(ip, "a@x.io").await), 1_000);
+        assert_eq!(waits(t.attempt(None, "a@x.io").await), 4_000);
         clock.advance_ms(4_000);
         // A fresh IP does not reset the account's count.
         let other = Some(IpAddr::from([10, 0, 0, 2]));

@@ -82,30 +82,41 @@ fn may_reset(u: &LoginUser) -> bool {
     u.status == "active" && u.provider == "default"
 }
 
-/// Whether `url` is on the allow list: equal to an entry, or with the same origin and path
-/// as one (so a query string may differ, a host, scheme or port may not).
-pub fn url_allowed(url: &str, allow_list: &[String]) -> bool {
-    if allow_list.iter().any(|a| a == url) {
-        return true;
-    }
-    let base = |u: &str| {
+/// The `reset_url` a request may name, parsed: an absolute URL without a fragment, equal to
+/// an allow-list entry or with the same origin and path as one (so a query string may
+/// differ; a host, scheme or port may not).
+pub fn allowed_reset_url(url: &str, allow_list: &[String]) -> Option<url::Url> {
+    let parse = |u: &str| {
         url::Url::parse(u)
             .ok()
-            .filter(|u| u.has_host())
-            .map(|u| format!("{}{}", u.origin().ascii_serialization(), u.path()))
+            .filter(|u| u.has_host() && u.fragment().is_none())
     };
-    let Some(wanted) = base(url) else {
-        return false;
-    };
+    let base = |u: &url::Url| format!("{}{}", u.origin().ascii_serialization(), u.path());
+    let parsed = parse(url)?;
+    let wanted = base(&parsed);
     allow_list
         .iter()
-        .any(|a| base(a).is_some_and(|b| b == wanted))
+        .any(|a| a == url || parse(a).is_some_and(|a| base(&a) == wanted))
+        .then_some(parsed)
 }
 
-/// A link with `token` appended as its `token` query parameter.
-fn with_token(link: &str, token: &str) -> String {
-    let joint = if link.contains('?') { '&' } else { '?' };
-    format!("{link}{joint}token={token}")
+/// The link a mail carries: `base` re-serialised (so nothing the requester wrote outside the
+/// URL's grammar reaches the mail), with its `token` parameter set to `token` alone.
+fn link_to(mut base: url::Url, token: &str) -> String {
+    let kept: Vec<(String, String)> = base
+        .query_pairs()
+        .filter(|(k, _)| k != "token")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    base.set_query(None);
+    {
+        let mut q = base.query_pairs_mut();
+        for (k, v) in &kept {
+            q.append_pair(k, v);
+        }
+        q.append_pair("token", token);
+    }
+    base.into()
 }
 
 impl Resets {
@@ -162,12 +173,14 @@ impl Resets {
         let reset_url = match body.get("reset_url") {
             None | Some(Value::Null) => None,
             Some(Value::String(u)) if u.is_empty() => None,
-            Some(Value::String(u)) if url_allowed(u, &self.settings.allow_list) => Some(u.as_str()),
-            Some(Value::String(u)) => {
-                return Err(Error::payload(format!(
-                    "URL \"{u}\" can't be used to reset passwords"
-                )));
-            }
+            Some(Value::String(u)) => match allowed_reset_url(u, &self.settings.allow_list) {
+                Some(url) => Some(url),
+                None => {
+                    return Err(Error::payload(format!(
+                        "URL \"{u}\" can't be used to reset passwords"
+                    )));
+                }
+            },
             Some(other) => {
                 return Err(Error::payload(format!(
                     "URL \"{other}\" can't be used to reset passwords"
@@ -183,7 +196,7 @@ impl Resets {
         out
     }
 
-    async fn send_link(&self, email: &str, reset_url: Option<&str>) -> Result<()> {
+    async fn send_link(&self, email: &str, reset_url: Option<url::Url>) -> Result<()> {
         let Some(user) = self
             .store
             .login_user(&email.to_ascii_lowercase())
@@ -206,15 +219,15 @@ impl Resets {
             exp: iat + self.settings.token_ttl_ms / 1000,
             iss: ISSUER,
         })?;
-        let link = with_token(
-            &reset_url.map(str::to_owned).unwrap_or_else(|| {
-                format!(
-                    "{}/admin/reset-password",
-                    self.settings.public_url.trim_end_matches('/')
-                )
-            }),
-            &token,
+        let default = format!(
+            "{}/admin/reset-password",
+            self.settings.public_url.trim_end_matches('/')
         );
+        // PUBLIC_URL is the operator's, and may be relative (`/`, the default).
+        let link = match reset_url.or_else(|| url::Url::parse(&default).ok()) {
+            Some(base) => link_to(base, &token),
+            None => format!("{default}?token={token}"),
+        };
         let project = crate::project_name(&*self.store).await?;
         self.outbox.post(reset_mail(
             &address,
@@ -350,31 +363,43 @@ mod tests {
             "https://app.example.com/reset".to_owned(),
             "not a url".to_owned(),
         ];
-        assert!(url_allowed("https://app.example.com/reset", &list));
-        assert!(url_allowed("https://app.example.com/reset?lang=fr", &list));
-        assert!(url_allowed("not a url", &list));
+        let allowed = |u: &str| allowed_reset_url(u, &list).is_some();
+        assert!(allowed("https://app.example.com/reset"));
+        assert!(allowed("https://app.example.com/reset?lang=fr"));
         for refused in [
+            "not a url",
             "http://app.example.com/reset",
             "https://app.example.com:8443/reset",
             "https://app.example.com.evil.io/reset",
             "https://evil.io/https://app.example.com/reset",
             "https://app.example.com/reset/../other",
             "https://app.example.com/resetx",
+            "https://app.example.com/reset#https://evil.io",
             "javascript:alert(1)",
             "",
         ] {
-            assert!(!url_allowed(refused, &list), "{refused}");
+            assert!(!allowed(refused), "{refused}");
         }
-        assert!(!url_allowed("https://app.example.com/reset", &[]));
+        assert!(allowed_reset_url("https://app.example.com/reset", &[]).is_none());
     }
 
     #[test]
-    fn links_keep_their_query_string() {
-        assert_eq!(with_token("https://a.io/r", "t"), "https://a.io/r?token=t");
+    fn links_are_rebuilt_so_nothing_but_the_url_reaches_the_mail() {
+        let link = |u: &str| link_to(url::Url::parse(u).unwrap(), "T");
+        assert_eq!(link("https://a.io/r"), "https://a.io/r?token=T");
         assert_eq!(
-            with_token("https://a.io/r?lang=fr", "t"),
-            "https://a.io/r?lang=fr&token=t"
+            link("https://a.io/r?lang=fr"),
+            "https://a.io/r?lang=fr&token=T"
         );
+        // A token of the requester's own is dropped, not put first.
+        assert_eq!(
+            link("https://a.io/r?token=MINE&x=1"),
+            "https://a.io/r?x=1&token=T"
+        );
+        // Line breaks and blanks meant to start a line of text of their own do not survive.
+        let sneaky = link("https://a.io/r?a=\n\nIf the button fails, use: https://evil.io/r?x=");
+        assert!(!sneaky.contains(char::is_whitespace), "{sneaky}");
+        assert!(sneaky.starts_with("https://a.io/r?a="), "{sneaky}");
     }
 
     #[test]

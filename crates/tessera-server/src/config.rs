@@ -389,12 +389,30 @@ fn throttle_settings(v: &Vars<'_>) -> Result<Option<ThrottleSettings>, ConfigErr
     let count = |key: &str, default: u32| -> Result<u32, ConfigError> {
         u32::try_from(v.positive(key, default as usize)?).map_err(|_| bad(key, "is too large"))
     };
+    // A zero here would turn the throttle off while it says it is on.
+    let positive = |key: &str, default: i64| -> Result<i64, ConfigError> {
+        match v.duration(key, default)? {
+            ms if ms > 0 => Ok(ms),
+            _ => Err(bad(
+                key,
+                "must be longer than 0 (AUTH_THROTTLE_ENABLED=false turns the throttle off)",
+            )),
+        }
+    };
+    let first_delay_ms = positive("AUTH_THROTTLE_DELAY", d.first_delay_ms)?;
+    let max_delay_ms = positive("AUTH_THROTTLE_MAX_DELAY", d.max_delay_ms)?;
+    if max_delay_ms < first_delay_ms {
+        return Err(bad(
+            "AUTH_THROTTLE_MAX_DELAY",
+            "must not be shorter than AUTH_THROTTLE_DELAY",
+        ));
+    }
     Ok(Some(ThrottleSettings {
         account_free: count("AUTH_THROTTLE_ACCOUNT_ATTEMPTS", d.account_free)?,
         ip_free: count("AUTH_THROTTLE_IP_ATTEMPTS", d.ip_free)?,
-        first_delay_ms: v.duration("AUTH_THROTTLE_DELAY", d.first_delay_ms)?,
-        max_delay_ms: v.duration("AUTH_THROTTLE_MAX_DELAY", d.max_delay_ms)?,
-        window_ms: v.duration("AUTH_THROTTLE_WINDOW", d.window_ms)?,
+        first_delay_ms,
+        max_delay_ms,
+        window_ms: positive("AUTH_THROTTLE_WINDOW", d.window_ms)?,
     }))
 }
 
@@ -643,7 +661,10 @@ impl Config {
                 stall: Duration::from_millis(
                     u64::try_from(v.duration("PASSWORD_RESET_STALL_TIME", 500)?).unwrap_or(500),
                 ),
-                token_ttl_ms: v.duration("PASSWORD_RESET_TOKEN_TTL", 3_600_000)?,
+                token_ttl_ms: match v.duration("PASSWORD_RESET_TOKEN_TTL", 3_600_000)? {
+                    ms if ms >= 1000 => ms,
+                    _ => return Err(bad("PASSWORD_RESET_TOKEN_TTL", "must be at least 1s")),
+                },
                 allow_list: csv(v.string("PASSWORD_RESET_URL_ALLOW_LIST")),
                 public_url: public_url.clone(),
             },
@@ -673,6 +694,45 @@ mod tests {
         assert_eq!(parse_duration_ms("1.5h"), Some(5_400_000));
         assert_eq!(parse_duration_ms("soon"), None);
         assert_eq!(parse_duration_ms("5 parsecs"), None);
+    }
+
+    #[test]
+    fn limits_refuse_values_that_would_turn_them_off_silently() {
+        for (k, v) in [
+            ("AUTH_THROTTLE_DELAY", "0"),
+            ("AUTH_THROTTLE_WINDOW", "0"),
+            ("AUTH_THROTTLE_MAX_DELAY", "500ms"),
+            ("PASSWORD_RESET_TOKEN_TTL", "0"),
+            ("RATE_LIMITER_STORE", "postgres"),
+            ("RATE_LIMITER_STORE", "mongodb"),
+            ("EMAIL_TRANSPORT", "ses"),
+        ] {
+            let err = Config::from_vars(&vars(&[(k, v), ("RATE_LIMITER_ENABLED", "true")]))
+                .err()
+                .unwrap_or_else(|| panic!("{k}={v} was accepted"));
+            assert!(err.to_string().contains(k), "{err}");
+        }
+        for v in ["0", "-1", "soon"] {
+            let err = Config::from_vars(&vars(&[
+                ("RATE_LIMITER_ENABLED", "true"),
+                ("RATE_LIMITER_DURATION", v),
+            ]));
+            assert!(err.is_err(), "RATE_LIMITER_DURATION={v} was accepted");
+        }
+        let c = Config::from_vars(&vars(&[
+            ("RATE_LIMITER_ENABLED", "true"),
+            ("RATE_LIMITER_DURATION", "0.5"),
+            ("RATE_LIMITER_STORE", "redis"),
+            ("REDIS_HOST", "cache.internal"),
+            ("REDIS_PASSWORD", "p@ss/word"),
+        ]))
+        .unwrap();
+        assert_eq!(c.rate_limit.unwrap().window_ms, 500);
+        assert_eq!(
+            c.limiter_store,
+            LimiterStore::Redis("redis://:p%40ss%2Fword@cache.internal:6379/0".into())
+        );
+        assert!(!format!("{c:?}").contains("p@ss"));
     }
 
     #[test]

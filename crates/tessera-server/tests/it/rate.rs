@@ -129,6 +129,26 @@ async fn the_client_ip_comes_from_a_proxy_or_header_only_when_trusted() {
 }
 
 #[tokio::test]
+async fn the_addresses_of_one_ipv6_network_are_one_client() {
+    let s = TestServer::spawn(&[
+        ("RATE_LIMITER_ENABLED", "true"),
+        ("RATE_LIMITER_POINTS", "2"),
+        ("RATE_LIMITER_DURATION", "600"),
+        ("IP_TRUST_PROXY", "true"),
+    ])
+    .await;
+    let net = format!("2001:db8:{:x}:1", uuid::Uuid::new_v4().as_u128() as u16);
+    for host in ["::1", "::2"] {
+        assert_eq!(ping_from(&s, &format!("{net}{host}")).await.status, 200);
+    }
+    assert_eq!(
+        ping_from(&s, &format!("{net}:ffff:1:2:3")).await.status,
+        429
+    );
+    assert_eq!(ping_from(&s, "2001:db8:ffff:2::1").await.status, 200);
+}
+
+#[tokio::test]
 async fn two_instances_on_one_redis_share_their_counts() {
     if !redis_up().await {
         return;

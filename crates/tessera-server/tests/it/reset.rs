@@ -252,3 +252,54 @@ async fn a_mail_that_cannot_be_delivered_changes_nothing_in_the_answer() {
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(s.login(EMAIL, PASSWORD, None).await.status, 200);
 }
+
+#[tokio::test]
+async fn sendmail_gets_the_same_mail_on_its_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mail.eml");
+    let script = dir.path().join("sendmail");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > '{}.part' && mv '{0}.part' '{0}'\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    let path = script.display().to_string();
+    let s = TestServer::spawn(&[
+        ("EMAIL_TRANSPORT", "sendmail"),
+        ("EMAIL_SENDMAIL_PATH", &path),
+        ("EMAIL_FROM", "Tessera <auth@example.com>"),
+    ])
+    .await;
+    s.user(EMAIL, PASSWORD).await;
+    assert_eq!(request(&s, json!({"email": EMAIL})).await.status, 204);
+    let mut raw = None;
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&out) {
+            raw = Some(text);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let raw = raw.expect("sendmail ran within 10 s");
+    let mail = mailparse::parse_mail(raw.as_bytes()).unwrap();
+    let from = mail
+        .headers
+        .iter()
+        .find(|h| h.get_key() == "From")
+        .unwrap()
+        .get_value();
+    assert_eq!(from, "Tessera <auth@example.com>");
+    let text = mail.subparts[0].get_body().unwrap();
+    let token = token_of(
+        text.split_whitespace()
+            .find(|w| w.contains("token="))
+            .unwrap(),
+    );
+    assert_eq!(reset(&s, &token, NEW_PASSWORD).await.status, 204);
+}

@@ -15,6 +15,10 @@ const PASSWORD: &str = "Target-Password-1";
 fn vars(mail: &Mailbox) -> Vec<(&'static str, String)> {
     let mut v = mail.vars();
     v.push(("PASSWORD_RESET_STALL_TIME", "0".into()));
+    v.push((
+        "PASSWORD_RESET_URL_ALLOW_LIST",
+        "https://app.example.com/reset".into(),
+    ));
     v
 }
 
@@ -107,7 +111,8 @@ async fn a_link_spent_on_one_instance_is_refused_on_the_other() {
 #[tokio::test]
 async fn a_flood_of_requests_for_one_address_sends_a_few_mails() {
     let mut mail = Mailbox::start().await;
-    let v = vars(&mail);
+    let mut v = vars(&mail);
+    v.push(("IP_TRUST_PROXY", "true".into()));
     let s = Arc::new(TestServer::spawn(&borrowed(&v)).await);
     s.user(EMAIL, PASSWORD).await;
     s.user("control@example.com", PASSWORD).await;
@@ -123,8 +128,17 @@ async fn a_flood_of_requests_for_one_address_sends_a_few_mails() {
         statuses.iter().all(|st| [204, 429].contains(st)),
         "{statuses:?}"
     );
-    // Mail leaves in order: every mail of the flood comes before the control's.
-    assert_eq!(ask(&s, "control@example.com").await.status, 204);
+    // Mail leaves in order: every mail of the flood comes before the control's, asked from
+    // another client (the flood's address is waiting now).
+    let control = s
+        .call(
+            "POST",
+            "/auth/password/request",
+            &[("X-Forwarded-For", "192.0.2.7")],
+            Some(json!({"email": "control@example.com"})),
+        )
+        .await;
+    assert_eq!(control.status, 204, "{}", control.text);
     let mut to_target = 0;
     loop {
         let m = mail.next().await;
@@ -195,4 +209,33 @@ async fn huge_malformed_and_stale_input_changes_nothing() {
         200
     );
     assert_eq!(mail.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_reset_url_cannot_write_into_the_mail_or_choose_the_token() {
+    let mut mail = Mailbox::start().await;
+    let v = vars(&mail);
+    let s = TestServer::spawn(&borrowed(&v)).await;
+    s.user(EMAIL, PASSWORD).await;
+    // Text that would stand on a line of its own, and a token of the requester's choosing,
+    // both inside a URL whose origin and path are allowed.
+    let sneaky = "https://app.example.com/reset?token=ATTACKERS&a=\n\nIf the button fails, use: https://evil.io/r?x=";
+    let r = s
+        .call(
+            "POST",
+            "/auth/password/request",
+            &[],
+            Some(json!({"email": EMAIL, "reset_url": sneaky})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let m = mail.next().await;
+    let text = m.body("text/plain");
+    assert!(!text.contains("If the button"), "{text}");
+    assert!(!text.contains(" https://evil.io"), "{text}");
+    let link = m.link("https://app.example.com/reset?");
+    assert_eq!(link.matches("token=").count(), 1, "{link}");
+    assert!(!link.contains("ATTACKERS"), "{link}");
+    let token = link.rsplit_once("token=").unwrap().1;
+    assert_eq!(reset(&s, token, "New-Password-Chosen-1").await.status, 204);
 }
