@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use tessera_store::{AccessRows, AccessTree, PolicyGrant, PolicyRow, Reads, Store, StoreResult};
+use tessera_store::{AccessRows, AccessTree, PolicyGrant, PolicyRow, Store, StoreResult};
 use uuid::Uuid;
 
 /// The identity and global rights of one request.
@@ -74,15 +74,6 @@ pub async fn tree(
     user: Option<Uuid>,
 ) -> StoreResult<AccessTree> {
     Ok(compose(store.access_rows(role, user).await?, role))
-}
-
-/// The access tree of a principal, read inside a transaction.
-pub fn tree_in(
-    r: &mut dyn Reads,
-    role: Option<Uuid>,
-    user: Option<Uuid>,
-) -> StoreResult<AccessTree> {
-    Ok(compose(r.access_rows(role, user)?, role))
 }
 
 /// The flags a principal's policies grant.

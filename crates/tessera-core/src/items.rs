@@ -19,7 +19,7 @@ use tessera_store::{
 };
 use uuid::Uuid;
 
-use crate::access::{Accountability, global_access};
+use crate::access::Accountability;
 use crate::cache::Caches;
 use crate::clock::{Clock, iso8601};
 use crate::error::{Error, Result, Violation};
@@ -1981,31 +1981,91 @@ struct AdminRemains {
     before: bool,
 }
 
+/// Role levels the last-admin check follows down from a role holding an admin policy (the
+/// depth the store follows role chains up to).
+const MAX_ROLE_DEPTH: usize = 64;
+
 impl AdminRemains {
+    /// Whether some active user has admin access: directly through an access row, or through
+    /// a role at or below one holding an admin policy (a role's ancestors' policies are its
+    /// own). A public policy (no role, no user) never grants it. The cost follows the admin
+    /// grants and the depth of the role tree, never the number of users: a few indexed
+    /// queries, each reading at most one user.
     fn any_admin(r: &mut dyn Reads) -> tessera_store::StoreResult<bool> {
-        let Some(status) = USERS.field("status") else {
-            return Ok(false);
+        let field = |c: &'static Collection, name: &str| {
+            c.field(name).ok_or_else(|| {
+                tessera_store::StoreError::Backend(format!("{} has no {name}", c.name))
+            })
         };
-        let q = Query {
-            filter: Some(Condition::Compare {
-                field: status,
-                op: Op::Eq,
-                value: "active".into(),
-            }),
+        let is = |f, op, value| Condition::Compare {
+            field: f,
+            op,
+            value,
+        };
+        let ids = |rows: Vec<Record>, column: &str| -> Vec<Value> {
+            rows.iter()
+                .filter_map(|row| row.get(column).filter(|v| v.is_string()).cloned())
+                .collect()
+        };
+        let all = |filter| Query {
+            filter: Some(filter),
             ..Query::default()
         };
-        for user in r.read_items(&USERS, &q)? {
-            let uid = user
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|u| Uuid::parse_str(u).ok());
-            let role = user
-                .get("role")
-                .and_then(Value::as_str)
-                .and_then(|r| Uuid::parse_str(r).ok());
-            if global_access(&crate::access::tree_in(r, role, uid)?, None).admin {
+        let one = |filter| Query {
+            filter: Some(filter),
+            limit: Some(1),
+            ..Query::default()
+        };
+        let policies = &tessera_store::schema::POLICIES;
+        let admin = ids(
+            r.read_items(
+                policies,
+                &all(is(
+                    field(policies, "admin_access")?,
+                    Op::Eq,
+                    Value::Bool(true),
+                )),
+            )?,
+            "id",
+        );
+        if admin.is_empty() {
+            return Ok(false);
+        }
+        let grants = r.read_items(
+            &ACCESS,
+            &all(is(field(&ACCESS, "policy")?, Op::In, Value::Array(admin))),
+        )?;
+        let active = is(field(&USERS, "status")?, Op::Eq, "active".into());
+        let users = ids(grants.clone(), "user");
+        if !users.is_empty()
+            && !r
+                .read_items(
+                    &USERS,
+                    &one(and(
+                        Some(active.clone()),
+                        is(USERS.key(), Op::In, Value::Array(users)),
+                    )),
+                )?
+                .is_empty()
+        {
+            return Ok(true);
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut level: Vec<Value> = ids(grants, "role");
+        for _ in 0..MAX_ROLE_DEPTH {
+            level.retain(|v| v.as_str().is_some_and(|id| seen.insert(id.to_owned())));
+            if level.is_empty() {
+                return Ok(false);
+            }
+            let members = and(
+                Some(active.clone()),
+                is(field(&USERS, "role")?, Op::In, Value::Array(level.clone())),
+            );
+            if !r.read_items(&USERS, &one(members))?.is_empty() {
                 return Ok(true);
             }
+            let children = is(field(&ROLES, "parent")?, Op::In, Value::Array(level));
+            level = ids(r.read_items(&ROLES, &all(children))?, "id");
         }
         Ok(false)
     }

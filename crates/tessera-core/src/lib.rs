@@ -67,7 +67,7 @@ pub async fn bootstrap(
     passwords: &password::Passwords,
     seed: AdminSeed,
 ) -> Result<Bootstrapped> {
-    if store.user_count().await? > 0 {
+    if store.has_users().await? {
         return Ok(Bootstrapped::Existing);
     }
     let (password, generated) = match seed.password {
@@ -83,7 +83,7 @@ pub async fn bootstrap(
     match store.write(writes, None).await {
         Ok(_) => {}
         // Another instance starting on the same database created the admin first.
-        Err(tessera_store::StoreError::Conflict { .. }) if store.user_count().await? > 0 => {
+        Err(tessera_store::StoreError::Conflict { .. }) if store.has_users().await? => {
             return Ok(Bootstrapped::Existing);
         }
         Err(e) => return Err(e.into()),

@@ -293,5 +293,12 @@ fn render(s: &AppState) -> String {
         "Database connections that may be in use at once.",
     );
     let _ = writeln!(out, "tessera_db_connections_max {max}");
+    head(
+        &mut out,
+        "tessera_db_rows_read_total",
+        "counter",
+        "Rows the database returned to this instance.",
+    );
+    let _ = writeln!(out, "tessera_db_rows_read_total {}", s.store.rows_read());
     out
 }

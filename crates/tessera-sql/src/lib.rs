@@ -11,6 +11,7 @@ mod ops;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
@@ -201,9 +202,109 @@ pub trait Engine: Send + Sync + 'static {
     }
 }
 
+/// A connection that counts the rows its statements return.
+struct Counting<'a> {
+    conn: &'a mut dyn Conn,
+    rows: &'a AtomicU64,
+}
+
+impl Conn for Counting<'_> {
+    fn dialect(&self) -> Dialect {
+        self.conn.dialect()
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param]) -> StoreResult<Vec<Row>> {
+        let found = self.conn.query(sql, params)?;
+        self.rows.fetch_add(found.len() as u64, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param]) -> StoreResult<u64> {
+        self.conn.execute(sql, params)
+    }
+
+    fn columns(&mut self, table: &str) -> StoreResult<Option<Vec<String>>> {
+        self.conn.columns(table)
+    }
+
+    fn serialize(&mut self, key: i64) -> StoreResult<()> {
+        self.conn.serialize(key)
+    }
+}
+
+/// An engine whose connections count the rows they return ([`Store::rows_read`]).
+struct Counted<E> {
+    inner: E,
+    rows: Arc<AtomicU64>,
+}
+
+impl<E: Engine> Engine for Counted<E> {
+    fn read<R, F>(&self, f: F) -> impl Future<Output = StoreResult<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        let rows = self.rows.clone();
+        self.inner
+            .read(move |conn| f(&mut Counting { conn, rows: &rows }))
+    }
+
+    fn write<R, F>(&self, f: F) -> impl Future<Output = StoreResult<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        let rows = self.rows.clone();
+        self.inner
+            .write(move |conn| f(&mut Counting { conn, rows: &rows }))
+    }
+
+    fn write_each<R, F>(&self, f: F) -> impl Future<Output = StoreResult<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> StoreResult<R> + Send + 'static,
+    {
+        let rows = self.rows.clone();
+        self.inner
+            .write_each(move |conn| f(&mut Counting { conn, rows: &rows }))
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn writers(&self) -> usize {
+        self.inner.writers()
+    }
+
+    fn readers(&self) -> usize {
+        self.inner.readers()
+    }
+
+    fn descriptors(&self) -> usize {
+        self.inner.descriptors()
+    }
+
+    fn pool_use(&self) -> (usize, usize) {
+        self.inner.pool_use()
+    }
+
+    fn announce(&self, change: Change) -> impl Future<Output = StoreResult<()>> + Send {
+        self.inner.announce(change)
+    }
+
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        self.inner.changes()
+    }
+}
+
 /// The [`Store`] of any engine: each method is one shared body run by the engine.
 pub struct SqlStore<E> {
-    engine: Arc<E>,
+    engine: Arc<Counted<E>>,
     /// Live advances waiting together go out as one statement.
     advances: batch::Batcher<LiveAdvance, Option<Principal>>,
     /// So do reads of session families (a session check each).
@@ -219,13 +320,16 @@ impl<E: Engine> SqlStore<E> {
         Self {
             advances: batch::Batcher::new(engine.writers()),
             families: batch::Batcher::new(engine.readers()),
-            engine: Arc::new(engine),
+            engine: Arc::new(Counted {
+                inner: engine,
+                rows: Arc::default(),
+            }),
             guarded: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn engine(&self) -> &E {
-        &self.engine
+        &self.engine.inner
     }
 }
 
@@ -423,6 +527,10 @@ impl<E: Engine> Store for SqlStore<E> {
         self.engine
             .write(move |x| ops::purge_counts(x, now_ms))
             .await
+    }
+
+    fn rows_read(&self) -> u64 {
+        self.engine.rows.load(Ordering::Relaxed)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -203,6 +203,7 @@ fn filtered(cond: Condition) -> Query {
 }
 
 pub async fn public_policy_belongs_to_nobody(s: Arc<dyn Store>) {
+    assert!(!s.has_users().await.unwrap());
     let rows = s.access_rows(None, None).await.unwrap();
     assert!(rows.chain.is_empty() && rows.by_role.is_empty() && rows.of_user.is_empty());
     assert_eq!(rows.public.len(), 1);
@@ -225,7 +226,8 @@ pub async fn users_are_found_by_ascii_folded_email_token_and_id(s: Arc<dyn Store
     assert_eq!(rows.chain, vec![seed.role]);
     assert!(rows.by_role[0][0].admin_access);
     assert!(rows.of_user.is_empty());
-    assert_eq!(s.user_count().await.unwrap(), 1);
+    assert_eq!(s.count_items(&USERS, None).await.unwrap(), 1);
+    assert!(s.has_users().await.unwrap());
 }
 
 pub async fn only_ascii_case_is_folded(s: Arc<dyn Store>) {
@@ -543,7 +545,7 @@ pub async fn a_failing_write_undoes_its_whole_batch(s: Arc<dyn Store>) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { field: "email" }));
     assert!(s.login_user("new@example.com").await.unwrap().is_none());
-    assert_eq!(s.user_count().await.unwrap(), 1);
+    assert_eq!(s.count_items(&USERS, None).await.unwrap(), 1);
     // Missing items are reported, not failed.
     let found = s
         .write(
@@ -589,7 +591,7 @@ pub async fn concurrent_writes_fail_alone(s: Arc<dyn Store>) {
         }
     }
     assert_eq!(ok, 10);
-    assert_eq!(s.user_count().await.unwrap(), 11);
+    assert_eq!(s.count_items(&USERS, None).await.unwrap(), 11);
 }
 
 /// An admin with one open session family; the family.

@@ -557,12 +557,20 @@ pub trait Store: Send + Sync + 'static {
             .unwrap_or_default())
     }
 
-    /// How many users exist.
-    async fn user_count(&self) -> StoreResult<u64> {
-        self.count_items(&schema::USERS, None).await
+    /// Whether any user exists: one row read, whatever their number (start-up and
+    /// `/server/info` ask this on every start and call).
+    async fn has_users(&self) -> StoreResult<bool> {
+        let one = Query {
+            limit: Some(1),
+            ..Query::default()
+        };
+        Ok(!self.read_items(&schema::USERS, &one).await?.is_empty())
     }
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+    /// Rows the database has returned to this store since it opened (for metrics, and for
+    /// tests that bound what an operation reads).
+    fn rows_read(&self) -> u64;
     /// The engine's name in health reports, as Directus's `DB_CLIENT` spells it.
     fn engine(&self) -> &'static str;
     /// File descriptors the store may hold open at once (connections, files).

@@ -209,7 +209,7 @@ async fn migrate_data(from: &str, to: &str) -> anyhow::Result<()> {
         anyhow::bail!("the source is neither a Tessera nor a Directus database");
     }
     let (target, _) = tessera_server::open_store(&target).await?;
-    if target.user_count().await? > 0 {
+    if target.has_users().await? {
         anyhow::bail!("the target database already has users: migrate-data fills an empty one");
     }
     let moved = if tessera {

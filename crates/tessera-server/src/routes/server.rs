@@ -121,7 +121,7 @@ pub async fn info(
             settings.get(key).cloned().unwrap_or(Value::Null),
         );
     }
-    let setup_completed = s.store.user_count().await? > 0;
+    let setup_completed = s.store.has_users().await?;
     let mut data = Map::new();
     data.insert("project".into(), Value::Object(project));
     data.insert("setupCompleted".into(), setup_completed.into());

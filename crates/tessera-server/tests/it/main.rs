@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod config;
 mod cors;
+mod invariants;
 mod lifecycle;
 mod limits;
 mod login;

@@ -1,0 +1,120 @@
+//! The invariant checks on a populated database: thousands of users, and checks that read a
+//! bounded number of rows whatever their number (counted by the store: the rows the database
+//! returned). Before the last-admin check stopped scanning users, deleting an empty role read
+//! every active user twice.
+
+use serde_json::json;
+
+use crate::common::*;
+
+const USERS: i64 = 5_000;
+
+/// The most rows one of the requests below may read (its authentication, permission checks
+/// and the invariant's few indexed reads), far below the number of users.
+const BOUND: u64 = 200;
+
+/// Inserts `USERS` active users into `role` in one statement.
+fn populate(s: &TestServer, role: &str) {
+    let sql = if on_postgres() {
+        "INSERT INTO directus_users (id, email, status, role, provider) \
+         SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, \
+                'member' || i || '@example.com', 'active', $1::text::uuid, 'default' \
+         FROM generate_series(1, 5000) AS i"
+    } else {
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+         INSERT INTO directus_users (id, email, status, role, provider) \
+         SELECT printf('00000000-0000-4000-8000-%012d', i), 'member' || i || '@example.com', \
+                'active', $1, 'default' FROM n"
+    };
+    assert_eq!(s.database().execute(sql, &[role]), USERS as u64);
+}
+
+/// Rows the server's store read while `f` ran.
+async fn rows_read<F: std::future::Future<Output = Reply>>(s: &TestServer, f: F) -> (u64, Reply) {
+    let before = s.state.store.rows_read();
+    let r = f.await;
+    (s.state.store.rows_read() - before, r)
+}
+
+#[tokio::test]
+async fn last_admin_and_cycle_checks_read_a_bounded_number_of_rows() {
+    let s = TestServer::spawn(&[]).await;
+    let members = s
+        .make("/roles", json!({"name": "Members"}))
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    populate(&s, &members);
+    let child = s
+        .make("/roles", json!({"name": "Child", "parent": members}))
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let empty = s
+        .make("/roles", json!({"name": "Empty"}))
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Deleting an empty role: the last-admin check runs before and after the write.
+    let (read, r) = rows_read(&s, s.admin("DELETE", &format!("/roles/{empty}"), None)).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(read < BOUND, "deleting an empty role read {read} rows");
+
+    // Demoting the only admin is refused, just as cheaply.
+    let me = s.admin("GET", "/users/me?fields=id", None).await.body["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (read, r) = rows_read(
+        &s,
+        s.admin(
+            "PATCH",
+            &format!("/users/{me}"),
+            Some(json!({"role": members})),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        read < BOUND,
+        "refusing to demote the last admin read {read} rows"
+    );
+
+    // A cycle in the role tree is refused by following parents, not members.
+    let (read, r) = rows_read(
+        &s,
+        s.admin(
+            "PATCH",
+            &format!("/roles/{members}"),
+            Some(json!({"parent": child})),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(read < BOUND, "refusing a role cycle read {read} rows");
+
+    // Suspending one member is a guarded write too.
+    let one = "00000000-0000-4000-8000-000000000042";
+    let (read, r) = rows_read(
+        &s,
+        s.admin(
+            "PATCH",
+            &format!("/users/{one}"),
+            Some(json!({"status": "suspended"})),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(read < BOUND, "suspending one member read {read} rows");
+    assert_eq!(
+        s.database().one(
+            "SELECT count(*) FROM directus_users WHERE status = 'active'",
+            &[]
+        ),
+        USERS
+    );
+}
