@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_tfa.sql")),
     (3, include_str!("../migrations/postgres/0003_limits.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_user_count.sql"),
+    ),
 ];
 
 /// The advisory lock migrations are applied under.

@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
             filters_mean_the_same_in_sql_and_in_memory,
             tfa_changes_apply_only_where_the_state_allows,
             counters_keep_fixed_windows_and_holds,
+            the_user_total_follows_every_insert_and_delete,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
@@ -1129,6 +1130,50 @@ pub async fn expired_sessions_are_purged(s: Arc<dyn Store>) {
     assert_eq!(live[0].user_agent.as_deref(), Some("test"));
     assert_eq!(s.sessions_of(user, 70_500).await.unwrap().len(), 1);
     assert!(s.sessions_of(Uuid::new_v4(), 0).await.unwrap().is_empty());
+}
+
+/// The unfiltered user count (kept by triggers) agrees with a filtered one (counted) after
+/// single and batched inserts, a failed batch, and deletes.
+pub async fn the_user_total_follows_every_insert_and_delete(s: Arc<dyn Store>) {
+    let everyone = Condition::Compare {
+        field: USERS.key(),
+        op: Op::NotNull,
+        value: Value::Null,
+    };
+    let agree = |expected: u64| {
+        let (s, everyone) = (s.clone(), everyone.clone());
+        async move {
+            assert_eq!(s.count_items(&USERS, None).await.unwrap(), expected);
+            assert_eq!(
+                s.count_items(&USERS, Some(&everyone)).await.unwrap(),
+                expected
+            );
+        }
+    };
+    agree(0).await;
+    let seed = seed(&s, &["a@example.com", "b@example.com", "c@example.com"]).await;
+    agree(3).await;
+    // A batch that fails undoes its count with its rows.
+    let clash = insert(
+        &USERS,
+        json!({"id": Uuid::new_v4().to_string(), "email": "a@example.com"}),
+    );
+    let fine = insert(
+        &USERS,
+        json!({"id": Uuid::new_v4().to_string(), "email": "d@example.com"}),
+    );
+    assert!(s.write(vec![fine, clash], None).await.is_err());
+    agree(3).await;
+    s.write(
+        vec![Write::Delete {
+            c: &USERS,
+            id: seed.admins[0].to_string(),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    agree(2).await;
 }
 
 pub async fn counters_keep_fixed_windows_and_holds(s: Arc<dyn Store>) {
