@@ -155,6 +155,14 @@ struct RawClaims {
     session: Option<String>,
     #[serde(default)]
     share: Option<String>,
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
+}
+
+/// Whether a verified token's `iss` is exactly `"directus"`: jsonwebtoken also takes a list
+/// that contains it, jsonwebtoken.js does not (found by the `jwt` fuzz target).
+fn issued_here(iss: Option<&serde_json::Value>) -> bool {
+    iss.and_then(serde_json::Value::as_str) == Some(ISSUER)
 }
 
 /// Just the issuer, to tell Directus JWTs from static tokens without a full parse.
@@ -215,6 +223,9 @@ impl JwtKeys {
         now_ms: i64,
     ) -> Result<serde_json::Map<String, serde_json::Value>> {
         let claims: serde_json::Map<String, serde_json::Value> = self.verify(token)?;
+        if !issued_here(claims.get("iss")) {
+            return Err(Error::InvalidToken);
+        }
         if expired(
             claims.get("exp").and_then(serde_json::Value::as_f64),
             now_ms,
@@ -227,6 +238,9 @@ impl JwtKeys {
     /// Verifies an access token and extracts who it names.
     pub fn verify_access(&self, token: &str, now_ms: i64) -> Result<VerifiedToken> {
         let claims: RawClaims = self.verify(token)?;
+        if !issued_here(claims.iss.as_ref()) {
+            return Err(Error::InvalidToken);
+        }
         // Expiry is reported before missing claims, as jsonwebtoken.js does.
         if expired(claims.exp, now_ms) {
             return Err(Error::TokenExpired);
@@ -327,21 +341,16 @@ mod tests {
     }
 
     #[test]
-    fn a_token_without_an_issuer_is_refused() {
+    fn a_token_without_the_exact_issuer_is_refused() {
         let k = JwtKeys::new(b"s3cret");
-        let no_iss = raw(
-            r#"{"alg":"HS256","typ":"JWT"}"#,
+        for payload in [
             r#"{"id":null,"role":null,"app_access":true,"admin_access":true}"#,
-            b"s3cret",
-        );
-        assert!(matches!(
-            k.verify_access(&no_iss, NOW),
-            Err(Error::InvalidToken)
-        ));
-        assert!(matches!(
-            k.verify_claims(&no_iss, NOW),
-            Err(Error::InvalidToken)
-        ));
+            r#"{"id":null,"role":null,"app_access":true,"admin_access":true,"iss":["directus","x"]}"#,
+        ] {
+            let t = raw(r#"{"alg":"HS256","typ":"JWT"}"#, payload, b"s3cret");
+            assert!(matches!(k.verify_access(&t, NOW), Err(Error::InvalidToken)));
+            assert!(matches!(k.verify_claims(&t, NOW), Err(Error::InvalidToken)));
+        }
     }
 
     #[test]
