@@ -23,12 +23,12 @@ async fn server(mail: &Mailbox, extra: &[(&str, &str)]) -> TestServer {
     TestServer::spawn(&all).await
 }
 
-async fn request(s: &TestServer, body: Value) -> Reply {
+pub(crate) async fn request(s: &TestServer, body: Value) -> Reply {
     s.call("POST", "/auth/password/request", &[], Some(body))
         .await
 }
 
-async fn reset(s: &TestServer, token: &str, password: &str) -> Reply {
+pub(crate) async fn reset(s: &TestServer, token: &str, password: &str) -> Reply {
     s.call(
         "POST",
         "/auth/password/reset",

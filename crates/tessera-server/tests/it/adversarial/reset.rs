@@ -8,6 +8,7 @@ use tessera_core::probe::{Gate, Point};
 
 use super::*;
 use crate::mailbox::Mailbox;
+use crate::reset::{request, reset};
 
 const EMAIL: &str = "target@example.com";
 const PASSWORD: &str = "Target-Password-1";
@@ -27,23 +28,7 @@ fn borrowed<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)>
 }
 
 async fn ask(s: &TestServer, email: &str) -> Reply {
-    s.call(
-        "POST",
-        "/auth/password/request",
-        &[],
-        Some(json!({"email": email})),
-    )
-    .await
-}
-
-async fn reset(s: &TestServer, token: &str, password: &str) -> Reply {
-    s.call(
-        "POST",
-        "/auth/password/reset",
-        &[],
-        Some(json!({"token": token, "password": password})),
-    )
-    .await
+    request(s, json!({"email": email})).await
 }
 
 /// Asks for a link and returns its token.
@@ -161,9 +146,7 @@ async fn huge_malformed_and_stale_input_changes_nothing() {
     // Past serde_json's nesting limit of 128 (deeper values overflow this test's own stack).
     let deep = (0..200).fold(json!("x"), |v, _| json!({"a": v}));
     for body in [json!({"email": deep.clone()}), json!({"email": [EMAIL]})] {
-        let r = s
-            .call("POST", "/auth/password/request", &[], Some(body))
-            .await;
+        let r = request(&s, body).await;
         assert_eq!(r.status, 400, "{}", r.text);
     }
     let r = reset(&s, &"x".repeat(500_000), "Whatever-Password-1").await;
@@ -220,14 +203,7 @@ async fn a_reset_url_cannot_write_into_the_mail_or_choose_the_token() {
     // Text that would stand on a line of its own, and a token of the requester's choosing,
     // both inside a URL whose origin and path are allowed.
     let sneaky = "https://app.example.com/reset?token=ATTACKERS&a=\n\nIf the button fails, use: https://evil.io/r?x=";
-    let r = s
-        .call(
-            "POST",
-            "/auth/password/request",
-            &[],
-            Some(json!({"email": EMAIL, "reset_url": sneaky})),
-        )
-        .await;
+    let r = request(&s, json!({"email": EMAIL, "reset_url": sneaky})).await;
     assert_eq!(r.status, 204, "{}", r.text);
     let m = mail.next().await;
     let text = m.body("text/plain");
