@@ -461,8 +461,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::Extension(described))
-        .layer(from_fn_with_state(state.clone(), authenticate))
-        .layer(from_fn_with_state(state.clone(), limits::limit));
+        .layer(from_fn_with_state(state.clone(), authenticate));
+    // The request limit sits in front of authentication, only where it is on.
+    let router = if state.limiter.is_some() {
+        router.layer(from_fn_with_state(state.clone(), limits::limit))
+    } else {
+        router
+    };
     let router = if state.config.metrics_enabled {
         router.layer(from_fn_with_state(state.clone(), metrics::measure))
     } else {

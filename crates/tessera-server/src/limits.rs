@@ -142,7 +142,7 @@ pub fn counters(store: &LimiterStore, db: &Arc<dyn Store>) -> anyhow::Result<Arc
 
 /// Counts the request against its client's limit; answers 429 past it.
 pub async fn limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    // Off (the default), a request pays for nothing here, not even finding its IP.
+    // The router adds this layer only when the limiter is on.
     if let Some(limiter) = &s.limiter
         && let Some(ip) = client_ip(&req, &s)
         && let Err(e) = limiter.check(ip).await
