@@ -215,3 +215,76 @@ async fn a_reset_url_cannot_write_into_the_mail_or_choose_the_token() {
     let token = link.rsplit_once("token=").unwrap().1;
     assert_eq!(reset(&s, token, "New-Password-Chosen-1").await.status, 204);
 }
+
+#[tokio::test]
+async fn a_reset_held_while_another_instance_changes_the_password_is_refused() {
+    let mut mail = Mailbox::start().await;
+    let gate = Gate::new(Point::ResetChecked);
+    let v = vars(&mail);
+    let a = Arc::new(TestServer::spawn_with(&borrowed(&v), with_gate(&gate)).await);
+    let b = TestServer::spawn_in_with(
+        tempfile::tempdir().unwrap(),
+        &a.db,
+        &borrowed(&v),
+        Hooks::default(),
+    )
+    .await;
+    let id = a.user(EMAIL, PASSWORD).await;
+    let t = token(&a, &mut mail, EMAIL).await;
+    let held = {
+        let (a, t) = (a.clone(), t.clone());
+        tokio::spawn(async move { reset(&a, &t, "Reset-On-A-Password-1").await })
+    };
+    // A has checked the link; B's admin sets another password before A writes.
+    gate.arrivals(1).await;
+    let r = b
+        .admin(
+            "PATCH",
+            &format!("/users/{id}"),
+            Some(json!({"password": "Chosen-On-B-Password-2"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    gate.open();
+    let r = held.await.unwrap();
+    assert_eq!(r.code(), "FORBIDDEN", "{}", r.text);
+    assert_eq!(
+        b.login(EMAIL, "Chosen-On-B-Password-2", None).await.status,
+        200
+    );
+    assert_eq!(
+        a.login(EMAIL, "Reset-On-A-Password-1", None).await.status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_reset_spends_the_link_at_most_once() {
+    let mut mail = Mailbox::start().await;
+    let gate = Gate::new(Point::ResetChecked);
+    let v = vars(&mail);
+    let s = Arc::new(TestServer::spawn_with(&borrowed(&v), with_gate(&gate)).await);
+    s.user(EMAIL, PASSWORD).await;
+    let t = token(&s, &mut mail, EMAIL).await;
+    let held = {
+        let (s, t) = (s.clone(), t.clone());
+        tokio::spawn(async move { reset(&s, &t, "Abandoned-Password-1").await })
+    };
+    gate.arrivals(1).await;
+    // The client gives up after every check passed and before the swap.
+    held.abort();
+    gate.open();
+    // Whether the server finished the abandoned reset or not, the link sets one password.
+    let again = reset(&s, &t, "Second-Try-Password-2").await;
+    let winner = match again.status {
+        204 => "Second-Try-Password-2",
+        403 => "Abandoned-Password-1",
+        other => panic!("unexpected {other}: {}", again.text),
+    };
+    assert_eq!(s.login(EMAIL, winner, None).await.status, 200);
+    assert_eq!(s.login(EMAIL, PASSWORD, None).await.status, 401);
+    assert_eq!(
+        reset(&s, &t, "Third-Try-Password-3").await.code(),
+        "FORBIDDEN"
+    );
+}
