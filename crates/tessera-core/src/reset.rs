@@ -26,6 +26,7 @@ use crate::jwt::{ISSUER, JwtKeys};
 use crate::limits::Throttle;
 use crate::mail::{Mail, Outbox, html_escaped};
 use crate::probe::{NoProbe, Point, Probe};
+use crate::tokens::hex;
 
 /// The `scope` claim of a reset token.
 const SCOPE: &str = "password-reset";
@@ -120,7 +121,6 @@ fn link_to(mut base: url::Url, token: &str) -> String {
 }
 
 impl Resets {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         items: Arc<Items>,
@@ -157,10 +157,7 @@ impl Resets {
         mac.update(b"tessera password-reset\0");
         mac.update(u.id.as_bytes());
         mac.update(u.password.as_deref().unwrap_or_default().as_bytes());
-        mac.finalize().into_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&mac.finalize().into_bytes()[..16])
     }
 
     /// `POST /auth/password/request`. A bad payload or `reset_url` is refused at once, as in
