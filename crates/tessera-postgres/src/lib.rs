@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_user_count.sql"),
     ),
+    (5, include_str!("../migrations/postgres/0005_user_text.sql")),
 ];
 
 /// The advisory lock migrations are applied under.

@@ -59,3 +59,64 @@ async fn instances_starting_together_migrate_once() {
         .unwrap();
     assert_eq!(store.access_rows(None, None).await.unwrap().public.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_conditions_go_through_the_trigram_index_not_a_scan() {
+    use serde_json::json;
+    use tessera_store::schema::USERS;
+    use tessera_store::{Condition, Op, Query};
+    let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("PostgreSQL text index"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let s = settings(&db);
+    let store = tokio::task::spawn_blocking(move || Postgres::open(s))
+        .await
+        .unwrap()
+        .unwrap();
+    // Enough users, with statistics, that a scan costs more than the index.
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        c.batch_execute(
+            "INSERT INTO directus_users (id, email, first_name, last_name) \
+             SELECT gen_random_uuid(), 'user' || i || '@example.com', 'First' || i, \
+                    'Last' || (i % 997) \
+             FROM generate_series(1, 20000) i; \
+             ANALYZE directus_users;",
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let on = |name: &str, op: Op, v: &str| Condition::Compare {
+        field: USERS.field(name).unwrap(),
+        op,
+        value: json!(v),
+    };
+    let search = Condition::Or(vec![
+        on("first_name", Op::IContains, "st12345"),
+        on("email", Op::IContains, "st12345"),
+        on("title", Op::IContains, "st12345"),
+    ]);
+    for filter in [
+        on("email", Op::Contains, "er12345@"),
+        on("email", Op::IContains, "ER12345@"),
+        on("first_name", Op::StartsWith, "First12345"),
+        search,
+    ] {
+        let q = Query {
+            filter: Some(filter.clone()),
+            limit: Some(25),
+            ..Default::default()
+        };
+        let plan = store.plan(&USERS, &q).await.unwrap();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("Bitmap Index Scan on directus_users_text")),
+            "{filter:?}: {plan:#?}"
+        );
+    }
+}

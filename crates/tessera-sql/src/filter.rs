@@ -3,15 +3,20 @@
 //! in ASCII on both engines (PostgreSQL's columns are `COLLATE "C"`; SQLite's LIKE is made
 //! case-sensitive per connection), so `_contains` respects case, `_icontains` ignores it, and
 //! results sort the same everywhere.
+//!
+//! A text condition on a column of the collection's trigram index (`text_index`) is narrowed
+//! first through that index: SQLite's FTS5 table or PostgreSQL's `pg_trgm` expression, which
+//! both find (ignoring case) every row containing the term, and then tested exactly. The
+//! conditions of a `search` share one narrowing.
 
 use sea_query::{
     Alias, Condition as Sql, Expr, ExprTrait, Func, LikeExpr, NullOrdering, Order, Query as Select,
     SelectStatement,
 };
 use serde_json::Value;
-use tessera_store::{Condition, Field, Kind, Op, Query};
+use tessera_store::{Collection, Condition, Field, Kind, Op, Query};
 
-use crate::Param;
+use crate::{Dialect, Param};
 
 /// A column of the statement's table.
 pub(crate) fn col(name: &str) -> Expr {
@@ -62,23 +67,46 @@ fn is_text(kind: Kind) -> bool {
     !matches!(kind, Kind::Integer | Kind::Timestamp | Kind::Boolean)
 }
 
-/// One condition as a SQL condition.
-pub(crate) fn condition(cond: &Condition) -> Sql {
+/// One condition on the rows of `c` as a SQL condition.
+pub(crate) fn condition(c: &Collection, d: Dialect, cond: &Condition) -> Sql {
     match cond {
         Condition::And(parts) => parts
             .iter()
-            .fold(Sql::all(), |all, p| all.add(condition(p))),
-        Condition::Or(parts) => parts
-            .iter()
-            .fold(Sql::any(), |any, p| any.add(condition(p))),
-        Condition::Compare { field, op, value } => Sql::all().add(compare(field, *op, value)),
+            .fold(Sql::all(), |all, p| all.add(condition(c, d, p))),
+        Condition::Or(parts) => {
+            // The text conditions on one term share one narrowing (as `search` builds them).
+            let mut narrowed: Vec<(String, Sql)> = Vec::new();
+            let mut any = Sql::any();
+            for p in parts {
+                match (indexed_term(c, p), p) {
+                    (Some(term), Condition::Compare { field, op, value }) => {
+                        let exact = compare(field, *op, value);
+                        match narrowed.iter_mut().find(|(t, _)| *t == term) {
+                            Some((_, group)) => *group = group.clone().add(exact),
+                            None => narrowed.push((term, Sql::any().add(exact))),
+                        }
+                    }
+                    _ => any = any.add(condition(c, d, p)),
+                }
+            }
+            narrowed.into_iter().fold(any, |any, (term, group)| {
+                any.add(Sql::all().add(narrowing(c, d, &term)).add(group))
+            })
+        }
+        Condition::Compare { field, op, value } => {
+            let exact = Sql::all().add(compare(field, *op, value));
+            match indexed_term(c, cond) {
+                Some(term) => exact.add(narrowing(c, d, &term)),
+                None => exact,
+            }
+        }
         Condition::Related { via, cond, none } => {
             // Inside the subquery, unqualified columns name the target's own.
             let mut linked = Select::select();
             linked
                 .column(Alias::new(via.remote))
                 .from(Alias::new(via.target.table))
-                .cond_where(condition(cond))
+                .cond_where(condition(via.target, d, cond))
                 .and_where(col(via.remote).is_not_null());
             let local = col(via.local);
             Sql::all().add(if *none {
@@ -88,6 +116,60 @@ pub(crate) fn condition(cond: &Condition) -> Sql {
             })
         }
     }
+}
+
+/// The term (folded to ASCII lower case) every row matching `cond` contains, ignoring case,
+/// in a column of `c`'s trigram index; `None` where the index cannot narrow it (another
+/// operator or column, or a term shorter than one trigram).
+fn indexed_term(c: &Collection, cond: &Condition) -> Option<String> {
+    let Condition::Compare { field, op, value } = cond else {
+        return None;
+    };
+    let substring = matches!(
+        op,
+        Op::Contains
+            | Op::IContains
+            | Op::StartsWith
+            | Op::IStartsWith
+            | Op::EndsWith
+            | Op::IEndsWith
+    );
+    let term = text(value).to_ascii_lowercase();
+    (substring && c.text_index.contains(&field.column) && term.chars().count() >= 3).then_some(term)
+}
+
+/// The rows of `c` whose indexed text contains `term`, ignoring case: a superset of those a
+/// text condition on `term` matches, found through the trigram index.
+fn narrowing(c: &Collection, d: Dialect, term: &str) -> Expr {
+    match d {
+        Dialect::Sqlite => {
+            let index = format!("{}_text", c.table);
+            let phrase = format!("\"{}\"", term.replace('"', "\"\""));
+            let mut found = Select::select();
+            found
+                .column(Alias::new("id"))
+                .from(Alias::new(index.as_str()))
+                .and_where(Expr::cust_with_values(
+                    format!("\"{index}\" MATCH ?"),
+                    [phrase],
+                ));
+            col("id").in_subquery(found)
+        }
+        Dialect::Postgres => Expr::cust(text_of(c))
+            .like(LikeExpr::new(format!("%{}%", escape_like(term))).escape('\\')),
+    }
+}
+
+/// PostgreSQL's indexed expression for `c`'s text: its `text_index` columns, lowered and
+/// joined by spaces, exactly as the `user_text` migration indexes it.
+pub(crate) fn text_of(c: &Collection) -> String {
+    let joined = c
+        .text_index
+        .iter()
+        .map(|column| format!("coalesce(\"{column}\", '')"))
+        .collect::<Vec<_>>()
+        .join(" || ' ' || ");
+    format!("lower({joined})")
 }
 
 fn compare(field: &Field, op: Op, value: &Value) -> Expr {
@@ -144,9 +226,9 @@ fn compare(field: &Field, op: Op, value: &Value) -> Expr {
 
 /// Applies a query's filter, sort (then the primary key, as Directus) and window. Nulls sort
 /// first ascending and last descending on both engines.
-pub(crate) fn apply(s: &mut SelectStatement, q: &Query) {
+pub(crate) fn apply(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
     if let Some(f) = &q.filter {
-        s.cond_where(condition(f));
+        s.cond_where(condition(c, d, f));
     }
     for (field, desc) in &q.sort {
         let (order, nulls) = if *desc {

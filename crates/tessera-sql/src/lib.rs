@@ -331,6 +331,14 @@ impl<E: Engine> SqlStore<E> {
     pub fn engine(&self) -> &E {
         &self.engine.inner
     }
+
+    /// How the database plans the statement [`Store::read_items`] runs for `q`, one line per
+    /// step (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL): what the tests and the
+    /// scale benchmark read to see that an index is used.
+    pub async fn plan(&self, c: &'static Collection, q: &Query) -> StoreResult<Vec<String>> {
+        let q = q.clone();
+        self.engine.read(move |x| ops::plan_items(x, c, &q)).await
+    }
 }
 
 #[async_trait]

@@ -19,7 +19,7 @@ use tessera_store::{
 use uuid::Uuid;
 
 use crate::filter::{apply, bind, col, condition};
-use crate::{Cell, Conn, Param, Row, row, rows, run};
+use crate::{Cell, Conn, Dialect, Param, Row, row, rows, run};
 
 const USERS: &str = "directus_users";
 const SESSIONS: &str = "directus_sessions";
@@ -93,7 +93,7 @@ pub(crate) fn read_items(
     q: &ItemQuery,
 ) -> StoreResult<Vec<Record>> {
     let mut s = select_items(c);
-    apply(&mut s, q);
+    apply(&mut s, c, x.dialect(), q);
     Ok(rows(x, &s)?
         .iter()
         .map(|r| {
@@ -103,6 +103,24 @@ pub(crate) fn read_items(
                 .map(|(i, f)| (f.name.to_owned(), json(f.kind, cell(r, i))))
                 .collect()
         })
+        .collect())
+}
+
+pub(crate) fn plan_items(
+    x: &mut dyn Conn,
+    c: &'static Collection,
+    q: &ItemQuery,
+) -> StoreResult<Vec<String>> {
+    let mut s = select_items(c);
+    apply(&mut s, c, x.dialect(), q);
+    let (sql, params) = crate::render(x, &s);
+    let explain = match x.dialect() {
+        Dialect::Sqlite => "EXPLAIN QUERY PLAN",
+        Dialect::Postgres => "EXPLAIN",
+    };
+    Ok(x.query(&format!("{explain} {sql}"), &params)?
+        .iter()
+        .filter_map(|r| r.last().and_then(Cell::text))
         .collect())
 }
 
@@ -125,7 +143,7 @@ pub(crate) fn count_items(
         Some(f) => {
             s.expr(Expr::cust("COUNT(*)"))
                 .from(t(c.table))
-                .cond_where(condition(f));
+                .cond_where(condition(c, x.dialect(), f));
         }
     }
     let n = row(x, &s)?.and_then(|r| int(&r, 0)).unwrap_or_default();

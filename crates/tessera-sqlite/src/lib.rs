@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_tfa.sql")),
     (4, include_str!("../migrations/sqlite/0004_limits.sql")),
     (5, include_str!("../migrations/sqlite/0005_user_count.sql")),
+    (6, include_str!("../migrations/sqlite/0006_user_text.sql")),
 ];
 
 const MAX_IDLE_READERS: usize = 8;

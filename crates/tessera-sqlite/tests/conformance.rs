@@ -23,3 +23,53 @@ async fn migrations_run_once_and_reopen_cleanly() {
     let s = tessera_sqlite::Sqlite::open(&path).unwrap();
     assert_eq!(s.access_rows(None, None).await.unwrap().public.len(), 1);
 }
+
+/// The plan of a read with `filter`, ordered and windowed as `/users` reads are.
+async fn plan(s: &tessera_sqlite::SqliteStore, filter: tessera_store::Condition) -> Vec<String> {
+    let q = tessera_store::Query {
+        filter: Some(filter),
+        limit: Some(25),
+        ..Default::default()
+    };
+    s.plan(&tessera_store::schema::USERS, &q).await.unwrap()
+}
+
+#[tokio::test]
+async fn text_conditions_go_through_the_trigram_index_not_a_scan() {
+    use serde_json::json;
+    use tessera_store::schema::USERS;
+    use tessera_store::{Condition, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let s = tessera_sqlite::Sqlite::open(dir.path().join("t.db")).unwrap();
+    let on = |name: &str, op: Op, v: &str| Condition::Compare {
+        field: USERS.field(name).unwrap(),
+        op,
+        value: json!(v),
+    };
+    let search = Condition::Or(vec![
+        on("first_name", Op::IContains, "ada"),
+        on("email", Op::IContains, "ada"),
+        on("title", Op::IContains, "ada"),
+    ]);
+    for filter in [
+        on("email", Op::Contains, "ada"),
+        on("email", Op::IContains, "ADA"),
+        on("last_name", Op::StartsWith, "Lov"),
+        search,
+    ] {
+        let plan = plan(&s, filter.clone()).await;
+        assert!(
+            plan.iter().any(|l| l.contains("directus_users_text VIRTUAL TABLE INDEX")),
+            "{filter:?}: {plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|l| l.split_whitespace().take(2).eq(["SCAN", "directus_users"])),
+            "{filter:?}: {plan:?}"
+        );
+    }
+    // Two characters make no trigram: those conditions test every row, and still answer.
+    let plan = plan(&s, on("email", Op::Contains, "ad")).await;
+    assert!(!plan.iter().any(|l| l.contains("directus_users_text")), "{plan:?}");
+}

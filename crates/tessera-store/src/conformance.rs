@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             tfa_changes_apply_only_where_the_state_allows,
             counters_keep_fixed_windows_and_holds,
             the_user_total_follows_every_insert_and_delete,
+            text_searches_follow_every_write,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
@@ -1342,7 +1343,18 @@ impl Dice {
 
 /// Texts chosen to trip engines: case, non-ASCII, LIKE wildcards, the empty string.
 const TEXTS: &[&str] = &[
-    "alpha", "Alpha", "ÄLPHA", "al", "", "50%_off", "_", "%", "b", "PHA",
+    "alpha",
+    "Alpha",
+    "ÄLPHA",
+    "al",
+    "",
+    "50%_off",
+    "_",
+    "%",
+    "b",
+    "PHA",
+    "say \"pha\"",
+    "o'pha",
 ];
 const TIMES: &[i64] = &[0, 1_000, 86_400_000, 1_700_000_000_000];
 
@@ -1556,4 +1568,142 @@ pub async fn filters_mean_the_same_in_sql_and_in_memory(s: Arc<dyn Store>) {
             "case {case}: count of {cond:?}"
         );
     }
+}
+
+/// Text conditions long enough to go through the trigram index find exactly the rows they
+/// match after inserts, updates (of indexed and other columns) and deletes, with quotes and
+/// wildcards in the term, alone, under OR and AND, and as a `search` shapes them.
+pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
+    people(
+        &s,
+        &[
+            Some("Adalind"),
+            Some("say \"ada\" twice"),
+            Some("o'ada%_x"),
+            Some("ÄDAlind"),
+            None,
+        ],
+    )
+    .await;
+    let id = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
+    let q = |op, v: &str| filtered(compare(&USERS, "first_name", op, json!(v)));
+    assert_eq!(
+        names(&s, q(Op::IContains, "ADA")).await,
+        [
+            json!("Adalind"),
+            json!("say \"ada\" twice"),
+            json!("o'ada%_x")
+        ]
+    );
+    assert_eq!(
+        names(&s, q(Op::Contains, "\"ada\"")).await,
+        [json!("say \"ada\" twice")]
+    );
+    assert_eq!(
+        names(&s, q(Op::Contains, "'ada%_")).await,
+        [json!("o'ada%_x")]
+    );
+    assert_eq!(
+        names(&s, q(Op::IStartsWith, "ÄdAL")).await,
+        [json!("ÄDAlind")]
+    );
+    assert_eq!(
+        names(&s, q(Op::EndsWith, "lind")).await,
+        [json!("Adalind"), json!("ÄDAlind")]
+    );
+    // The index finds a term in any of its columns; the exact test keeps the asked one.
+    s.write(
+        vec![update(&USERS, &id(4), json!({"title": "Adamant"}))],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        names(&s, q(Op::IContains, "adam")).await,
+        Vec::<Value>::new()
+    );
+    let title = filtered(compare(&USERS, "title", Op::IContains, json!("adam")));
+    assert_eq!(names(&s, title).await, [Value::Null]);
+    // An update of the indexed text moves the row from the old term to the new one.
+    s.write(
+        vec![update(&USERS, &id(0), json!({"first_name": "Beatrix"}))],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        names(&s, q(Op::IContains, "DALIND")).await,
+        [json!("ÄDAlind")]
+    );
+    assert_eq!(
+        names(&s, q(Op::Contains, "atrix")).await,
+        [json!("Beatrix")]
+    );
+    // An update of other columns leaves the text found.
+    s.write(
+        vec![update(
+            &USERS,
+            &id(0),
+            json!({"email_notifications": false}),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        names(&s, q(Op::Contains, "atrix")).await,
+        [json!("Beatrix")]
+    );
+    // As `search` builds it: several fields on one term, or an id.
+    let search = Condition::Or(vec![
+        compare(&USERS, "first_name", Op::IContains, json!("atri")),
+        compare(&USERS, "email", Op::IContains, json!("atri")),
+        compare(&USERS, "id", Op::Eq, json!(id(3))),
+    ]);
+    assert_eq!(
+        names(&s, filtered(search)).await,
+        [json!("Beatrix"), json!("ÄDAlind")]
+    );
+    let both = Condition::And(vec![
+        compare(&USERS, "first_name", Op::IContains, json!("lind")),
+        compare(&USERS, "email", Op::IContains, json!("p3@")),
+    ]);
+    assert_eq!(names(&s, filtered(both)).await, [json!("ÄDAlind")]);
+    // A deleted row is gone from the index; a new one with the same text is found.
+    s.write(
+        vec![Write::Delete {
+            c: &USERS,
+            id: id(0),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        names(&s, q(Op::Contains, "atrix")).await,
+        Vec::<Value>::new()
+    );
+    s.write(
+        vec![insert(
+            &USERS,
+            json!({"id": Uuid::new_v4().to_string(), "first_name": "Beatrix",
+                   "email": "again@example.com"}),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        names(&s, q(Op::Contains, "atrix")).await,
+        [json!("Beatrix")]
+    );
+    assert_eq!(
+        s.count_items(
+            &USERS,
+            Some(&compare(&USERS, "first_name", Op::IContains, json!("TRIX")))
+        )
+        .await
+        .unwrap(),
+        1
+    );
 }

@@ -134,6 +134,9 @@ pub struct Collection {
     pub table: &'static str,
     pub fields: &'static [Field],
     pub relations: &'static [Relation],
+    /// The text columns a trigram index covers (see the engines' `user_text` migrations, which
+    /// list the same columns in the same order); empty where there is none.
+    pub text_index: &'static [&'static str],
 }
 
 impl Collection {
@@ -217,6 +220,23 @@ pub static USERS: Collection = Collection {
         not_null("text_direction", Kind::String),
     ],
     relations: &[one("role", &ROLES), many("policies", &ACCESS, "user")],
+    text_index: &[
+        "first_name",
+        "last_name",
+        "email",
+        "location",
+        "title",
+        "description",
+        "language",
+        "status",
+        "last_page",
+        "provider",
+        "external_identifier",
+        "appearance",
+        "theme_dark",
+        "theme_light",
+        "text_direction",
+    ],
 };
 
 /// `directus_roles`.
@@ -236,6 +256,7 @@ pub static ROLES: Collection = Collection {
         many("policies", &ACCESS, "role"),
         many("users", &USERS, "role"),
     ],
+    text_index: &[],
 };
 
 /// `directus_policies`.
@@ -257,6 +278,7 @@ pub static POLICIES: Collection = Collection {
         many("users", &ACCESS, "policy"),
         many("roles", &ACCESS, "policy"),
     ],
+    text_index: &[],
 };
 
 /// `directus_access`: which role or user (or, with neither, everybody) a policy applies to.
@@ -275,6 +297,7 @@ pub static ACCESS: Collection = Collection {
         one("user", &USERS),
         one("policy", &POLICIES),
     ],
+    text_index: &[],
 };
 
 /// `directus_permissions`: what a policy allows on one collection and action. The key is a
@@ -293,6 +316,7 @@ pub static PERMISSIONS: Collection = Collection {
         required("policy", Kind::Uuid),
     ],
     relations: &[one("policy", &POLICIES)],
+    text_index: &[],
 };
 
 /// `directus_settings`: a single row with id 1.
@@ -317,6 +341,7 @@ pub static SETTINGS: Collection = Collection {
         f("public_registration_email_filter", Kind::Json),
     ],
     relations: &[one("public_registration_role", &ROLES)],
+    text_index: &[],
 };
 
 /// A table as a data move copies it (`tessera migrate-data`): every column of the schema,
