@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0004_user_count.sql"),
     ),
     (5, include_str!("../migrations/postgres/0005_user_text.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_user_sorts.sql"),
+    ),
 ];
 
 /// The advisory lock migrations are applied under.

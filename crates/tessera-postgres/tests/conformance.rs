@@ -61,7 +61,7 @@ async fn instances_starting_together_migrate_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_conditions_go_through_the_trigram_index_not_a_scan() {
+async fn text_conditions_and_sorts_go_through_indexes_not_a_scan() {
     use serde_json::json;
     use tessera_store::schema::USERS;
     use tessera_store::{Condition, Op, Query};
@@ -114,9 +114,33 @@ async fn text_conditions_go_through_the_trigram_index_not_a_scan() {
         };
         let plan = store.plan(&USERS, &q).await.unwrap();
         assert!(
-            plan.iter()
-                .any(|l| l.contains("Bitmap Index Scan on directus_users_text")),
+            plan.iter().any(|l| l.contains("Index Scan"))
+                && !plan.iter().any(|l| l.contains("Seq Scan")),
             "{filter:?}: {plan:#?}"
         );
+    }
+    // A sorted page reads an index in order, forwards or backwards, and sorts nothing.
+    for name in [
+        "email",
+        "first_name",
+        "last_name",
+        "status",
+        "last_access",
+        "role",
+    ] {
+        for desc in [false, true] {
+            let q = Query {
+                sort: vec![(USERS.field(name).unwrap(), desc)],
+                limit: Some(25),
+                offset: 100,
+                ..Default::default()
+            };
+            let plan = store.plan(&USERS, &q).await.unwrap();
+            assert!(
+                plan.iter().any(|l| l.contains("Index Scan"))
+                    && !plan.iter().any(|l| l.contains("Sort")),
+                "{name} {desc}: {plan:#?}"
+            );
+        }
     }
 }

@@ -224,8 +224,8 @@ fn compare(field: &Field, op: Op, value: &Value) -> Expr {
     }
 }
 
-/// Applies a query's filter, sort (then the primary key, as Directus) and window. Nulls sort
-/// first ascending and last descending on both engines.
+/// Applies a query's filter, sort (then the primary key) and window. Nulls sort first
+/// ascending and last descending on both engines.
 pub(crate) fn apply(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
     if let Some(f) = &q.filter {
         s.cond_where(condition(c, d, f));
@@ -238,7 +238,13 @@ pub(crate) fn apply(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Que
         };
         s.order_by_with_nulls(Alias::new(field.column), order, nulls);
     }
-    s.order_by(Alias::new("id"), Order::Asc);
+    // Ties go in the direction of the last key, so that one index on (key, id) serves a sort
+    // either way (read backwards for a descending one).
+    let ties = match q.sort.last() {
+        Some((_, true)) => Order::Desc,
+        _ => Order::Asc,
+    };
+    s.order_by(Alias::new("id"), ties);
     match (q.limit, q.offset) {
         (Some(limit), offset) => {
             s.limit(limit).offset(offset);

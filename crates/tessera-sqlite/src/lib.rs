@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_limits.sql")),
     (5, include_str!("../migrations/sqlite/0005_user_count.sql")),
     (6, include_str!("../migrations/sqlite/0006_user_text.sql")),
+    (7, include_str!("../migrations/sqlite/0007_user_sorts.sql")),
 ];
 
 const MAX_IDLE_READERS: usize = 8;

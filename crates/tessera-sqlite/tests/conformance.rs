@@ -59,7 +59,8 @@ async fn text_conditions_go_through_the_trigram_index_not_a_scan() {
     ] {
         let plan = plan(&s, filter.clone()).await;
         assert!(
-            plan.iter().any(|l| l.contains("directus_users_text VIRTUAL TABLE INDEX")),
+            plan.iter()
+                .any(|l| l.contains("directus_users_text VIRTUAL TABLE INDEX")),
             "{filter:?}: {plan:?}"
         );
         assert!(
@@ -71,5 +72,37 @@ async fn text_conditions_go_through_the_trigram_index_not_a_scan() {
     }
     // Two characters make no trigram: those conditions test every row, and still answer.
     let plan = plan(&s, on("email", Op::Contains, "ad")).await;
-    assert!(!plan.iter().any(|l| l.contains("directus_users_text")), "{plan:?}");
+    assert!(
+        !plan.iter().any(|l| l.contains("directus_users_text")),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn sorted_pages_read_an_index_in_order_either_way() {
+    use tessera_store::schema::USERS;
+    let dir = tempfile::tempdir().unwrap();
+    let s = tessera_sqlite::Sqlite::open(dir.path().join("t.db")).unwrap();
+    for name in [
+        "email",
+        "first_name",
+        "last_name",
+        "status",
+        "last_access",
+        "role",
+    ] {
+        for desc in [false, true] {
+            let q = tessera_store::Query {
+                sort: vec![(USERS.field(name).unwrap(), desc)],
+                limit: Some(25),
+                offset: 100,
+                ..Default::default()
+            };
+            let plan = s.plan(&USERS, &q).await.unwrap();
+            assert!(
+                !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+                "{name} {desc}: {plan:?}"
+            );
+        }
+    }
 }
