@@ -1,9 +1,11 @@
 //! `tessera-bench`: runs Tessera's scenarios with wrk on loopback next to baselines measured
 //! in the same run (an axum hello-world, a bare JWT-verifying server, raw SQLite and PostgreSQL
 //! updates, raw argon2 verification), and prints each figure as a ratio of the ceiling it
-//! should approach, with both engines side by side. Built and started by `scripts/bench`.
+//! should approach, with both engines side by side. Built and started by `scripts/bench`;
+//! with `--scale`, runs the scale benchmark ([`scale`]) instead.
 
 mod postgres;
+mod scale;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -649,8 +651,20 @@ async fn main() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let out_path = std::env::args().nth(1).map(PathBuf::from);
+    let scale = std::env::args().nth(1).as_deref() == Some("--scale");
+    let out_path = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .map(PathBuf::from);
     let bin = bins()?;
+    if scale {
+        let table = scale::run(&bin.join("tessera")).await?;
+        println!("{table}");
+        if let Some(path) = out_path {
+            std::fs::write(path, &table)?;
+        }
+        return Ok(());
+    }
     let work = tempfile::tempdir()?;
     let http = reqwest::Client::new();
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;

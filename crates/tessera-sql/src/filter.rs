@@ -225,26 +225,27 @@ fn compare(field: &Field, op: Op, value: &Value) -> Expr {
 }
 
 /// Applies a query's filter, sort (then the primary key) and window. Nulls sort first
-/// ascending and last descending on both engines.
+/// ascending and last descending on both engines. A page past the first is found on the key
+/// and the sort columns alone, in a subquery an index can answer by skipping index entries
+/// rather than rows; its rows are then read by key.
 pub(crate) fn apply(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
+    if q.offset == 0 {
+        select(s, c, d, q);
+        return;
+    }
+    let mut page = Select::select();
+    page.column(Alias::new("id")).from(Alias::new(c.table));
+    select(&mut page, c, d, q);
+    s.and_where(col("id").in_subquery(page));
+    order(s, q);
+}
+
+/// Filter, order and window on `s` itself.
+fn select(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
     if let Some(f) = &q.filter {
         s.cond_where(condition(c, d, f));
     }
-    for (field, desc) in &q.sort {
-        let (order, nulls) = if *desc {
-            (Order::Desc, NullOrdering::Last)
-        } else {
-            (Order::Asc, NullOrdering::First)
-        };
-        s.order_by_with_nulls(Alias::new(field.column), order, nulls);
-    }
-    // Ties go in the direction of the last key, so that one index on (key, id) serves a sort
-    // either way (read backwards for a descending one).
-    let ties = match q.sort.last() {
-        Some((_, true)) => Order::Desc,
-        _ => Order::Asc,
-    };
-    s.order_by(Alias::new("id"), ties);
+    order(s, q);
     match (q.limit, q.offset) {
         (Some(limit), offset) => {
             s.limit(limit).offset(offset);
@@ -254,4 +255,22 @@ pub(crate) fn apply(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Que
             s.limit(i64::MAX.unsigned_abs()).offset(offset);
         }
     }
+}
+
+/// The sort, then the key. Ties go in the direction of the last sort key, so that one index
+/// on (column, id) serves a sort either way (read backwards for a descending one).
+fn order(s: &mut SelectStatement, q: &Query) {
+    for (field, desc) in &q.sort {
+        let (order, nulls) = if *desc {
+            (Order::Desc, NullOrdering::Last)
+        } else {
+            (Order::Asc, NullOrdering::First)
+        };
+        s.order_by_with_nulls(Alias::new(field.column), order, nulls);
+    }
+    let ties = match q.sort.last() {
+        Some((_, true)) => Order::Desc,
+        _ => Order::Asc,
+    };
+    s.order_by(Alias::new("id"), ties);
 }
