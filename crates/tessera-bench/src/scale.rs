@@ -35,7 +35,7 @@ struct Column {
 /// Where a data set lives.
 enum Db {
     Sqlite(std::path::PathBuf),
-    Postgres(tessera_postgres::scratch::Scratch),
+    Postgres(Box<tessera_postgres::scratch::Scratch>),
 }
 
 impl Db {
@@ -370,7 +370,7 @@ pub async fn run(tessera: &Path) -> Result<String> {
         let db = tokio::task::spawn_blocking(tessera_postgres::scratch::Scratch::create)
             .await?
             .map_err(anyhow::Error::msg)?;
-        let db = Db::Postgres(db);
+        let db = Db::Postgres(Box::new(db));
         columns.push(measure(&http, tessera, db, work.path(), users).await?);
     }
     Ok(table(&columns))
