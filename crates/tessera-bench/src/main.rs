@@ -661,6 +661,9 @@ async fn main() -> Result<()> {
         let table = scale::run(&bin.join("tessera")).await?;
         println!("{table}");
         if let Some(path) = out_path {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             std::fs::write(path, &table)?;
         }
         return Ok(());

@@ -278,6 +278,31 @@ async fn measure(
         .await?;
         cells.push((name, ms(m)));
     }
+    // The same page as a client pages by key: the e-mail the previous page ended with.
+    let (_, at) = timed(
+        http,
+        reqwest::Method::GET,
+        &format!(
+            "{}/users?sort=email&offset={half}&limit=1&fields=email",
+            t.url
+        ),
+        None,
+    )
+    .await?;
+    let after = at["data"][0]["email"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let url = format!(
+        "{}/users?sort=email&limit=25&filter%5Bemail%5D%5B_gt%5D={}",
+        t.url,
+        after.replace('@', "%40")
+    );
+    let keyset = median_ms(RUNS, || async {
+        Ok(timed(http, reqwest::Method::GET, &url, None).await?.0)
+    })
+    .await?;
+    cells.push(("`sort=email&filter[email][_gt]=…` (n/2)", ms(keyset)));
     let roles = format!("{}/roles", t.url);
     let delete = median_ms(RUNS, || async {
         let (_, made) = timed(

@@ -71,6 +71,11 @@ const MAX_BATCH_KEYS: usize = 10_000;
 /// A `deep` that asks nothing.
 static NO_DEEP: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
 
+/// How many linked items a one-to-many alias (a role's `users`, a user's `policies`) lists
+/// per item unless `deep[<alias>][_limit]` says otherwise: Directus's `QUERY_LIMIT_DEFAULT`,
+/// which it applies to nested lists as well. A role of a million users lists a hundred.
+const ALIAS_LIMIT: u64 = 100;
+
 /// Who reads on the service's own behalf (dynamic variable lookups).
 fn system() -> Accountability {
     Accountability {
@@ -559,14 +564,21 @@ impl Items {
             let values = self
                 .caches
                 .get_or_load(Cached::Aliases, &self.caches.aliases, cache_key, async {
-                    Ok(Arc::new(self.store.alias_values(alias, key).await?))
+                    Ok(Arc::new(
+                        self.store
+                            .alias_values(alias, key, Some(ALIAS_LIMIT))
+                            .await?,
+                    ))
                 })
                 .await?;
             return Ok(Value::Array(values.as_ref().clone()));
         }
         let asked = match deep {
             Some(level) => self.deep_query(target, acc, &rule, level).await?,
-            None => Query::default(),
+            None => Query {
+                limit: Some(ALIAS_LIMIT),
+                ..Query::default()
+            },
         };
         let linked = Condition::Compare {
             field: remote,
@@ -602,8 +614,8 @@ impl Items {
     }
 
     /// The query one level of `deep` asks of a relation's items (`_filter`, `_sort`,
-    /// `_limit`, `_offset`, `_page`, `_search`), checked as a top-level query is; every
-    /// linked item when it sets no limit.
+    /// `_limit`, `_offset`, `_page`, `_search`), checked as a top-level query is; the first
+    /// [`ALIAS_LIMIT`] linked items when it sets no limit.
     async fn deep_query(
         &self,
         target: &'static Collection,
@@ -621,7 +633,7 @@ impl Items {
             })
             .collect();
         let mut rq = ReadQuery::from_json(&Value::Object(options))?;
-        rq.limit = rq.limit.or(Some(-1));
+        rq.limit = rq.limit.or(Some(ALIAS_LIMIT as i64));
         self.check_query(target, acc, rule, &rq).await
     }
 
@@ -1455,6 +1467,7 @@ impl Items {
                         .alias_values(
                             c.alias("policies").ok_or(Error::Forbidden(None))?,
                             owner_key,
+                            None,
                         )
                         .await?;
                     delete.extend(existing.iter().map(key_text).filter(|k| !kept.contains(k)));

@@ -120,7 +120,7 @@ pub(crate) fn condition(c: &Collection, d: Dialect, cond: &Condition) -> Sql {
 
 /// The term (folded to ASCII lower case) every row matching `cond` contains, ignoring case,
 /// in a column of `c`'s trigram index; `None` where the index cannot narrow it (another
-/// operator or column, or a term shorter than one trigram).
+/// operator or column, a term shorter than one trigram, or one holding a NUL).
 fn indexed_term(c: &Collection, cond: &Condition) -> Option<String> {
     let Condition::Compare { field, op, value } = cond else {
         return None;
@@ -135,7 +135,9 @@ fn indexed_term(c: &Collection, cond: &Condition) -> Option<String> {
             | Op::IEndsWith
     );
     let term = text(value).to_ascii_lowercase();
-    (substring && c.text_index.contains(&field.column) && term.chars().count() >= 3).then_some(term)
+    // A NUL would end FTS5's reading of the phrase early.
+    let indexable = term.chars().count() >= 3 && !term.contains('\0');
+    (substring && c.text_index.contains(&field.column) && indexable).then_some(term)
 }
 
 /// The rows of `c` whose indexed text contains `term`, ignoring case: a superset of those a

@@ -377,10 +377,11 @@ impl<E: Engine> Store for SqlStore<E> {
         &self,
         alias: &'static tessera_store::Relation,
         id: &str,
+        limit: Option<u64>,
     ) -> StoreResult<Vec<serde_json::Value>> {
         let id = id.to_owned();
         self.engine
-            .read(move |x| ops::alias_values(x, alias, &id))
+            .read(move |x| ops::alias_values(x, alias, &id, limit))
             .await
     }
 

@@ -282,6 +282,7 @@ pub(crate) fn alias_values(
     x: &mut dyn Conn,
     alias: &'static Relation,
     id: &str,
+    limit: Option<u64>,
 ) -> StoreResult<Vec<Value>> {
     let key = alias.target.key();
     let mut s = Query::select();
@@ -289,6 +290,9 @@ pub(crate) fn alias_values(
         .from(t(alias.target.table))
         .and_where(col(alias.remote).eq(id))
         .order_by(t(key.column), Order::Asc);
+    if let Some(limit) = limit {
+        s.limit(limit);
+    }
     Ok(rows(x, &s)?
         .iter()
         .map(|r| json(key.kind, cell(r, 0)))

@@ -1078,11 +1078,25 @@ pub async fn settings_update_by_their_id(s: Arc<dyn Store>) {
     let role = seed(&s, &[]).await.role;
     let aliases = ROLES.alias("users").unwrap();
     assert!(
-        s.alias_values(aliases, &role.to_string())
+        s.alias_values(aliases, &role.to_string(), None)
             .await
             .unwrap()
             .is_empty()
     );
+    // A limit keeps the first values in key order.
+    let seeded = seed(&s, &["a@example.com", "b@example.com", "c@example.com"]).await;
+    let mut admins: Vec<Value> = seeded.admins.iter().map(|u| json!(u.to_string())).collect();
+    admins.sort_by_key(|v| v.as_str().map(str::to_owned));
+    let members = |limit| {
+        let s = s.clone();
+        async move {
+            s.alias_values(aliases, &seeded.role.to_string(), limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(members(None).await, admins);
+    assert_eq!(members(Some(2)).await, admins[..2]);
     s.ping().await.unwrap();
 }
 

@@ -475,8 +475,14 @@ pub trait Store: Send + Sync + 'static {
         writes: Vec<Write>,
         guard: Option<Box<dyn Guard>>,
     ) -> StoreResult<Vec<Written>>;
-    /// The values making up an alias list for one item.
-    async fn alias_values(&self, alias: &'static Relation, id: &str) -> StoreResult<Vec<Value>>;
+    /// The values making up an alias list for one item, in key order; the first `limit` of
+    /// them when given.
+    async fn alias_values(
+        &self,
+        alias: &'static Relation,
+        id: &str,
+        limit: Option<u64>,
+    ) -> StoreResult<Vec<Value>>;
 
     /// The user whose (ASCII) lower-cased e-mail equals `email_lower`.
     async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>>;

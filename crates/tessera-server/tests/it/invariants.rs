@@ -1,7 +1,8 @@
 //! The invariant checks on a populated database: thousands of users, and checks that read a
 //! bounded number of rows whatever their number (counted by the store: the rows the database
 //! returned). Before the last-admin check stopped scanning users, deleting an empty role read
-//! every active user twice.
+//! every active user twice. A role's `users` list is bounded the same way: a hundred ids
+//! unless `deep` asks for more.
 
 use serde_json::json;
 
@@ -117,4 +118,77 @@ async fn last_admin_and_cycle_checks_read_a_bounded_number_of_rows() {
         ),
         USERS
     );
+}
+
+#[tokio::test]
+async fn a_role_lists_a_hundred_of_its_users_unless_deep_asks_for_more() {
+    let s = TestServer::spawn(&[]).await;
+    let members = s
+        .make("/roles", json!({"name": "Members"}))
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    populate(&s, &members);
+    // Any write through the API drops the caches that still hold the role's list as it was
+    // before the users were inserted behind the server's back.
+    let r = s
+        .admin(
+            "PATCH",
+            &format!("/roles/{members}"),
+            Some(json!({"description": "populated"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The first hundred ids in key order (populate numbers them in that order).
+    let first: Vec<String> = (1..=100)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().or_else(|| x["id"].as_str()).unwrap().to_owned())
+            .collect()
+    };
+    for path in [
+        format!("/roles/{members}"),
+        format!("/roles/{members}?fields=users.id"),
+    ] {
+        let (read, r) = rows_read(&s, s.admin("GET", &path, None)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(ids(&r.body["data"]["users"]), first, "{path}");
+        assert!(read < BOUND, "{path} read {read} rows");
+    }
+    let r = s.admin("GET", "/roles", None).await;
+    let listed = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|role| role["id"] == members.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(ids(&listed["users"]), first);
+    // `deep` sets the window, up to every user.
+    let r = s
+        .admin(
+            "GET",
+            &format!("/roles/{members}?deep[users][_limit]=3&deep[users][_offset]=100"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        ids(&r.body["data"]["users"]),
+        (101..=103)
+            .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+            .collect::<Vec<_>>()
+    );
+    let r = s
+        .admin(
+            "GET",
+            &format!("/roles/{members}?deep[users][_limit]=-1"),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&r.body["data"]["users"]).len(), USERS as usize);
 }
