@@ -62,9 +62,7 @@ async fn instances_starting_together_migrate_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_conditions_and_sorts_go_through_indexes_not_a_scan() {
-    use serde_json::json;
     use tessera_store::schema::USERS;
-    use tessera_store::{Condition, Op, Query};
     let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("PostgreSQL text index"))
         .await
         .unwrap()
@@ -91,67 +89,31 @@ async fn text_conditions_and_sorts_go_through_indexes_not_a_scan() {
     })
     .await
     .unwrap();
-    let on = |name: &str, op: Op, v: &str| Condition::Compare {
-        field: USERS.field(name).unwrap(),
-        op,
-        value: json!(v),
-    };
-    let search = Condition::Or(vec![
-        on("first_name", Op::IContains, "st12345"),
-        on("email", Op::IContains, "st12345"),
-        on("title", Op::IContains, "st12345"),
-    ]);
-    for filter in [
-        on("email", Op::Contains, "er12345@"),
-        on("email", Op::IContains, "ER12345@"),
-        on("first_name", Op::StartsWith, "First12345"),
-        search,
-    ] {
-        let q = Query {
-            filter: Some(filter.clone()),
-            limit: Some(25),
-            ..Default::default()
-        };
+    for q in tessera_store::conformance::text_reads() {
         let plan = store.plan(&USERS, &q).await.unwrap();
         assert!(
             plan.iter().any(|l| l.contains("Index Scan"))
                 && !plan.iter().any(|l| l.contains("Seq Scan")),
-            "{filter:?}: {plan:#?}"
+            "{:?}: {plan:#?}",
+            q.filter
         );
     }
     // A sorted page reads an index in order, forwards or backwards, and sorts nothing; a
     // deeper page finds its window in the same index and sorts only its own rows.
-    for name in [
-        "email",
-        "first_name",
-        "last_name",
-        "status",
-        "last_access",
-        "role",
-    ] {
-        let index = match name {
-            "role" => "directus_users_role".to_owned(),
-            _ => format!("directus_users_by_{name}"),
-        };
-        for (desc, offset) in [(false, 0), (true, 0), (false, 5000), (true, 5000)] {
-            let q = Query {
-                sort: vec![(USERS.field(name).unwrap(), desc)],
-                limit: Some(25),
-                offset,
-                ..Default::default()
-            };
-            let plan = store.plan(&USERS, &q).await.unwrap();
-            let sorted_rows = plan
-                .iter()
-                .filter(|l| l.contains("Sort  (cost"))
-                .any(|l| !l.contains("rows=25 "));
-            assert!(
-                plan.iter().any(|l| l.contains(&index))
-                    && !plan.iter().any(|l| l.contains("Seq Scan"))
-                    && !sorted_rows
-                    && (offset > 0 || !plan.iter().any(|l| l.contains("Sort"))),
-                "{name} {desc} {offset}: {plan:#?}"
-            );
-        }
+    for (index, q) in tessera_store::conformance::sorted_reads() {
+        let plan = store.plan(&USERS, &q).await.unwrap();
+        let sorted_rows = plan
+            .iter()
+            .filter(|l| l.contains("Sort  (cost"))
+            .any(|l| !l.contains("rows=25 "));
+        assert!(
+            plan.iter().any(|l| l.contains(&index))
+                && !plan.iter().any(|l| l.contains("Seq Scan"))
+                && !sorted_rows
+                && (q.offset > 0 || !plan.iter().any(|l| l.contains("Sort"))),
+            "{:?} {}: {plan:#?}",
+            q.sort,
+            q.offset
+        );
     }
 }

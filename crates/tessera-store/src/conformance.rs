@@ -1721,3 +1721,58 @@ pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
         1
     );
 }
+
+/// Reads of users whose plans each engine's own tests check for index use (plans are
+/// engine-specific, so they are not asserted here): text conditions, alone and as `search`
+/// shapes them, each a page of 25. Their terms match one user of those the PostgreSQL test
+/// loads (`user<i>@example.com`, `First<i>`).
+pub fn text_reads() -> Vec<Query> {
+    let on = |name: &str, op: Op, v: &str| compare(&USERS, name, op, json!(v));
+    let search = Condition::Or(vec![
+        on("first_name", Op::IContains, "st12345"),
+        on("email", Op::IContains, "st12345"),
+        on("title", Op::IContains, "st12345"),
+    ]);
+    [
+        on("email", Op::Contains, "er12345@"),
+        on("email", Op::IContains, "ER12345@"),
+        on("first_name", Op::StartsWith, "First12345"),
+        search,
+    ]
+    .into_iter()
+    .map(|filter| Query {
+        filter: Some(filter),
+        limit: Some(25),
+        ..Query::default()
+    })
+    .collect()
+}
+
+/// Sorted pages of users, first and deep (offset 5000), both ways, on every sortable field:
+/// each with the index it must read (see [`text_reads`]).
+pub fn sorted_reads() -> Vec<(String, Query)> {
+    let mut reads = Vec::new();
+    for name in [
+        "email",
+        "first_name",
+        "last_name",
+        "status",
+        "last_access",
+        "role",
+    ] {
+        let index = match name {
+            "role" => "directus_users_role".to_owned(),
+            _ => format!("directus_users_by_{name}"),
+        };
+        for (desc, offset) in [(false, 0), (true, 0), (false, 5000), (true, 5000)] {
+            let q = Query {
+                sort: vec![(field(&USERS, name), desc)],
+                limit: Some(25),
+                offset,
+                ..Query::default()
+            };
+            reads.push((index.clone(), q));
+        }
+    }
+    reads
+}
