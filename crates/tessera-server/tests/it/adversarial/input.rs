@@ -1,5 +1,6 @@
-//! Input built to break things: nulls for `NOT NULL` columns, and queries too large for the
-//! database. Each must be a 4xx with Directus's envelope, never a 500.
+//! Input built to break things: nulls for `NOT NULL` columns, queries too large for the
+//! database, and search terms written in the trigram index's own query language. Each must be
+//! a 4xx with Directus's envelope or the exact answer, never a 500.
 
 use serde_json::{Value, json};
 
@@ -267,4 +268,59 @@ async fn requests_larger_than_any_client_sends_are_refused_by_http() {
     assert_eq!(r.status, 431);
     // The server is fine afterwards.
     assert_eq!(s.call("GET", "/server/ping", &[], None).await.status, 200);
+}
+
+#[tokio::test]
+async fn search_terms_in_the_text_index_syntax_are_only_text() {
+    let s = TestServer::spawn(&[]).await;
+    // Names made of FTS5 and LIKE syntax, each found by itself and by nothing else.
+    let names = [
+        "ada\" OR \"x",
+        "NEAR(ada lovelace)",
+        "ada* -lovelace",
+        "first_name:ada",
+        "^ada AND NOT b",
+        "50%_off\\",
+        "{email} : ada",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let r = s
+            .admin(
+                "POST",
+                "/users",
+                Some(json!({"email": format!("syntax{i}@example.com"), "first_name": name})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text);
+    }
+    for (i, name) in names.iter().enumerate() {
+        for query in [
+            vec![("search", name.to_string())],
+            vec![("filter[first_name][_contains]", name.to_string())],
+            vec![("filter[first_name][_istarts_with]", name.to_uppercase())],
+        ] {
+            let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &query {
+                pairs.append_pair(k, v);
+            }
+            pairs.append_pair("fields", "email");
+            let r = s
+                .admin("GET", &format!("/users?{}", pairs.finish()), None)
+                .await;
+            assert_eq!(r.status, 200, "{query:?}: {}", r.text);
+            assert_eq!(
+                r.body["data"],
+                json!([{"email": format!("syntax{i}@example.com")}]),
+                "{query:?}"
+            );
+        }
+    }
+    // No stored text holds a NUL (payloads refuse it); a term with one finds nothing.
+    let r = s.admin("GET", "/users?search=ada%00ada", None).await;
+    assert!(
+        r.status == 400 || r.body["data"] == json!([]),
+        "{}: {}",
+        r.status,
+        r.text
+    );
 }
