@@ -1600,6 +1600,12 @@ pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
     )
     .await;
     let id = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
+    let apply = |w: Write| {
+        let s = s.clone();
+        async move {
+            s.write(vec![w], None).await.unwrap();
+        }
+    };
     let q = |op, v: &str| filtered(compare(&USERS, "first_name", op, json!(v)));
     assert_eq!(
         names(&s, q(Op::IContains, "ADA")).await,
@@ -1626,12 +1632,7 @@ pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
         [json!("Adalind"), json!("ÄDAlind")]
     );
     // The index finds a term in any of its columns; the exact test keeps the asked one.
-    s.write(
-        vec![update(&USERS, &id(4), json!({"title": "Adamant"}))],
-        None,
-    )
-    .await
-    .unwrap();
+    apply(update(&USERS, &id(4), json!({"title": "Adamant"}))).await;
     assert_eq!(
         names(&s, q(Op::IContains, "adam")).await,
         Vec::<Value>::new()
@@ -1639,12 +1640,7 @@ pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
     let title = filtered(compare(&USERS, "title", Op::IContains, json!("adam")));
     assert_eq!(names(&s, title).await, [Value::Null]);
     // An update of the indexed text moves the row from the old term to the new one.
-    s.write(
-        vec![update(&USERS, &id(0), json!({"first_name": "Beatrix"}))],
-        None,
-    )
-    .await
-    .unwrap();
+    apply(update(&USERS, &id(0), json!({"first_name": "Beatrix"}))).await;
     assert_eq!(
         names(&s, q(Op::IContains, "DALIND")).await,
         [json!("ÄDAlind")]
@@ -1654,16 +1650,12 @@ pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
         [json!("Beatrix")]
     );
     // An update of other columns leaves the text found.
-    s.write(
-        vec![update(
-            &USERS,
-            &id(0),
-            json!({"email_notifications": false}),
-        )],
-        None,
-    )
-    .await
-    .unwrap();
+    apply(update(
+        &USERS,
+        &id(0),
+        json!({"email_notifications": false}),
+    ))
+    .await;
     assert_eq!(
         names(&s, q(Op::Contains, "atrix")).await,
         [json!("Beatrix")]
@@ -1684,29 +1676,21 @@ pub async fn text_searches_follow_every_write(s: Arc<dyn Store>) {
     ]);
     assert_eq!(names(&s, filtered(both)).await, [json!("ÄDAlind")]);
     // A deleted row is gone from the index; a new one with the same text is found.
-    s.write(
-        vec![Write::Delete {
-            c: &USERS,
-            id: id(0),
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    apply(Write::Delete {
+        c: &USERS,
+        id: id(0),
+    })
+    .await;
     assert_eq!(
         names(&s, q(Op::Contains, "atrix")).await,
         Vec::<Value>::new()
     );
-    s.write(
-        vec![insert(
-            &USERS,
-            json!({"id": Uuid::new_v4().to_string(), "first_name": "Beatrix",
+    apply(insert(
+        &USERS,
+        json!({"id": Uuid::new_v4().to_string(), "first_name": "Beatrix",
                    "email": "again@example.com"}),
-        )],
-        None,
-    )
-    .await
-    .unwrap();
+    ))
+    .await;
     assert_eq!(
         names(&s, q(Op::Contains, "atrix")).await,
         [json!("Beatrix")]

@@ -30,6 +30,11 @@ fn populate(s: &TestServer, role: &str) {
     assert_eq!(s.database().execute(sql, &[role]), USERS as u64);
 }
 
+/// Makes a role through the API; its id.
+async fn role(s: &TestServer, body: serde_json::Value) -> String {
+    s.make("/roles", body).await.as_str().unwrap().to_owned()
+}
+
 /// Rows the server's store read while `f` ran.
 async fn rows_read<F: std::future::Future<Output = Reply>>(s: &TestServer, f: F) -> (u64, Reply) {
     let before = s.state.store.rows_read();
@@ -40,25 +45,10 @@ async fn rows_read<F: std::future::Future<Output = Reply>>(s: &TestServer, f: F)
 #[tokio::test]
 async fn last_admin_and_cycle_checks_read_a_bounded_number_of_rows() {
     let s = TestServer::spawn(&[]).await;
-    let members = s
-        .make("/roles", json!({"name": "Members"}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let members = role(&s, json!({"name": "Members"})).await;
     populate(&s, &members);
-    let child = s
-        .make("/roles", json!({"name": "Child", "parent": members}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let empty = s
-        .make("/roles", json!({"name": "Empty"}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let child = role(&s, json!({"name": "Child", "parent": members})).await;
+    let empty = role(&s, json!({"name": "Empty"})).await;
 
     // Deleting an empty role: the last-admin check runs before and after the write.
     let (read, r) = rows_read(&s, s.admin("DELETE", &format!("/roles/{empty}"), None)).await;
@@ -123,12 +113,7 @@ async fn last_admin_and_cycle_checks_read_a_bounded_number_of_rows() {
 #[tokio::test]
 async fn a_role_lists_a_hundred_of_its_users_unless_deep_asks_for_more() {
     let s = TestServer::spawn(&[]).await;
-    let members = s
-        .make("/roles", json!({"name": "Members"}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let members = role(&s, json!({"name": "Members"})).await;
     populate(&s, &members);
     // Any write through the API drops the caches that still hold the role's list as it was
     // before the users were inserted behind the server's back.
