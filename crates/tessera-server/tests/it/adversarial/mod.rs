@@ -16,6 +16,7 @@ mod reuse;
 mod rights;
 mod storage;
 mod suspension;
+mod text;
 mod tfa;
 mod throttle;
 mod writes;

@@ -1,0 +1,194 @@
+//! Against the indexes of issue 12: text conditions narrowed through the trigram index, pages
+//! found by key, alias lists bounded. A query built to multiply index lookups (hundreds of
+//! distinct terms, nested as deep as the language allows, the longest term allowed), absurd
+//! windows, and a second instance renaming a user while this one searches for it: each answers
+//! exactly and never 500.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn query(pairs: &[(&str, String)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+fn emails(r: &Reply) -> Vec<String> {
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_filter_of_hundreds_of_terms_or_nested_to_the_limit_answers_exactly() {
+    let s = TestServer::spawn(&[]).await;
+    for i in 0..3 {
+        s.create_user(
+            json!({"email": format!("needle{i}@example.com"), "first_name": format!("Needle{i}")}),
+        )
+        .await;
+    }
+    // 498 terms that match nothing and one that matches (with the `_or`, the most a filter
+    // may hold): each its own index lookup.
+    let mut terms: Vec<Value> = (0..498)
+        .map(|i| json!({"first_name": {"_icontains": format!("absent-{i:04}")}}))
+        .collect();
+    terms.push(json!({"first_name": {"_icontains": "NEEDLE1"}}));
+    let filter = json!({"_or": terms}).to_string();
+    let r = s
+        .admin(
+            "GET",
+            &format!(
+                "/users?{}",
+                query(&[("filter", filter), ("fields", "email".into())])
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(emails(&r), ["needle1@example.com"]);
+    // ANDs and ORs nested as deep as the language allows, a text term at every level.
+    let mut nested = json!({"email": {"_contains": "needle"}});
+    for depth in 0..30 {
+        let term = json!({"first_name": {"_icontains": "eedle"}});
+        nested = if depth % 2 == 0 {
+            json!({"_and": [nested, term]})
+        } else {
+            json!({"_or": [nested, {"first_name": {"_contains": format!("nothing{depth}")}}]})
+        };
+    }
+    let r = s
+        .admin(
+            "GET",
+            &format!(
+                "/users?{}",
+                query(&[
+                    ("filter", nested.to_string()),
+                    ("fields", "email".into()),
+                    ("sort", "email".into())
+                ])
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        emails(&r),
+        [
+            "needle0@example.com",
+            "needle1@example.com",
+            "needle2@example.com"
+        ]
+    );
+    // The longest term allowed: thousands of trigrams, found exactly where it is.
+    let long = "ab\"c*".repeat(800);
+    s.create_user(json!({"email": "long@example.com", "description": format!("x{long}y")}))
+        .await;
+    for (k, term) in [
+        ("search", long.clone()),
+        ("filter[description][_contains]", long.clone()),
+        ("filter[description][_contains]", format!("{long}z")),
+    ] {
+        let r = s
+            .admin(
+                "GET",
+                &format!(
+                    "/users?{}",
+                    query(&[(k, term.clone()), ("fields", "email".into())])
+                ),
+                None,
+            )
+            .await;
+        let expected: &[&str] = if term.ends_with('z') {
+            &[]
+        } else {
+            &["long@example.com"]
+        };
+        assert_eq!(emails(&r), expected, "{k}");
+    }
+}
+
+#[tokio::test]
+async fn windows_past_every_row_or_at_the_bounds_are_empty_or_refused_never_500() {
+    let s = TestServer::spawn(&[]).await;
+    for i in 0..5 {
+        s.create_user(json!({"email": format!("w{i}@example.com")}))
+            .await;
+    }
+    for path in [
+        "/users?offset=9223372036854775807&limit=25&sort=email",
+        "/users?offset=9223372036854775807&limit=-1",
+        "/users?offset=1000000&sort=-last_access&search=example",
+        "/users?page=9223372036854775807&limit=25",
+        "/roles?deep[users][_limit]=1&deep[users][_offset]=9223372036854775807",
+    ] {
+        let r = s.admin("GET", path, None).await;
+        assert!(
+            r.status == 400
+                || r.body["data"] == json!([])
+                || r.body["data"][0]["users"] == json!([]),
+            "{path}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    // A page past the first is the same rows `offset` always meant, both ways.
+    let all = emails(
+        &s.admin("GET", "/users?fields=email&sort=-email", None)
+            .await,
+    );
+    for offset in 1..all.len() {
+        let r = s
+            .admin(
+                "GET",
+                &format!("/users?fields=email&sort=-email&offset={offset}&limit=2"),
+                None,
+            )
+            .await;
+        let end = (offset + 2).min(all.len());
+        assert_eq!(emails(&r), all[offset..end], "offset {offset}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_instance_renaming_a_user_is_seen_by_the_next_search_here() {
+    let a = TestServer::spawn(&[]).await;
+    let b = TestServer::spawn_in_with(
+        tempfile::tempdir().unwrap(),
+        &a.db,
+        &[],
+        tessera_server::Hooks::default(),
+    )
+    .await;
+    let id = a
+        .create_user(json!({"email": "renamed@example.com", "first_name": "Oldname"}))
+        .await;
+    let find = |s: &'static str| format!("/users?fields=email&search={s}");
+    assert_eq!(
+        emails(&a.admin("GET", &find("oldname"), None).await),
+        ["renamed@example.com"]
+    );
+    // B renames, then deletes; A's next search sees each at once (the index is the
+    // database's, written in the same transaction as the row).
+    let r = b
+        .admin(
+            "PATCH",
+            &format!("/users/{id}"),
+            Some(json!({"first_name": "Newname"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(emails(&a.admin("GET", &find("oldname"), None).await).is_empty());
+    assert_eq!(
+        emails(&a.admin("GET", &find("newname"), None).await),
+        ["renamed@example.com"]
+    );
+    let r = b.admin("DELETE", &format!("/users/{id}"), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(emails(&a.admin("GET", &find("newname"), None).await).is_empty());
+}
