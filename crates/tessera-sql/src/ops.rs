@@ -80,10 +80,12 @@ fn json(kind: Kind, c: &Cell) -> Value {
     }
 }
 
-fn select_items(c: &'static Collection) -> SelectStatement {
+/// The statement a read of `c` runs for `q` on this connection's dialect.
+fn select_items(x: &dyn Conn, c: &'static Collection, q: &ItemQuery) -> SelectStatement {
     let mut s = Query::select();
     s.columns(c.fields.iter().map(|f| t(f.column)))
         .from(t(c.table));
+    apply(&mut s, c, x.dialect(), q);
     s
 }
 
@@ -92,8 +94,7 @@ pub(crate) fn read_items(
     c: &'static Collection,
     q: &ItemQuery,
 ) -> StoreResult<Vec<Record>> {
-    let mut s = select_items(c);
-    apply(&mut s, c, x.dialect(), q);
+    let s = select_items(x, c, q);
     Ok(rows(x, &s)?
         .iter()
         .map(|r| {
@@ -111,8 +112,7 @@ pub(crate) fn plan_items(
     c: &'static Collection,
     q: &ItemQuery,
 ) -> StoreResult<Vec<String>> {
-    let mut s = select_items(c);
-    apply(&mut s, c, x.dialect(), q);
+    let s = select_items(x, c, q);
     let (sql, params) = crate::render(x, &s);
     let explain = match x.dialect() {
         Dialect::Sqlite => "EXPLAIN QUERY PLAN",
