@@ -435,21 +435,7 @@ async fn engine_loads(
         .as_str()
         .context("no user id")?
         .to_owned();
-    let tokens = work.join("tokens.txt");
-    std::fs::write(&tokens, prepare(&user_id, token_count)?.join("\n"))?;
-    let refresh_script = work.join("refresh.lua");
-    std::fs::write(&refresh_script, REFRESH_LUA)?;
-    let refresh = wrk(
-        &t.url,
-        2,
-        50,
-        secs,
-        &[],
-        Some((
-            &refresh_script,
-            &["2".to_string(), tokens.display().to_string()],
-        )),
-    )?;
+    let refresh = refresh_load(&t.url, work, &prepare(&user_id, token_count)?, secs)?;
     Ok(EngineLoads {
         bearer,
         cookie,
@@ -459,6 +445,23 @@ async fn engine_loads(
         me_session,
         refresh,
     })
+}
+
+/// Refresh at `url` for `secs` (2 threads, 50 connections), each request spending one of
+/// `tokens` (written to a file in `work` for wrk's script).
+fn refresh_load(url: &str, work: &Path, tokens: &[String], secs: u64) -> Result<Load> {
+    let file = work.join("tokens.txt");
+    std::fs::write(&file, tokens.join("\n"))?;
+    let script = work.join("refresh.lua");
+    std::fs::write(&script, REFRESH_LUA)?;
+    wrk(
+        url,
+        2,
+        50,
+        secs,
+        &[],
+        Some((&script, &["2".to_string(), file.display().to_string()])),
+    )
 }
 
 /// The same loads through two instances on one database, at once: one wrk per instance, each

@@ -13,8 +13,8 @@ use argon2::password_hash::PasswordHasher;
 use serde_json::{Value, json};
 
 use crate::{
-    REFRESH_LUA, SECRET, STATIC_TOKEN, Server, login, ping, postgres, prepare_refresh_tokens,
-    proc_kb, sqlite_env, tessera_env, wrk,
+    SECRET, STATIC_TOKEN, Server, login, ping, postgres, prepare_refresh_tokens, proc_kb,
+    refresh_load, sqlite_env, tessera_env, wrk,
 };
 
 /// Runs of each timed request; the median is reported.
@@ -347,18 +347,8 @@ async fn measure(
     )
     .await?;
     let user = one["data"][0]["id"].as_str().context("a user")?.to_owned();
-    let tokens = work.join("scale-tokens.txt");
-    std::fs::write(&tokens, aside(|| db.tokens(&user, 60_000))?.join("\n"))?;
-    let script = work.join("scale-refresh.lua");
-    std::fs::write(&script, REFRESH_LUA)?;
-    let refresh = wrk(
-        &t.url,
-        2,
-        50,
-        RATE_SECS,
-        &[],
-        Some((&script, &["2".to_string(), tokens.display().to_string()])),
-    )?;
+    let tokens = aside(|| db.tokens(&user, 60_000))?;
+    let refresh = refresh_load(&t.url, work, &tokens, RATE_SECS)?;
     cells.push(("refresh", format!("{:.0}/s", refresh.rps)));
     cells.push((
         "RSS peak",
