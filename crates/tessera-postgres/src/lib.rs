@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/postgres/0006_user_sorts.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_user_version.sql"),
+    ),
 ];
 
 /// The advisory lock migrations are applied under.
@@ -141,6 +145,9 @@ fn err(e: postgres::Error) -> StoreError {
     }
     if unreachable(&e) {
         StoreError::Unavailable(e.to_string())
+    } else if let Some(db) = e.as_db_error() {
+        // The server's own words, not the driver's bare "db error".
+        StoreError::Backend(format!("{} ({})", db.message(), db.code().code()))
     } else {
         StoreError::Backend(e.to_string())
     }

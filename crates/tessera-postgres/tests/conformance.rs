@@ -116,4 +116,44 @@ async fn text_conditions_and_sorts_go_through_indexes_not_a_scan() {
             q.offset
         );
     }
+    // A page after a remembered one starts on its index's range from the remembered row.
+    for (index, q) in tessera_store::conformance::walked_reads(&store).await {
+        let plan = store.plan(&USERS, &q).await.unwrap();
+        let range = plan.windows(2).any(|l| {
+            l[0].contains(&index)
+                && l[1].contains("Index Cond: (")
+                && (l[1].contains(">=") || l[1].contains("<="))
+        });
+        assert!(range, "{:?}: {plan:#?}", q.sort);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_version_moves_with_every_shown_column() {
+    let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("PostgreSQL user version"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let store = open(&db).await;
+    let config = db.config();
+    let version = || {
+        let config = config.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut c = config.connect(postgres::NoTls).unwrap();
+                c.query_one(
+                    "SELECT version FROM tessera_counts WHERE name = 'directus_users'",
+                    &[],
+                )
+                .unwrap()
+                .get(0)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    tessera_store::conformance::the_user_version_moves_with_every_shown_column(&*store, version)
+        .await;
 }

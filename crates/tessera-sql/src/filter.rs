@@ -229,23 +229,33 @@ fn compare(field: &Field, op: Op, value: &Value) -> Expr {
 /// Applies a query's filter, sort (then the primary key) and window. Nulls sort first
 /// ascending and last descending on both engines. A page past the first is found on the key
 /// and the sort columns alone, in a subquery an index can answer by skipping index entries
-/// rather than rows; its rows are then read by key.
-pub(crate) fn apply(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
+/// rather than rows; its rows are then read by key. `from`, where given, is a further
+/// condition on the rows counted (where a continued page starts, see `pages`).
+pub(crate) fn apply(
+    s: &mut SelectStatement,
+    c: &Collection,
+    d: Dialect,
+    q: &Query,
+    from: Option<Expr>,
+) {
     if q.offset == 0 {
-        select(s, c, d, q);
+        select(s, c, d, q, from);
         return;
     }
     let mut page = Select::select();
     page.column(Alias::new("id")).from(Alias::new(c.table));
-    select(&mut page, c, d, q);
+    select(&mut page, c, d, q, from);
     s.and_where(col("id").in_subquery(page));
     order(s, q);
 }
 
 /// Filter, order and window on `s` itself.
-fn select(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
+fn select(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query, from: Option<Expr>) {
     if let Some(f) = &q.filter {
         s.cond_where(condition(c, d, f));
+    }
+    if let Some(from) = from {
+        s.and_where(from);
     }
     order(s, q);
     match (q.limit, q.offset) {
@@ -261,7 +271,7 @@ fn select(s: &mut SelectStatement, c: &Collection, d: Dialect, q: &Query) {
 
 /// The sort, then the key. Ties go in the direction of the last sort key, so that one index
 /// on (column, id) serves a sort either way (read backwards for a descending one).
-fn order(s: &mut SelectStatement, q: &Query) {
+pub(crate) fn order(s: &mut SelectStatement, q: &Query) {
     for (field, desc) in &q.sort {
         let (order, nulls) = if *desc {
             (Order::Desc, NullOrdering::Last)

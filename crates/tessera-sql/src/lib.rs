@@ -8,6 +8,7 @@
 mod batch;
 mod filter;
 mod ops;
+mod pages;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -313,6 +314,8 @@ pub struct SqlStore<E> {
     /// those waiting for their turn (the database serialises them across instances too) hold
     /// no connection others need.
     guarded: tokio::sync::Mutex<()>,
+    /// Where deep pages of recent reads start (see `pages`).
+    marks: Arc<pages::Marks>,
 }
 
 impl<E: Engine> SqlStore<E> {
@@ -325,6 +328,7 @@ impl<E: Engine> SqlStore<E> {
                 rows: Arc::default(),
             }),
             guarded: tokio::sync::Mutex::new(()),
+            marks: Arc::default(),
         }
     }
 
@@ -337,7 +341,10 @@ impl<E: Engine> SqlStore<E> {
     /// scale benchmark read to see that an index is used.
     pub async fn plan(&self, c: &'static Collection, q: &Query) -> StoreResult<Vec<String>> {
         let q = q.clone();
-        self.engine.read(move |x| ops::plan_items(x, c, &q)).await
+        let marks = self.marks.clone();
+        self.engine
+            .read(move |x| ops::plan_items(x, c, &q, Some(&marks)))
+            .await
     }
 }
 
@@ -345,7 +352,10 @@ impl<E: Engine> SqlStore<E> {
 impl<E: Engine> Store for SqlStore<E> {
     async fn read_items(&self, c: &'static Collection, q: &Query) -> StoreResult<Vec<Record>> {
         let q = q.clone();
-        self.engine.read(move |x| ops::read_items(x, c, &q)).await
+        let marks = self.marks.clone();
+        self.engine
+            .read(move |x| ops::read_items(x, c, &q, Some(&marks)))
+            .await
     }
 
     async fn count_items(

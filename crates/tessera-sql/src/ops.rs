@@ -19,6 +19,7 @@ use tessera_store::{
 use uuid::Uuid;
 
 use crate::filter::{apply, bind, col, condition};
+use crate::pages::{Mark, Marks, Paging};
 use crate::{Cell, Conn, Dialect, Param, Row, row, rows, run};
 
 const USERS: &str = "directus_users";
@@ -80,22 +81,80 @@ fn json(kind: Kind, c: &Cell) -> Value {
     }
 }
 
-/// The statement a read of `c` runs for `q` on this connection's dialect.
-fn select_items(x: &dyn Conn, c: &'static Collection, q: &ItemQuery) -> SelectStatement {
+/// The statement a read of `c` runs for `q` on this connection's dialect; with `paging`, it
+/// also returns the collection's version as a last column, and with a mark it starts there.
+fn select_items(
+    x: &dyn Conn,
+    c: &'static Collection,
+    q: &ItemQuery,
+    paging: Option<(&Paging, Option<&Mark>)>,
+) -> SelectStatement {
     let mut s = Query::select();
     s.columns(c.fields.iter().map(|f| t(f.column)))
         .from(t(c.table));
-    apply(&mut s, c, x.dialect(), q);
+    let mut from = None;
+    if let Some((paging, mark)) = paging {
+        s.expr(paging.version());
+        if let Some(mark) = mark {
+            s.and_where(paging.version().eq(mark.version));
+            from = Some(paging.from(mark));
+        }
+    }
+    apply(&mut s, c, x.dialect(), q, from);
     s
 }
 
+/// The statement a read of `c` for `q` runs first, given what `marks` remember: continued
+/// from the nearest mark, or counted from the start with the version beside it, or (a read
+/// that cannot be continued) plain.
+fn first_statement(
+    x: &dyn Conn,
+    c: &'static Collection,
+    q: &ItemQuery,
+    marks: Option<&Marks>,
+) -> (SelectStatement, Option<(Paging, Option<Mark>)>) {
+    let paging = marks.and_then(|_| Paging::of(c, x.dialect(), q, |s| crate::render(x, s)));
+    let Some(paging) = paging else {
+        return (select_items(x, c, q, None), None);
+    };
+    let mark = marks.and_then(|m| m.nearest(&paging, q.offset));
+    let s = match &mark {
+        Some(m) => {
+            let rest = ItemQuery {
+                offset: q.offset - m.position,
+                ..q.clone()
+            };
+            select_items(x, c, &rest, Some((&paging, Some(m))))
+        }
+        None => select_items(x, c, q, Some((&paging, None))),
+    };
+    (s, Some((paging, mark)))
+}
+
+/// The items of `c` that `q` selects. Where `marks` is given, a deep page is continued from
+/// a remembered row when it can be, and its ends are remembered (see `pages`).
 pub(crate) fn read_items(
     x: &mut dyn Conn,
     c: &'static Collection,
     q: &ItemQuery,
+    marks: Option<&Marks>,
 ) -> StoreResult<Vec<Record>> {
-    let s = select_items(x, c, q);
-    Ok(rows(x, &s)?
+    let (s, paging) = first_statement(x, c, q, marks);
+    let mut found = rows(x, &s)?;
+    if let (Some((paging, mark)), Some(marks)) = (paging, marks) {
+        let full = found.len() as u64 == q.limit.unwrap_or_default();
+        if mark.is_some() && !full {
+            // Short: the version moved on, or the page ends the walk. Either way, by offset.
+            marks.forget(&paging);
+            let again = select_items(x, c, q, Some((&paging, None)));
+            found = rows(x, &again)?;
+        }
+        let version = found.first().and_then(|r| r.last()).and_then(Cell::int);
+        if let Some(version) = version {
+            marks.remember(&paging, version, q.offset, &found);
+        }
+    }
+    Ok(found
         .iter()
         .map(|r| {
             c.fields
@@ -107,12 +166,14 @@ pub(crate) fn read_items(
         .collect())
 }
 
+/// How the engine plans the statement [`read_items`] would run first for `q` now.
 pub(crate) fn plan_items(
     x: &mut dyn Conn,
     c: &'static Collection,
     q: &ItemQuery,
+    marks: Option<&Marks>,
 ) -> StoreResult<Vec<String>> {
-    let s = select_items(x, c, q);
+    let (s, _) = first_statement(x, c, q, marks);
     let (sql, params) = crate::render(x, &s);
     let explain = match x.dialect() {
         Dialect::Sqlite => "EXPLAIN QUERY PLAN",
@@ -166,7 +227,7 @@ struct TxReads<'a>(&'a mut dyn Conn);
 
 impl Reads for TxReads<'_> {
     fn read_items(&mut self, c: &'static Collection, q: &ItemQuery) -> StoreResult<Vec<Record>> {
-        read_items(self.0, c, q)
+        read_items(self.0, c, q, None)
     }
 
     fn access_rows(&mut self, role: Option<Uuid>, user: Option<Uuid>) -> StoreResult<AccessRows> {

@@ -23,6 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_user_count.sql")),
     (6, include_str!("../migrations/sqlite/0006_user_text.sql")),
     (7, include_str!("../migrations/sqlite/0007_user_sorts.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_user_version.sql"),
+    ),
 ];
 
 const MAX_IDLE_READERS: usize = 8;

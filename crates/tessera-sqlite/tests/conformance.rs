@@ -82,3 +82,42 @@ async fn sorted_pages_read_an_index_in_order_either_way() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_page_after_a_remembered_one_starts_on_its_index_range() {
+    use tessera_store::schema::USERS;
+    let dir = tempfile::tempdir().unwrap();
+    let s = tessera_sqlite::Sqlite::open(dir.path().join("t.db")).unwrap();
+    for (index, q) in tessera_store::conformance::walked_reads(&s).await {
+        let plan = s.plan(&USERS, &q).await.unwrap();
+        // The key is SQLite's rowid-less primary key index; the others are named.
+        let index = match index.as_str() {
+            "directus_users_pkey" => "sqlite_autoindex_directus_users_1",
+            other => other,
+        };
+        let range = plan
+            .iter()
+            .any(|l| l.contains(index) && [">?", "<?", ">(?", "<(?"].iter().any(|r| l.contains(r)));
+        assert!(range, "{:?}: {plan:?}", q.sort);
+    }
+}
+
+#[tokio::test]
+async fn the_user_version_moves_with_every_shown_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = tessera_sqlite::Sqlite::open(&path).unwrap();
+    let version = || {
+        let path = path.clone();
+        async move {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.query_row(
+                "SELECT version FROM tessera_counts WHERE name = 'directus_users'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        }
+    };
+    tessera_store::conformance::the_user_version_moves_with_every_shown_column(&s, version).await;
+}

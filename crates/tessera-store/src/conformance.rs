@@ -4,8 +4,8 @@
 //! in place, admission and attempt bookkeeping, conflicts named by field, batches that fail as
 //! one, the filter language with identical answers and order (and, for 300 random filters
 //! through relations, exactly the rows an in-memory reading of the filter accepts), and the races two instances or
-//! two requests can run: concurrent refreshes of one family and two demotions of the last two
-//! admins.
+//! two requests can run: concurrent refreshes of one family, two demotions of the last two
+//! admins, and deep pages read while the other instance writes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +60,7 @@ macro_rules! conformance_suite {
             logins_evicting_sessions_that_refresh_meanwhile_never_fail,
             two_demotions_racing_cannot_remove_the_last_admin,
             hits_from_two_instances_at_once_are_all_counted,
+            deep_pages_follow_every_write,
         );
     };
     (@one $make:path; $($name:ident),* $(,)?) => {
@@ -1730,6 +1731,178 @@ pub fn text_reads() -> Vec<Query> {
         ..Query::default()
     })
     .collect()
+}
+
+/// Pages read one after another, again, backwards and far ahead equal the same window of a
+/// read of everything, on sorts a page can be continued on (by key, by one column either way,
+/// nulls and ties included, by two ascending, with a filter) and on sorts it cannot, while
+/// the other instance inserts, renames and deletes between pages, or touches only
+/// `last_access` (which the collection's version ignores: it moves a row only on the sort
+/// that reads it, which is never continued).
+pub async fn deep_pages_follow_every_write(s: Arc<dyn Store>, other: Arc<dyn Store>) {
+    let user = |i: usize| {
+        json!({
+            "id": Uuid::new_v4().to_string(),
+            "email": format!("u{:03}@example.com", (i * 17) % 1000),
+            "first_name": if i.is_multiple_of(5) { Value::Null } else { json!(format!("n{}", i % 7)) },
+            "status": if i.is_multiple_of(3) { "suspended" } else { "active" },
+        })
+    };
+    let writes = (0..40).map(|i| insert(&USERS, user(i))).collect();
+    s.write(writes, None).await.unwrap();
+    let active = compare(&USERS, "status", Op::Eq, json!("active"));
+    type Read<'a> = (Vec<(&'a str, bool)>, Option<Condition>);
+    let reads: Vec<Read<'_>> = vec![
+        (vec![], None),
+        (vec![("email", false)], None),
+        (vec![("email", true)], None),
+        (vec![("first_name", false)], None),
+        (vec![("first_name", true)], None),
+        (vec![("status", false), ("first_name", false)], None),
+        (vec![("status", true), ("first_name", true)], None),
+        (vec![("email", false)], Some(active)),
+        (vec![("last_access", true)], None),
+    ];
+    let mut made = 40;
+    for (sort, filter) in &reads {
+        let q = |offset: u64, limit: Option<u64>| Query {
+            filter: filter.clone(),
+            sort: sort.iter().map(|(f, d)| (field(&USERS, f), *d)).collect(),
+            limit,
+            offset,
+        };
+        let ids = |found: Vec<crate::Record>| -> Vec<Value> {
+            found.into_iter().map(|r| r["id"].clone()).collect()
+        };
+        for (step, offset) in [5, 10, 15, 15, 20, 10, 30, 25, 35, 40, 45, 5, 6]
+            .into_iter()
+            .enumerate()
+        {
+            let all = ids(s.read_items(&USERS, &q(0, None)).await.unwrap());
+            let page = ids(s.read_items(&USERS, &q(offset, Some(5))).await.unwrap());
+            let want: Vec<Value> = all.iter().skip(offset as usize).take(5).cloned().collect();
+            assert_eq!(page, want, "sort {sort:?}, offset {offset}, step {step}");
+            let pick = |i: usize| all[i % all.len()].as_str().unwrap().to_owned();
+            let write = match step % 4 {
+                0 => {
+                    made += 1;
+                    insert(&USERS, user(made))
+                }
+                1 => update(
+                    &USERS,
+                    &pick(offset as usize + 2),
+                    json!({"email": format!("a{made}@example.com"), "first_name": "a",
+                           "status": "active"}),
+                ),
+                2 => Write::Delete {
+                    c: &USERS,
+                    id: pick(offset as usize),
+                },
+                _ => update(&USERS, &pick(1), json!({"last_access": 1_000 + step})),
+            };
+            other.write(vec![write], None).await.unwrap();
+        }
+    }
+}
+
+/// Every write that changes a column `/users` shows moves the users' version (as `version`
+/// reads it, through the engine's own connection), inserts and deletes included, and a role's
+/// deletion that clears its users' `role`; `last_access`, which logins and refreshes write,
+/// does not, nor does writing a value a column already holds.
+pub async fn the_user_version_moves_with_every_shown_column<F, Fut>(s: &dyn Store, version: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let (id, role) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let before = version().await;
+    s.write(
+        vec![
+            insert(&ROLES, json!({"id": role, "name": "Versioned"})),
+            insert(&USERS, json!({"id": id, "email": "v@example.com"})),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let mut last = version().await;
+    assert_ne!(last, before, "an insert");
+    for (n, f) in USERS
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name != "id")
+    {
+        let value = match (f.name, f.kind) {
+            ("role", _) => json!(role),
+            (_, crate::Kind::Uuid) => json!(Uuid::new_v4().to_string()),
+            (_, crate::Kind::Json) => json!({ "n": n }),
+            (_, crate::Kind::Boolean) => json!(false),
+            (_, crate::Kind::Integer | crate::Kind::Timestamp) => json!(1_000 + n),
+            _ => json!(format!("v{n}")),
+        };
+        let write = |value: &Value| Write::Update {
+            c: &USERS,
+            id: id.clone(),
+            values: vec![(f, value.clone())],
+            end: EndSessions::None,
+        };
+        s.write(vec![write(&value)], None).await.unwrap();
+        let now = version().await;
+        assert_eq!(now != last, f.name != "last_access", "{}", f.name);
+        last = now;
+        s.write(vec![write(&value)], None).await.unwrap();
+        assert_eq!(version().await, last, "{} written again", f.name);
+    }
+    for (what, gone) in [("a role's deletion", &ROLES), ("a deletion", &USERS)] {
+        let key = if gone.name == ROLES.name { &role } else { &id };
+        s.write(
+            vec![Write::Delete {
+                c: gone,
+                id: key.clone(),
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+        let now = version().await;
+        assert_ne!(now, last, "{what}");
+        last = now;
+    }
+}
+
+/// Fills an empty store with 60 users and reads one deep page of each sort a page can be
+/// continued on; returns, for each, the index that sort reads and the next page, which the
+/// engines' plan tests expect to start on that index's range rather than walk its offset.
+pub async fn walked_reads(s: &dyn Store) -> Vec<(String, Query)> {
+    let writes = (0..60)
+        .map(|i| {
+            insert(
+                &USERS,
+                json!({"id": Uuid::new_v4().to_string(), "email": format!("w{i}@example.com"),
+                       "first_name": format!("n{}", i % 9)}),
+            )
+        })
+        .collect();
+    s.write(writes, None).await.unwrap();
+    let mut reads = Vec::new();
+    for (sort, index) in [
+        (vec![], "directus_users_pkey"),
+        (vec![("email", false)], "directus_users_by_email"),
+        (vec![("email", true)], "directus_users_by_email"),
+        (vec![("first_name", false)], "directus_users_by_first_name"),
+        (vec![("status", true)], "directus_users_by_status"),
+    ] {
+        let at = |offset| Query {
+            sort: sort.iter().map(|(f, d)| (field(&USERS, f), *d)).collect(),
+            limit: Some(5),
+            offset,
+            ..Query::default()
+        };
+        s.read_items(&USERS, &at(25)).await.unwrap();
+        reads.push((index.to_owned(), at(30)));
+    }
+    reads
 }
 
 /// Sorted pages of users, first and deep (offset 5000), both ways, on every sortable field:

@@ -1,8 +1,10 @@
 //! Against the indexes of issue 12: text conditions narrowed through the trigram index, pages
 //! found by key, alias lists bounded. A query built to multiply index lookups (hundreds of
 //! distinct terms, nested as deep as the language allows, the longest term allowed), absurd
-//! windows, and a second instance renaming a user while this one searches for it: each answers
-//! exactly and never 500.
+//! windows, a second instance renaming a user while this one searches for it, and a walk of
+//! deep pages (continued from remembered rows) while a second instance inserts, renames and
+//! deletes ahead of it and behind it, or while another caller walks the same pages with other
+//! filter values: each answers exactly and never 500.
 
 use serde_json::{Value, json};
 
@@ -191,4 +193,81 @@ async fn a_second_instance_renaming_a_user_is_seen_by_the_next_search_here() {
     let r = b.admin("DELETE", &format!("/users/{id}"), None).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert!(emails(&a.admin("GET", &find("newname"), None).await).is_empty());
+}
+
+#[tokio::test]
+async fn deep_pages_walked_here_follow_a_second_instance_writing_between_them() {
+    let server = TestServer::spawn(&[]).await;
+    let a = &server;
+    let b = TestServer::spawn_in_with(
+        tempfile::tempdir().unwrap(),
+        &server.db,
+        &[],
+        tessera_server::Hooks::default(),
+    )
+    .await;
+    for i in 0..30 {
+        let status = if i % 4 == 0 { "suspended" } else { "active" };
+        a.create_user(
+            json!({"email": format!("walk{:02}@example.com", (i * 7) % 30),
+                             "status": status}),
+        )
+        .await;
+    }
+    let all = |s: String| async move {
+        emails(
+            &a.admin("GET", &format!("/users?fields=email&limit=-1&{s}"), None)
+                .await,
+        )
+    };
+    let page = |s: String, offset: usize| async move {
+        let path = format!("/users?fields=email&limit=4&offset={offset}&{s}");
+        emails(&a.admin("GET", &path, None).await)
+    };
+    let window = |v: Vec<String>, offset: usize| v.into_iter().skip(offset).take(4).collect();
+    for sort in ["sort=email", "sort=-email", "sort=id"] {
+        for (step, offset) in [4, 8, 12, 12, 16, 8, 24].into_iter().enumerate() {
+            let want: Vec<String> = window(all(sort.into()).await, offset);
+            assert_eq!(page(sort.into(), offset).await, want, "{sort} at {offset}");
+            // B writes between A's pages: a user sorting first, a rename, a deletion.
+            let r = match step % 3 {
+                0 => {
+                    let body = json!({"email": format!("aa{step}{sort}@example.com")});
+                    b.admin("POST", "/users", Some(body)).await
+                }
+                1 => {
+                    let all = emails(
+                        &b.admin("GET", "/users?fields=id,email&limit=-1", None)
+                            .await,
+                    );
+                    let who = b
+                        .admin(
+                            "GET",
+                            &format!("/users?filter[email][_eq]={}", all[offset]),
+                            None,
+                        )
+                        .await;
+                    let id = who.body["data"][0]["id"].as_str().unwrap().to_owned();
+                    let body = json!({"email": format!("zz{step}{sort}@example.com")});
+                    b.admin("PATCH", &format!("/users/{id}"), Some(body)).await
+                }
+                _ => {
+                    let r = b
+                        .admin("GET", "/users?fields=id&sort=email&limit=1", None)
+                        .await;
+                    let id = r.body["data"][0]["id"].as_str().unwrap().to_owned();
+                    b.admin("DELETE", &format!("/users/{id}"), None).await
+                }
+            };
+            assert!(r.status < 300, "{}", r.text);
+        }
+    }
+    // The same walk under two filter values: neither's remembered rows reach the other's pages.
+    for (round, offset) in [2, 4, 6, 4, 2].into_iter().enumerate() {
+        for status in ["active", "suspended"] {
+            let filter = format!("sort=email&filter[status][_eq]={status}");
+            let want: Vec<String> = window(all(filter.clone()).await, offset);
+            assert_eq!(page(filter, offset).await, want, "{status} round {round}");
+        }
+    }
 }
