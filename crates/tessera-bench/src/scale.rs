@@ -270,31 +270,36 @@ async fn measure(
         .await?;
         cells.push((name, ms(m)));
     }
-    // Deep pages: the first read of one walks its offset; each next page of the walk starts
-    // where the one before it ended.
-    for (sort, first, next) in [
+    // Deep pages: the first read of one walks its offset; each next page of a walk starts
+    // where the one before it ended, and costs what the same walk near the start costs. Each
+    // page of a walk reads rows no earlier request read (the first pages above repeat one).
+    for (sort, first, deep, shallow) in [
         (
             "",
             "`offset=n/2` (by id), first read",
             "`offset=n/2` (by id), each next page",
+            "`offset=25` (by id), each next page",
         ),
         (
             "sort=email&",
             "`sort=email&offset=n/2`, first read",
             "`sort=email&offset=n/2`, each next page",
+            "`sort=email&offset=25`, each next page",
         ),
     ] {
-        let page = |k: usize| format!("{}/users?{sort}offset={}&limit=25", t.url, half + 25 * k);
-        let (cold, _) = timed(http, reqwest::Method::GET, &page(0), None).await?;
+        let page = |offset: usize| format!("{}/users?{sort}offset={offset}&limit=25", t.url);
+        let (cold, _) = timed(http, reqwest::Method::GET, &page(half), None).await?;
         cells.push((first, ms(cold.as_secs_f64() * 1000.0)));
-        let mut k = 0;
-        let walk = median_ms(RUNS, || {
-            k += 1;
-            let url = page(k);
-            async move { Ok(timed(http, reqwest::Method::GET, &url, None).await?.0) }
-        })
-        .await?;
-        cells.push((next, ms(walk)));
+        for (name, from) in [(deep, half), (shallow, 0)] {
+            let mut k = 0;
+            let walk = median_ms(RUNS, || {
+                k += 1;
+                let url = page(from + 25 * k);
+                async move { Ok(timed(http, reqwest::Method::GET, &url, None).await?.0) }
+            })
+            .await?;
+            cells.push((name, ms(walk)));
+        }
     }
     // The same page as a client pages by key: the e-mail the previous page ended with.
     let (_, at) = timed(

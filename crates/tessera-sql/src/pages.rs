@@ -212,3 +212,97 @@ fn own(f: &Condition, ignored: &[&str]) -> bool {
         Condition::Related { .. } => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tessera_store::Op;
+    use tessera_store::schema::USERS;
+
+    use super::*;
+
+    fn read(email: &str) -> Paging {
+        let q = Query {
+            filter: Some(Condition::Compare {
+                field: USERS.field("email").unwrap(),
+                op: Op::Eq,
+                value: json!(email),
+            }),
+            sort: vec![(USERS.field("email").unwrap(), false)],
+            limit: Some(10),
+            offset: 10,
+        };
+        let render = |s: &SelectStatement| {
+            let (sql, values) = s.build(sea_query::SqliteQueryBuilder);
+            (sql, values.0)
+        };
+        Paging::of(&USERS, Dialect::Sqlite, &q, render).unwrap()
+    }
+
+    fn row(n: usize) -> Row {
+        let mut row = vec![Cell::Null; USERS.fields.len()];
+        row[0] = Cell::Text(format!("id{n:06}"));
+        row[3] = Cell::Text(format!("e{n:06}"));
+        row
+    }
+
+    #[test]
+    fn remembered_reads_and_rows_stay_bounded() {
+        let marks = Marks::default();
+        for i in 0..3 * WALKS {
+            marks.remember(&read(&format!("{i}")), 1, 10, &[row(0), row(1)]);
+        }
+        assert!(marks.walks.lock().unwrap().0.len() <= WALKS);
+        let walk = read("one");
+        for page in 0..10 * MARKS {
+            marks.remember(&walk, 1, 10 * page as u64, &[row(page), row(page + 1)]);
+        }
+        let walks = marks.walks.lock().unwrap();
+        assert_eq!(walks.0[&walk.key].at.len(), MARKS);
+    }
+
+    #[test]
+    fn a_page_read_at_another_version_replaces_what_was_remembered() {
+        let (marks, walk) = (Marks::default(), read("a"));
+        marks.remember(&walk, 1, 10, &[row(1), row(2)]);
+        assert_eq!(marks.nearest(&walk, 15).map(|m| m.position), Some(11));
+        marks.remember(&walk, 2, 40, &[row(3), row(4)]);
+        assert!(marks.nearest(&walk, 15).is_none());
+        let m = marks.nearest(&walk, 45).unwrap();
+        assert_eq!((m.position, m.version), (41, 2));
+        marks.forget(&walk);
+        assert!(marks.nearest(&walk, 45).is_none());
+    }
+
+    #[test]
+    fn rows_with_a_null_sort_value_and_reads_that_cannot_continue_are_not_remembered() {
+        let (marks, walk) = (Marks::default(), read("a"));
+        let mut blank = row(1);
+        blank[3] = Cell::Null;
+        marks.remember(&walk, 1, 10, &[blank.clone(), blank]);
+        assert!(marks.nearest(&walk, 20).is_none());
+        let render = |s: &SelectStatement| {
+            let (sql, values) = s.build(sea_query::SqliteQueryBuilder);
+            (sql, values.0)
+        };
+        let by = |name: &str, desc: bool| (USERS.field(name).unwrap(), desc);
+        for sort in [
+            vec![by("last_access", false)],
+            vec![by("email", false), by("first_name", true)],
+            vec![by("email", true), by("first_name", true)],
+        ] {
+            let q = Query {
+                sort,
+                limit: Some(10),
+                offset: 10,
+                ..Query::default()
+            };
+            assert!(Paging::of(&USERS, Dialect::Sqlite, &q, render).is_none());
+        }
+        let first = Query {
+            limit: Some(10),
+            ..Query::default()
+        };
+        assert!(Paging::of(&USERS, Dialect::Sqlite, &first, render).is_none());
+    }
+}
