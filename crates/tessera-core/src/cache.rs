@@ -160,6 +160,30 @@ impl Caches {
         self.load(which, cache, None, key, load).await
     }
 
+    /// Caches the pairs `load` returns, unless an invalidation ran meanwhile (as
+    /// [`Caches::get_or_load`] does for one).
+    pub(crate) async fn fill<K, V>(
+        &self,
+        cache: &Cache<K, V>,
+        load: impl Future<Output = Result<Vec<(K, V)>>>,
+    ) -> Result<()>
+    where
+        K: Hash + Eq + Send + Sync + Clone + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        let before = self.generation.load(Ordering::SeqCst);
+        let found = load.await?;
+        for (key, value) in &found {
+            cache.insert(key.clone(), value.clone());
+        }
+        if self.generation.load(Ordering::SeqCst) != before {
+            for (key, _) in &found {
+                cache.invalidate(key);
+            }
+        }
+        Ok(())
+    }
+
     async fn load<K, V>(
         &self,
         which: Cached,

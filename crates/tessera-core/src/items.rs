@@ -69,6 +69,14 @@ const CALLER_PATH_DEPTH: usize = 2;
 const MAX_BATCH_KEYS: usize = 10_000;
 
 /// A `deep` that asks nothing.
+/// Where the plain alias list of item `key` is cached.
+fn alias_key(alias: &'static Relation, key: &str) -> (&'static str, String) {
+    (
+        alias.name,
+        format!("{}.{}:{key}", alias.target.table, alias.remote),
+    )
+}
+
 static NO_DEEP: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
 
 /// How many linked items a one-to-many alias (a role's `users`, a user's `policies`) lists
@@ -436,6 +444,7 @@ impl Items {
             .map(|r| r.get(key.name).map(key_text).unwrap_or_default())
             .collect();
         let shown = self.shown_per_item(c, rule, &keys).await?;
+        self.prefetch_aliases(c, acc, &keys, sel, deep).await?;
         let mut out = Vec::with_capacity(recs.len());
         for (rec, shown) in recs.iter().zip(&shown) {
             out.push(
@@ -444,6 +453,58 @@ impl Items {
             );
         }
         Ok(out)
+    }
+
+    /// Reads the plain alias lists (keys only, no filter, no `deep`) of many items in one
+    /// statement per alias into the cache, where `read_alias` then finds them, instead of one
+    /// read per item.
+    async fn prefetch_aliases(
+        &self,
+        c: &'static Collection,
+        acc: &Accountability,
+        keys: &[String],
+        sel: &Fields,
+        deep: &Map<String, Value>,
+    ) -> Result<()> {
+        if keys.len() < 2 {
+            return Ok(());
+        }
+        for alias in c.aliases() {
+            let asked = sel.all || sel.names.iter().any(|n| n == alias.name);
+            if !asked || sel.nested.contains_key(alias.name) || deep.contains_key(alias.name) {
+                continue;
+            }
+            let Some(rule) = self.rule(alias.target, acc, Action::Read).await? else {
+                continue;
+            };
+            if rule.filter.is_some() {
+                continue;
+            }
+            let missing: Vec<String> = keys
+                .iter()
+                .filter(|k| !self.caches.aliases.contains_key(&alias_key(alias, k)))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            self.caches
+                .fill(&self.caches.aliases, async {
+                    let mut found = self
+                        .store
+                        .alias_values_of(alias, &missing, ALIAS_LIMIT)
+                        .await?;
+                    Ok(missing
+                        .iter()
+                        .map(|k| {
+                            let list = found.remove(k).unwrap_or_default();
+                            (alias_key(alias, k), Arc::new(list))
+                        })
+                        .collect())
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Shapes one record: conceals secrets, formats timestamps, expands aliases and nested
@@ -557,19 +618,20 @@ impl Items {
             return Ok(json!([]));
         };
         if sel.is_none() && rule.filter.is_none() && deep.is_none() {
-            let cache_key = (
-                alias.name,
-                format!("{}.{}:{key}", target.table, remote.column),
-            );
             let values = self
                 .caches
-                .get_or_load(Cached::Aliases, &self.caches.aliases, cache_key, async {
-                    Ok(Arc::new(
-                        self.store
-                            .alias_values(alias, key, Some(ALIAS_LIMIT))
-                            .await?,
-                    ))
-                })
+                .get_or_load(
+                    Cached::Aliases,
+                    &self.caches.aliases,
+                    alias_key(alias, key),
+                    async {
+                        Ok(Arc::new(
+                            self.store
+                                .alias_values(alias, key, Some(ALIAS_LIMIT))
+                                .await?,
+                        ))
+                    },
+                )
                 .await?;
             return Ok(Value::Array(values.as_ref().clone()));
         }

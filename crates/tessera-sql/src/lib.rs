@@ -395,6 +395,18 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
+    async fn alias_values_of(
+        &self,
+        alias: &'static tessera_store::Relation,
+        ids: &[String],
+        limit: u64,
+    ) -> StoreResult<std::collections::HashMap<String, Vec<serde_json::Value>>> {
+        let ids = ids.to_vec();
+        self.engine
+            .read(move |x| ops::alias_values_of(x, alias, &ids, limit))
+            .await
+    }
+
     async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>> {
         let email = email_lower.to_owned();
         self.engine

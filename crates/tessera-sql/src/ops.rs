@@ -360,6 +360,50 @@ pub(crate) fn alias_values(
         .collect())
 }
 
+/// Items whose alias lists one statement reads; more go in several.
+const ALIAS_BATCH: usize = 500;
+
+/// The first `limit` values of the alias lists of the items `ids`, in key order, by item.
+pub(crate) fn alias_values_of(
+    x: &mut dyn Conn,
+    alias: &'static Relation,
+    ids: &[String],
+    limit: u64,
+) -> StoreResult<std::collections::HashMap<String, Vec<Value>>> {
+    let key = alias.target.key();
+    let mut lists: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for chunk in ids.chunks(ALIAS_BATCH) {
+        // Each item's rows numbered in key order, so that the cut is per item.
+        let numbered = format!(
+            "ROW_NUMBER() OVER (PARTITION BY \"{}\" ORDER BY \"{}\")",
+            alias.remote, key.column
+        );
+        let mut inner = Query::select();
+        inner
+            .column(t(alias.remote))
+            .column(t(key.column))
+            .expr_as(Expr::cust(numbered), t("n"))
+            .from(t(alias.target.table))
+            .and_where(col(alias.remote).is_in(chunk.iter().map(String::as_str)));
+        let mut s = Query::select();
+        s.column(t(alias.remote))
+            .column(t(key.column))
+            .from_subquery(inner, t("numbered"))
+            .and_where(col("n").lte(i64::try_from(limit).unwrap_or(i64::MAX)))
+            .order_by(t(alias.remote), Order::Asc)
+            .order_by(t(key.column), Order::Asc);
+        for r in rows(x, &s)? {
+            if let Some(owner) = text(&r, 0) {
+                lists
+                    .entry(owner)
+                    .or_default()
+                    .push(json(key.kind, cell(&r, 1)));
+            }
+        }
+    }
+    Ok(lists)
+}
+
 /// Which user a lookup names.
 pub(crate) enum ByUser {
     Id(Uuid),

@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             counters_keep_fixed_windows_and_holds,
             the_user_total_follows_every_insert_and_delete,
             text_searches_follow_every_write,
+            alias_lists_of_many_items_equal_each_ones_own,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
@@ -1802,6 +1803,41 @@ pub async fn deep_pages_follow_every_write(s: Arc<dyn Store>, other: Arc<dyn Sto
             };
             other.write(vec![write], None).await.unwrap();
         }
+    }
+}
+
+/// The alias lists of many items read at once equal each item's own list, cut to the same
+/// limit per item; an item with none is left out, and keys beyond one statement's batch are
+/// read too.
+pub async fn alias_lists_of_many_items_equal_each_ones_own(s: Arc<dyn Store>) {
+    let users = ROLES.alias("users").unwrap();
+    let roles: Vec<String> = (0..3).map(|_| Uuid::new_v4().to_string()).collect();
+    let mut writes: Vec<Write> = roles
+        .iter()
+        .map(|r| insert(&ROLES, json!({"id": r, "name": "Listed"})))
+        .collect();
+    for (i, role) in [(0, 5), (2, 3)]
+        .iter()
+        .flat_map(|(r, n)| (0..*n).map(move |_| *r))
+        .enumerate()
+    {
+        writes.push(insert(
+            &USERS,
+            json!({"id": Uuid::new_v4().to_string(), "email": format!("l{i}@example.com"),
+                   "role": roles[role]}),
+        ));
+    }
+    s.write(writes, None).await.unwrap();
+    let mut asked = roles.clone();
+    asked.extend((0..1200).map(|_| Uuid::new_v4().to_string()));
+    for limit in [2, 100] {
+        let lists = s.alias_values_of(users, &asked, limit).await.unwrap();
+        assert_eq!(lists.len(), 2, "limit {limit}");
+        for role in &roles {
+            let own = s.alias_values(users, role, Some(limit)).await.unwrap();
+            assert_eq!(lists.get(role).cloned().unwrap_or_default(), own);
+        }
+        assert_eq!(lists[&roles[0]].len(), 5.min(limit as usize));
     }
 }
 

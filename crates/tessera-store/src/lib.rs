@@ -483,6 +483,14 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         limit: Option<u64>,
     ) -> StoreResult<Vec<Value>>;
+    /// The alias lists of many items at once, by item key (an item with an empty list is
+    /// left out): each as [`Store::alias_values`] gives it with `limit`.
+    async fn alias_values_of(
+        &self,
+        alias: &'static Relation,
+        ids: &[String],
+        limit: u64,
+    ) -> StoreResult<std::collections::HashMap<String, Vec<Value>>>;
 
     /// The user whose (ASCII) lower-cased e-mail equals `email_lower`.
     async fn login_user(&self, email_lower: &str) -> StoreResult<Option<LoginUser>>;

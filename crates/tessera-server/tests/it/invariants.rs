@@ -2,7 +2,8 @@
 //! bounded number of rows whatever their number (counted by the store: the rows the database
 //! returned). Before the last-admin check stopped scanning users, deleting an empty role read
 //! every active user twice. A role's `users` list is bounded the same way: a hundred ids
-//! unless `deep` asks for more.
+//! unless `deep` asks for more. A page of items reads its items' lists in one statement per
+//! alias, and each item still lists exactly its own.
 
 use serde_json::json;
 
@@ -176,4 +177,42 @@ async fn a_role_lists_a_hundred_of_its_users_unless_deep_asks_for_more() {
         )
         .await;
     assert_eq!(ids(&r.body["data"]["users"]).len(), USERS as usize);
+}
+
+#[tokio::test]
+async fn a_page_of_users_lists_each_users_own_policies() {
+    let s = TestServer::spawn(&[]).await;
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let mut policies = Vec::new();
+        for _ in 0..i {
+            let policy = s.make("/policies", json!({"name": format!("P{i}")})).await;
+            policies.push(json!({ "policy": policy }));
+        }
+        let id = s
+            .make(
+                "/users",
+                json!({"email": format!("own{i}@example.com"),
+                       "policies": {"create": policies}}),
+            )
+            .await;
+        users.push(id.as_str().unwrap().to_owned());
+    }
+    let r = s
+        .admin("GET", "/users?fields=id,policies&limit=-1", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for item in r.body["data"].as_array().unwrap() {
+        let id = item["id"].as_str().unwrap();
+        let one = s
+            .admin("GET", &format!("/users/{id}?fields=policies"), None)
+            .await;
+        assert_eq!(item["policies"], one.body["data"]["policies"], "{id}");
+    }
+    for (i, id) in users.iter().enumerate() {
+        let one = s
+            .admin("GET", &format!("/users/{id}?fields=policies"), None)
+            .await;
+        assert_eq!(one.body["data"]["policies"].as_array().unwrap().len(), i);
+    }
 }
