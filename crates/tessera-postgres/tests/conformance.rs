@@ -144,7 +144,7 @@ async fn the_user_version_moves_with_every_shown_column() {
             tokio::task::spawn_blocking(move || {
                 let mut c = config.connect(postgres::NoTls).unwrap();
                 c.query_one(
-                    "SELECT version FROM tessera_counts WHERE name = 'directus_users'",
+                    "SELECT version FROM tessera_versions WHERE name = 'directus_users'",
                     &[],
                 )
                 .unwrap()
@@ -156,4 +156,84 @@ async fn the_user_version_moves_with_every_shown_column() {
     };
     tessera_store::conformance::the_user_version_moves_with_every_shown_column(&*store, version)
         .await;
+}
+
+/// Two writers crossing on two users: the first updates A, the second updates B, then the
+/// first waits for B. The version row is taken only at commit, after the user rows, so the
+/// second commits and the first follows; a version moved mid-transaction would have the
+/// first hold it while the second waits for it holding B, and one of them would fail as a
+/// deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_writers_crossing_on_two_rows_never_deadlock_on_the_version() {
+    use serde_json::json;
+    use tessera_store::schema::USERS;
+    let Some(db) = tokio::task::spawn_blocking(|| Scratch::or_skip("PostgreSQL crossing writes"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let store = open(&db).await;
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let users = [(a, "a@example.com"), (b, "b@example.com")]
+        .iter()
+        .map(|(id, email)| tessera_store::Write::Insert {
+            c: &USERS,
+            values: vec![
+                (USERS.field("id").unwrap(), json!(id.to_string())),
+                (USERS.field("email").unwrap(), json!(email)),
+            ],
+        })
+        .collect();
+    store.write(users, None).await.unwrap();
+    let config = db.config();
+    let names = tokio::task::spawn_blocking(move || {
+        let connect = || {
+            let mut c = config.connect(postgres::NoTls).unwrap();
+            c.batch_execute("SET lock_timeout = '10s'").unwrap();
+            c
+        };
+        let (mut first, mut second, mut watch) = (connect(), connect(), connect());
+        let set = |id: uuid::Uuid, name: &str| {
+            format!("UPDATE directus_users SET first_name = '{name}' WHERE id = '{id}'")
+        };
+        first
+            .batch_execute(&format!("BEGIN; {}", set(a, "first")))
+            .unwrap();
+        second
+            .batch_execute(&format!("BEGIN; {}", set(b, "second")))
+            .unwrap();
+        let pid: i32 = first
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let finish = set(b, "first");
+        let waiting = std::thread::spawn(move || first.batch_execute(&format!("{finish}; COMMIT")));
+        // The first writer is now waiting for B, which the second holds.
+        while watch
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",
+                &[&pid],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        second.batch_execute("COMMIT").unwrap();
+        waiting.join().unwrap().unwrap();
+        watch
+            .query(
+                "SELECT first_name FROM directus_users WHERE id IN ($1, $2) ORDER BY email",
+                &[&a.to_string(), &b.to_string()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(names, ["first", "first"]);
 }

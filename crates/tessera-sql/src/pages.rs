@@ -13,6 +13,8 @@
 //! for a descending sort over more than one column, none that may hold null (nulls sort
 //! smallest, and a row comparison cannot place them). A continued page that comes back short
 //! is read again by offset, which is also what tells a changed version from the last page.
+//! A sort naming one column twice is not continued, and rows whose sort values are long are
+//! not remembered, so what is kept stays small whatever a caller writes or asks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -32,10 +34,14 @@ const VERSIONED: &[(&str, &[&str])] = &[("directus_users", &["last_access"])];
 const WALKS: usize = 1024;
 
 /// Rows remembered per filter and sort; past this the ones nearest the start are forgotten.
-const MARKS: usize = 32;
+const MARKS: usize = 16;
 
 /// Statements longer than this (a filter of hundreds of terms) are not remembered.
 const KEY_BYTES: usize = 4096;
+
+/// Rows whose sort values and key are longer than this together (a sort on a long text a
+/// caller wrote) are not remembered: at most `WALKS × MARKS × MARK_BYTES` (8 MiB) of values.
+const MARK_BYTES: usize = 512;
 
 /// A remembered row: where it sits, at which version, and its sort values then its key.
 #[derive(Debug, Clone)]
@@ -134,11 +140,16 @@ impl Paging {
         }
         let descending = q.sort.first().is_some_and(|(_, desc)| *desc);
         let nullable = q.sort.iter().any(|(f, _)| f.nulls == Nulls::Allowed);
+        let repeated = q
+            .sort
+            .iter()
+            .enumerate()
+            .any(|(i, (f, _))| q.sort[..i].iter().any(|(g, _)| g.column == f.column));
         let sort_ok = q.sort.iter().all(|(f, desc)| {
             *desc == descending && !ignored.contains(&f.column) && c.field(f.name).is_some()
         }) && !(descending && nullable && q.sort.len() > 1);
         let filter_ok = q.filter.as_ref().is_none_or(|f| own(f, ignored));
-        if !sort_ok || !filter_ok {
+        if !sort_ok || !filter_ok || repeated {
             return None;
         }
         let mut s = Select::select();
@@ -171,7 +182,7 @@ impl Paging {
     pub fn version(&self) -> Expr {
         let mut v = Select::select();
         v.column(Alias::new("version"))
-            .from(Alias::new("tessera_counts"))
+            .from(Alias::new("tessera_versions"))
             .and_where(Expr::col(Alias::new("name")).eq(self.table));
         Expr::SubQuery(None, Box::new(v.into()))
     }
@@ -195,8 +206,20 @@ impl Paging {
         }
     }
 
-    /// The sort values and key of `row`; `None` where one is null.
+    /// The sort values and key of `row`; `None` where one is null or they are too long to
+    /// keep.
     fn values(&self, row: &Row) -> Option<Vec<Cell>> {
+        let size: usize = self
+            .at
+            .iter()
+            .map(|i| match row.get(*i) {
+                Some(Cell::Text(v)) => v.len(),
+                _ => 8,
+            })
+            .sum();
+        if size > MARK_BYTES {
+            return None;
+        }
         self.at
             .iter()
             .map(|i| row.get(*i).filter(|v| **v != Cell::Null).cloned())
@@ -281,6 +304,10 @@ mod tests {
         blank[3] = Cell::Null;
         marks.remember(&walk, 1, 10, &[blank.clone(), blank]);
         assert!(marks.nearest(&walk, 20).is_none());
+        let mut long = row(1);
+        long[3] = Cell::Text("x".repeat(MARK_BYTES));
+        marks.remember(&walk, 1, 10, &[long.clone(), long]);
+        assert!(marks.nearest(&walk, 20).is_none());
         let render = |s: &SelectStatement| {
             let (sql, values) = s.build(sea_query::SqliteQueryBuilder);
             (sql, values.0)
@@ -290,6 +317,7 @@ mod tests {
             vec![by("last_access", false)],
             vec![by("email", false), by("first_name", true)],
             vec![by("email", true), by("first_name", true)],
+            vec![by("email", false), by("email", false)],
         ] {
             let q = Query {
                 sort,

@@ -112,7 +112,7 @@ async fn the_user_version_moves_with_every_shown_column() {
         async move {
             let c = rusqlite::Connection::open(path).unwrap();
             c.query_row(
-                "SELECT version FROM tessera_counts WHERE name = 'directus_users'",
+                "SELECT version FROM tessera_versions WHERE name = 'directus_users'",
                 [],
                 |r| r.get(0),
             )

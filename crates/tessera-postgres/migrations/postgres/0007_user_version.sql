@@ -1,27 +1,25 @@
 -- See SQLite's migration 0008. Here the version is the id of the last transaction that
--- changed it, so a bulk write (a role's users losing their role) moves it once rather than
--- once per row, and it never comes back to an earlier value.
-ALTER TABLE tessera_counts ADD COLUMN version bigint NOT NULL DEFAULT 0;
-CREATE OR REPLACE FUNCTION tessera_count_users() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        UPDATE tessera_counts SET n = n + (SELECT count(*) FROM counted), version = txid_current()
-            WHERE name = 'directus_users';
-    ELSE
-        UPDATE tessera_counts SET n = n - (SELECT count(*) FROM counted), version = txid_current()
-            WHERE name = 'directus_users';
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- changed the users, written as that transaction commits: the triggers are deferred, so the
+-- version row is the last lock a writer takes, after every user row it locks. (Moved in the
+-- middle of a transaction, it would be held while waiting for a user row that another writer
+-- holds while waiting for the version row at its own commit: a deadlock.) Each transaction
+-- writes it once, so a bulk write moves it once, and a transaction id never comes back.
+CREATE TABLE tessera_versions (
+    name text COLLATE "C" PRIMARY KEY,
+    version bigint NOT NULL
+);
+INSERT INTO tessera_versions (name, version) VALUES ('directus_users', 0);
 CREATE FUNCTION tessera_version_users() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE tessera_counts SET version = txid_current()
+    UPDATE tessera_versions SET version = txid_current()
         WHERE name = 'directus_users' AND version <> txid_current();
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER directus_users_versioned_update AFTER UPDATE ON directus_users FOR EACH ROW
+CREATE CONSTRAINT TRIGGER directus_users_versioned_write AFTER INSERT OR DELETE ON directus_users
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tessera_version_users();
+CREATE CONSTRAINT TRIGGER directus_users_versioned_update AFTER UPDATE ON directus_users
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     WHEN (
         OLD.id IS DISTINCT FROM NEW.id OR
         OLD.first_name IS DISTINCT FROM NEW.first_name OR

@@ -1,20 +1,22 @@
 -- A version of what the users' rows say, for the SQL layer's deep pages: a page continued
 -- from a remembered row (rather than walking its offset again) is correct only while the
 -- version it was remembered at holds, and the paging statement checks that itself. Every
--- insert and delete changes it, and every update of a column the collection shows except
--- `last_access`, which each login and refresh writes (pages filtered or sorted on it are
--- never continued). Columns the collection does not show (failed logins, two-factor
+-- insert and delete moves it, and every update that changes a column the collection shows
+-- except `last_access`, which each login and refresh writes (pages filtered or sorted on it
+-- are never continued). Columns the collection does not show (failed logins, two-factor
 -- bookkeeping) leave it alone too.
-ALTER TABLE tessera_counts ADD COLUMN version integer NOT NULL DEFAULT 0;
-DROP TRIGGER directus_users_counted_insert;
-DROP TRIGGER directus_users_counted_delete;
-CREATE TRIGGER directus_users_counted_insert AFTER INSERT ON directus_users
+CREATE TABLE tessera_versions (
+    name text PRIMARY KEY NOT NULL,
+    version integer NOT NULL
+);
+INSERT INTO tessera_versions (name, version) VALUES ('directus_users', 0);
+CREATE TRIGGER directus_users_versioned_insert AFTER INSERT ON directus_users
 BEGIN
-    UPDATE tessera_counts SET n = n + 1, version = version + 1 WHERE name = 'directus_users';
+    UPDATE tessera_versions SET version = version + 1 WHERE name = 'directus_users';
 END;
-CREATE TRIGGER directus_users_counted_delete AFTER DELETE ON directus_users
+CREATE TRIGGER directus_users_versioned_delete AFTER DELETE ON directus_users
 BEGIN
-    UPDATE tessera_counts SET n = n - 1, version = version + 1 WHERE name = 'directus_users';
+    UPDATE tessera_versions SET version = version + 1 WHERE name = 'directus_users';
 END;
 CREATE TRIGGER directus_users_versioned_update AFTER UPDATE ON directus_users
 WHEN
@@ -45,5 +47,5 @@ WHEN
     OLD.theme_dark_overrides IS NOT NEW.theme_dark_overrides OR
     OLD.text_direction IS NOT NEW.text_direction
 BEGIN
-    UPDATE tessera_counts SET version = version + 1 WHERE name = 'directus_users';
+    UPDATE tessera_versions SET version = version + 1 WHERE name = 'directus_users';
 END;
