@@ -264,6 +264,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_of_alias_lists_racing_an_invalidation_is_not_kept() {
+        let c = Caches::new();
+        let key = |k: &str| ("policies", format!("directus_access.user:{k}"));
+        c.fill(&c.aliases, async {
+            // A write commits and invalidates while the page's lists are being read.
+            c.invalidate();
+            Ok(vec![
+                (key("a"), Arc::new(vec![Value::from("p")])),
+                (key("b"), Arc::new(Vec::new())),
+            ])
+        })
+        .await
+        .unwrap();
+        assert!(c.aliases.get(&key("a")).is_none());
+        assert!(c.aliases.get(&key("b")).is_none());
+        // Without a write meanwhile, they are kept.
+        c.fill(&c.aliases, async {
+            Ok(vec![(key("a"), Arc::new(vec![Value::from("p")]))])
+        })
+        .await
+        .unwrap();
+        assert_eq!(c.aliases.get(&key("a")).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_load_racing_an_invalidation_is_not_kept() {
         let c = Caches::new();
         let v = c

@@ -327,6 +327,18 @@ mod tests {
             };
             assert!(Paging::of(&USERS, Dialect::Sqlite, &q, render).is_none());
         }
+        // A filter whose statement is longer than a remembered one may be.
+        let huge = Query {
+            filter: Some(Condition::Compare {
+                field: USERS.field("email").unwrap(),
+                op: Op::Eq,
+                value: json!("x".repeat(KEY_BYTES)),
+            }),
+            limit: Some(10),
+            offset: 10,
+            ..Query::default()
+        };
+        assert!(Paging::of(&USERS, Dialect::Sqlite, &huge, render).is_none());
         let first = Query {
             limit: Some(10),
             ..Query::default()

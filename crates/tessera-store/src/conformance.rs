@@ -54,6 +54,7 @@ macro_rules! conformance_suite {
             the_user_total_follows_every_insert_and_delete,
             text_searches_follow_every_write,
             alias_lists_of_many_items_equal_each_ones_own,
+            pages_walked_by_many_readers_at_once_each_equal_their_window,
         );
         $crate::conformance_suite!(@two $make;
             concurrent_refreshes_each_see_the_last_generation,
@@ -62,6 +63,7 @@ macro_rules! conformance_suite {
             two_demotions_racing_cannot_remove_the_last_admin,
             hits_from_two_instances_at_once_are_all_counted,
             deep_pages_follow_every_write,
+            a_page_read_while_a_write_waits_to_commit_sees_the_rows_before_it,
         );
     };
     (@one $make:path; $($name:ident),* $(,)?) => {
@@ -1803,6 +1805,134 @@ pub async fn deep_pages_follow_every_write(s: Arc<dyn Store>, other: Arc<dyn Sto
             };
             other.write(vec![write], None).await.unwrap();
         }
+    }
+}
+
+/// The ids of every user on `sort` (by e-mail, ascending or not), and the page of five at
+/// `offset`.
+async fn by_email(s: &Arc<dyn Store>, desc: bool, offset: u64) -> (Vec<Value>, Vec<Value>) {
+    let q = |offset: u64, limit: Option<u64>| Query {
+        sort: vec![(field(&USERS, "email"), desc)],
+        limit,
+        offset,
+        ..Query::default()
+    };
+    let ids = |found: Vec<crate::Record>| -> Vec<Value> {
+        found.into_iter().map(|r| r["id"].clone()).collect()
+    };
+    let all = ids(s.read_items(&USERS, &q(0, None)).await.unwrap());
+    let page = ids(s.read_items(&USERS, &q(offset, Some(5))).await.unwrap());
+    (all, page)
+}
+
+fn window(all: &[Value], offset: u64) -> Vec<Value> {
+    all.iter().skip(offset as usize).take(5).cloned().collect()
+}
+
+fn walkers(n: usize) -> Vec<Write> {
+    (0..n)
+        .map(|i| {
+            insert(
+                &USERS,
+                json!({"id": Uuid::new_v4().to_string(),
+                       "email": format!("m{:03}@example.com", (i * 37) % 1000)}),
+            )
+        })
+        .collect()
+}
+
+/// The other instance's write is held after its statements, before its commit, while pages
+/// here are continued from remembered rows: they show the rows as they were. Once it commits,
+/// the next page shows the rows as they are (the version moved), not a position remembered
+/// before.
+pub async fn a_page_read_while_a_write_waits_to_commit_sees_the_rows_before_it(
+    s: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+) {
+    s.write(walkers(30), None).await.unwrap();
+    let (before, page) = by_email(&s, false, 5).await;
+    assert_eq!(page, window(&before, 5));
+    let holding = Arc::new(AtomicBool::new(false));
+    let (release, wait) = std::sync::mpsc::channel();
+    let guard = KeepsAnAdmin {
+        before: 0,
+        holding: Some(holding.clone()),
+        release: Some(wait),
+        overlapped: Arc::default(),
+        other_holding: None,
+    };
+    let moved = before[20].as_str().unwrap().to_owned();
+    // Every row after the remembered ones moves one place: one moved ahead of them, one added
+    // ahead of them, one ahead of them deleted.
+    let writes = vec![
+        update(&USERS, &moved, json!({"email": "a-first@example.com"})),
+        insert(
+            &USERS,
+            json!({"id": Uuid::new_v4().to_string(), "email": "a-second@example.com"}),
+        ),
+        Write::Delete {
+            c: &USERS,
+            id: before[3].as_str().unwrap().to_owned(),
+        },
+    ];
+    let write = tokio::spawn(async move { other.write(writes, Some(Box::new(guard))).await });
+    while !holding.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for offset in [10, 15] {
+        let (all, page) = by_email(&s, false, offset).await;
+        assert_eq!(all, before, "held, at {offset}");
+        assert_eq!(page, window(&before, offset), "held, at {offset}");
+    }
+    release.send(()).unwrap();
+    write.await.unwrap().unwrap();
+    for offset in [20, 25, 15] {
+        let (all, page) = by_email(&s, false, offset).await;
+        assert_ne!(all, before);
+        assert_eq!(page, window(&all, offset), "committed, at {offset}");
+    }
+}
+
+/// Many readers walk pages of two sorts at once, sharing what they remember, then again after
+/// a write: every page equals its window of a read of everything.
+pub async fn pages_walked_by_many_readers_at_once_each_equal_their_window(s: Arc<dyn Store>) {
+    s.write(walkers(60), None).await.unwrap();
+    for round in 0..2 {
+        let truth = [
+            by_email(&s, false, 0).await.0,
+            by_email(&s, true, 0).await.0,
+        ];
+        let readers: Vec<_> = (0..12)
+            .map(|r| {
+                let (s, truth) = (s.clone(), truth.clone());
+                tokio::spawn(async move {
+                    let desc = r % 2 == 1;
+                    for step in 0..10 {
+                        let offset = 5 + ((r * 7 + step * 5) % 50) as u64;
+                        let (_, page) = by_email(&s, desc, offset).await;
+                        let want = window(&truth[usize::from(desc)], offset);
+                        assert_eq!(page, want, "round {round}, reader {r}, at {offset}");
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        // A write that fails (its e-mails are taken) changes nothing; one that succeeds moves
+        // the first user to the end.
+        s.write(walkers(3), None).await.unwrap_err();
+        let first = truth[0][0].as_str().unwrap().to_owned();
+        s.write(
+            vec![update(
+                &USERS,
+                &first,
+                json!({"email": format!("z-last{round}@example.com")}),
+            )],
+            None,
+        )
+        .await
+        .unwrap();
     }
 }
 
