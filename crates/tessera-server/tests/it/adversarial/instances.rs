@@ -22,8 +22,7 @@ fn is_active(s: &TestServer, id: &str) -> bool {
 #[tokio::test]
 async fn two_instances_demoting_the_last_two_admins_at_once_keep_one() {
     let a = TestServer::spawn(&[]).await;
-    let b =
-        TestServer::spawn_in_with(tempfile::tempdir().unwrap(), &a.db, &[], Hooks::default()).await;
+    let b = TestServer::spawn_in(tempfile::tempdir().unwrap(), &a.db, &[]).await;
     let role = admin_role(&a).await;
     let second = a
         .create_user(
@@ -182,8 +181,7 @@ async fn abandoned_requests_give_their_database_connections_back() {
 #[tokio::test]
 async fn two_instances_detaching_the_last_two_admin_policies_at_once_keep_one() {
     let a = TestServer::spawn(&[]).await;
-    let b =
-        TestServer::spawn_in_with(tempfile::tempdir().unwrap(), &a.db, &[], Hooks::default()).await;
+    let b = TestServer::spawn_in(tempfile::tempdir().unwrap(), &a.db, &[]).await;
     let role = admin_role(&a).await;
     let first = a
         .admin("GET", &format!("/access?filter[role][_eq]={role}"), None)
@@ -234,8 +232,7 @@ async fn two_instances_detaching_the_last_two_admin_policies_at_once_keep_one() 
 #[tokio::test]
 async fn a_code_used_on_one_instance_is_refused_on_the_other_and_so_is_a_session_ended_there() {
     let a = TestServer::spawn(&[]).await;
-    let b =
-        TestServer::spawn_in_with(tempfile::tempdir().unwrap(), &a.db, &[], Hooks::default()).await;
+    let b = TestServer::spawn_in(tempfile::tempdir().unwrap(), &a.db, &[]).await;
     let uid = a.user("two@example.com", "Two-Instances-1").await;
     let secret = "JBSWY3DPEHPK3PXP";
     a.database().execute(

@@ -161,13 +161,7 @@ async fn windows_past_every_row_or_at_the_bounds_are_empty_or_refused_never_500(
 #[tokio::test]
 async fn a_second_instance_renaming_a_user_is_seen_by_the_next_search_here() {
     let a = TestServer::spawn(&[]).await;
-    let b = TestServer::spawn_in_with(
-        tempfile::tempdir().unwrap(),
-        &a.db,
-        &[],
-        tessera_server::Hooks::default(),
-    )
-    .await;
+    let b = TestServer::spawn_in(tempfile::tempdir().unwrap(), &a.db, &[]).await;
     let id = a
         .create_user(json!({"email": "renamed@example.com", "first_name": "Oldname"}))
         .await;
@@ -200,13 +194,7 @@ async fn a_second_instance_renaming_a_user_is_seen_by_the_next_search_here() {
 async fn deep_pages_walked_here_follow_a_second_instance_writing_between_them() {
     let server = TestServer::spawn(&[]).await;
     let a = &server;
-    let b = TestServer::spawn_in_with(
-        tempfile::tempdir().unwrap(),
-        &server.db,
-        &[],
-        tessera_server::Hooks::default(),
-    )
-    .await;
+    let b = TestServer::spawn_in(tempfile::tempdir().unwrap(), &server.db, &[]).await;
     for i in 0..30 {
         let status = if i % 4 == 0 { "suspended" } else { "active" };
         a.create_user(
